@@ -1,0 +1,104 @@
+"""The `Method` contract every file in ``methods/`` implements, and the paper defaults it declares."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from missbench.tasks import Task
+
+
+@dataclass(frozen=True)
+class TrainingDefaults:
+    """Optimiser, schedule and modality-dropout scheme a method's paper or official code uses.
+
+    ``dropout`` names a scheme in `missbench.dropout`; ``warmup_fraction`` of the budget is trained
+    with every modality present before dropping starts (ShaSpec's run.sh: 80k of 180k iterations).
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 1e-2
+    momentum: float = 0.99
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    schedule: str = "poly"
+    dropout: str = "count_then_subset"
+    warmup_fraction: float = 0.0
+
+    def replace(self, **changes: Any) -> "TrainingDefaults":
+        """A copy with ``changes`` applied; unknown names are an error."""
+        unknown = sorted(set(changes) - set(asdict(self)))
+        if unknown:
+            raise ValueError(f"unknown training setting {unknown[0]!r}; expected one of {sorted(asdict(self))}")
+        return TrainingDefaults(**{**asdict(self), **changes})
+
+
+@dataclass
+class Output:
+    """What a forward pass returns: ``logits`` (B x C x ...) and named, already weighted loss terms."""
+
+    logits: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of the methods.
+
+    The harness zeroes missing modalities in ``x`` (B x M x ...) before the call and passes
+    ``available`` (B x M booleans, per sample). A method that encodes each modality on its own
+    implements ``encode`` (per-modality features, no availability needed) and ``decode`` (fusion and
+    decoding for one availability pattern); evaluation then encodes each window once and decodes it
+    for every subset. Others override ``forward`` and leave ``encode`` returning None.
+    """
+
+    name: ClassVar[str]
+    citation: ClassVar[str] = ""
+    tasks: ClassVar[tuple[str, ...]] = ("segmentation",)
+    #: Hyperparameters and their paper defaults; ``__init__`` refuses names not listed here.
+    defaults: ClassVar[dict[str, Any]] = {}
+    training: ClassVar[TrainingDefaults] = TrainingDefaults()
+    #: "regions" (sigmoid ET/TC/WT) or "labels" (softmax over the task's classes).
+    output: ClassVar[str] = "regions"
+
+    def __init__(self, task: Task, modalities: tuple[str, ...], **params: Any) -> None:
+        super().__init__()
+        if task.name not in self.tasks:
+            raise ValueError(f"method {self.name!r} does not support task {task.name!r} (supports {list(self.tasks)})")
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r}: unknown parameter {unknown[0]!r}; expected one of {sorted(self.defaults)}"
+            )
+        self.task = task
+        self.modalities = tuple(modalities)
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    @property
+    def n_modalities(self) -> int:
+        return len(self.modalities)
+
+    def encode(self, x: torch.Tensor) -> list[Any] | None:
+        """Per-modality features of ``x`` (one entry per modality), or None if the method cannot share them."""
+        return None
+
+    def decode(self, features: list[Any], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+        """Fuse per-modality ``features`` under ``available`` and decode; loss terms when ``target`` is given."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+        features = self.encode(x)
+        if features is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement encode/decode or forward")
+        return self.decode(features, available, target)
+
+    def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The task's loss for this method's output convention, as named terms."""
+        return self.task.loss(logits, target, self.output)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

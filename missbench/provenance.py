@@ -1,0 +1,60 @@
+"""Provenance recorded with every result: git SHA and dirty flag, versions, host, device, memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("torch", "numpy", "pandas", "scipy", "medpy", "pyyaml", "submitit", "nibabel")
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """HEAD's SHA and whether the tree has uncommitted changes (None outside a git checkout)."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    from missbench import __version__
+
+    out["missbench"] = __version__
+    return out
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device), "host": socket.gethostname(), "platform": platform.platform(),
+                            "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+    return info
+
+
+def peak_memory_mib(device: torch.device) -> dict[str, float]:
+    """Peak memory: CUDA max allocated on a GPU; on CPU the process's peak RSS, labelled as such."""
+    if device.type == "cuda":
+        return {"peak_cuda_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_process_rss_mib": rss / (2**20 if sys.platform == "darwin" else 2**10)}

@@ -1,0 +1,71 @@
+"""Run specs: one frozen (method, data set, protocol, train subset, seed, budget), hashed to a run id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+def canonical(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, so equal specs hash equal."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training and evaluation budget: iterations, patch, batch, checkpoint period, window overlap."""
+
+    iterations: int
+    patch: tuple[int, int, int]
+    batch: int
+    checkpoint_every: int
+    overlap: float = 0.5
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's numbers. ``train_subset`` None means the random scheme."""
+
+    protocol: str
+    mode: str
+    method: str
+    method_params: dict[str, Any]
+    dataset: str
+    dataset_params: dict[str, Any]
+    train_subset: str | None
+    eval_subsets: tuple[str, ...]
+    seed: int
+    budget: Budget
+    budget_name: str
+    training: dict[str, Any] = field(default_factory=dict)
+    metric: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["budget"]["patch"] = list(self.budget.patch)
+        d["eval_subsets"] = list(self.eval_subsets)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
+        d = dict(d)
+        b = dict(d.pop("budget"))
+        b["patch"] = tuple(b["patch"])
+        d["eval_subsets"] = tuple(d["eval_subsets"])
+        return cls(budget=Budget(**b), **d)
+
+    @property
+    def run_id(self) -> str:
+        """Readable prefix plus a hash of the canonical serialisation."""
+        digest = hashlib.sha256(canonical(self.to_dict()).encode()).hexdigest()[:10]
+        train = (self.train_subset or "random").replace("+", "-")
+        return f"{self.method}_{train}_seed{self.seed}_{digest}"
+
+    @property
+    def derived_seed(self) -> int:
+        """The run's RNG seed from (global seed, method, data set, protocol, train subset)."""
+        key = canonical([self.seed, self.method, self.dataset, self.protocol, self.train_subset])
+        return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)

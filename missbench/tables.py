@@ -1,0 +1,33 @@
+"""The summary Dice table: subsets in table order x (region, method), with an Avg row over subsets."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def dice_summary(rows: pd.DataFrame, regions: tuple[str, ...] = ("ET", "TC", "WT")) -> pd.DataFrame:
+    """Mean Dice per (eval subset, region, method): over cases within a seed, then over seeds.
+
+    Rows keep the order of first appearance of ``eval_subset`` (the protocol's table order); the
+    last row, "Avg", is the unweighted mean over subsets.
+    """
+    d = rows[(rows.metric == "dice") & rows.region.isin(regions)]
+    order = list(dict.fromkeys(d.eval_subset))
+    methods = list(dict.fromkeys(d.method))
+    per_seed = d.groupby(["method", "seed", "eval_subset", "region"], sort=False).value.mean()
+    mean = per_seed.groupby(level=["method", "eval_subset", "region"], sort=False).mean()
+    table = mean.unstack(["region", "method"]).reindex(order)
+    table = table.reindex(columns=pd.MultiIndex.from_product([list(regions), methods]))
+    table.loc["Avg"] = table.mean()
+    return table
+
+
+def format_table(table: pd.DataFrame, scale: float = 100.0, digits: int = 1) -> str:
+    """Plain-text rendering (Dice in %), one column per (region, method)."""
+    head = ["subset"] + [f"{r}:{m}" for r, m in table.columns]
+    body = [[str(i)] + [f"{v * scale:.{digits}f}" if pd.notna(v) else "-" for v in row] for i, row in zip(table.index, table.values)]
+    widths = [max(len(r[c]) for r in [head, *body]) for c in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))) for r in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, lines[1])
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the data set's modalities, the segmentation task, tiny inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from missbench.tasks import get_task
+
+MODS = ("FLAIR", "T1", "T1c", "T2")
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def task():
+    return get_task("segmentation")
+
+
+def tiny_batch(batch: int = 2, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random 4-modality volumes and a label map with nested regions."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, len(MODS), size, size, size, generator=g)
+    y = torch.zeros(batch, size, size, size, dtype=torch.long)
+    c = size // 2
+    y[:, c - 5 : c + 5, c - 5 : c + 5, c - 5 : c + 5] = 2
+    y[:, c - 3 : c + 3, c - 3 : c + 3, c - 3 : c + 3] = 1
+    y[:, c - 1 : c + 2, c - 1 : c + 2, c - 1 : c + 2] = 4
+    return x, y

@@ -1,0 +1,114 @@
+"""bench.py end to end on the smoke budget: rows, rerun skipping, resume, errors."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from missbench import registry
+from missbench.cli import main
+from missbench.protocol import load_protocol
+from missbench.runner import run
+from missbench.store import load_rows
+from missbench.train import PatchSampler
+
+ROOT = registry.ROOT
+SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    assert main([*SMOKE, "--methods", "shaspec,zero_fill", "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_run_has_rows_for_every_subset_and_region(smoke_sweep):
+    rows = load_rows(smoke_sweep)
+    assert set(rows.method) == {"shaspec", "zero_fill"}
+    for _, per_method in rows.groupby("method"):
+        counts = per_method.groupby(["eval_subset", "region", "metric"]).size()
+        assert len(counts) == 15 * 4 * 2  # subsets x (ET, ETpp, TC, WT) x (dice, hd95)
+        assert (counts == 2).all()  # both test cases in every cell
+    assert rows.value[rows.metric == "dice"].between(0, 1).all()
+    assert set(rows.empty_policy) == {"one"} and set(rows.et_threshold) == {50}
+
+
+def test_run_folder_holds_spec_meta_and_provenance(smoke_sweep):
+    run_dir = next(p for p in smoke_sweep.iterdir() if p.name.startswith("shaspec_"))
+    assert {"spec.json", "rows.parquet", "meta.json", "log.txt", "checkpoint.pt", "DONE"} <= {p.name for p in run_dir.iterdir()}
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["spec"] == json.loads((run_dir / "spec.json").read_text())
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert {"git_sha", "git_dirty", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
+
+
+def test_rerun_skips_finished_runs(smoke_sweep, capsys):
+    before = {p: p.stat().st_mtime_ns for p in smoke_sweep.rglob("rows.parquet")}
+    assert main([*SMOKE, "--methods", "shaspec,zero_fill", "--out", str(smoke_sweep)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": skipped") == 2
+    assert "FLAIR+T1+T1c+T2" in out and "Avg" in out
+    assert before == {p: p.stat().st_mtime_ns for p in smoke_sweep.rglob("rows.parquet")}
+
+
+def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
+    assert main([*SMOKE, "--methods", "shaspec,zero_fill", "--seeds", "0,1", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("[todo]") == 4
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "shaspec,nosuch"], "unknown method 'nosuch'; valid: "),
+        (["--methods", "shaspec", "--dataset", "nosuch"], "unknown dataset 'nosuch'; valid: brats_synthetic"),
+        (["--methods", "shaspec", "--protocol", "nosuch"], "unknown protocol 'nosuch'; valid: non_dedicated"),
+        (["--methods", "shaspec", "--budget", "nosuch"], "unknown budget 'nosuch'; valid: smoke, default, paper"),
+        (["--methods", "shaspec", "--param", "shaspec.dao=l2"], "dao='l2'"),
+    ],
+)
+def test_unknown_names_get_one_line_and_exit_2(tmp_path, capsys, args, message):
+    assert main([*SMOKE[2:], *args, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_bench_script_exit_status_and_list():
+    bad = subprocess.run([sys.executable, "bench.py", "--methods", "nosuch"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "valid: " in bad.stderr and "shaspec" in bad.stderr
+    listing = subprocess.run([sys.executable, "bench.py", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "shaspec" in listing and "zero_fill" in listing and "brats_synthetic" in listing and "non_dedicated" in listing
+
+
+def _smoke_spec(method="zero_fill"):
+    proto = load_protocol(registry.protocol_path("non_dedicated"))
+    return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
+
+
+def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, monkeypatch):
+    spec = _smoke_spec()
+    assert run(spec, tmp_path / "a", progress=False) == "done"
+    calls = {"n": 0}
+    original = PatchSampler.sample
+
+    def dying(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the checkpoint at iteration 2
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(PatchSampler, "sample", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path / "b", progress=False)
+    run_dir = tmp_path / "b" / spec.run_id
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "DONE").exists()
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(PatchSampler, "sample", original)
+    assert run(spec, tmp_path / "b", progress=False) == "done"
+    assert "resumed from" in (run_dir / "log.txt").read_text()
+    pd.testing.assert_frame_equal(load_rows(tmp_path / "a"), load_rows(tmp_path / "b"))

@@ -1,0 +1,67 @@
+import re
+
+import pytest
+
+from missbench import registry
+from missbench.protocol import ProtocolError, load_protocol
+from missbench.subsets import all_subsets
+
+BRATS = registry.dataset_class("brats_synthetic")
+
+
+def test_non_dedicated_file_lists_all_15_subsets_in_canonical_order():
+    proto = load_protocol(registry.protocol_path("non_dedicated"))
+    specs = proto.expand(["shaspec", "zero_fill"], BRATS, {}, "smoke", [0, 1])
+    assert len(specs) == 4 and {s.train_subset for s in specs} == {None}
+    assert list(specs[0].eval_subsets) == [s.label for s in all_subsets(BRATS.modalities)]
+    assert len({s.run_id for s in specs}) == 4
+    assert len({s.derived_seed for s in specs}) == 4
+
+
+def test_run_id_is_stable_and_depends_on_everything():
+    proto = load_protocol(registry.protocol_path("non_dedicated"))
+    a = proto.expand(["shaspec"], BRATS, {}, "smoke")[0]
+    assert a.run_id == proto.expand(["shaspec"], BRATS, {}, "smoke")[0].run_id
+    assert a.run_id != proto.expand(["shaspec"], BRATS, {}, "smoke", method_params={"shaspec": {"alpha": 0}})[0].run_id
+    assert a.run_id != proto.expand(["shaspec"], BRATS, {"seed": 1}, "smoke")[0].run_id
+
+
+BASE = """
+mode: non_dedicated
+subsets: [FLAIR, T1c+T2]
+seeds: [0]
+default_budget: tiny
+budgets:
+  tiny: {iterations: 2, patch: 16, batch: 1, checkpoint_every: 1}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (BASE + "colour: red\n", "unknown key 'colour'"),
+        (BASE.replace("seeds: [0]", "seeds: [zero]"), "seeds[0] must be an integer"),
+        (BASE.replace("iterations: 2", "iterations: two"), "budgets.tiny: key 'iterations' must be int"),
+        (BASE.replace("mode: non_dedicated", "mode: semi"), "mode 'semi'"),
+        (BASE.replace("default_budget: tiny", "default_budget: huge"), "default_budget 'huge'"),
+        (BASE + "training: {lr: fast}\n", "training: key 'lr' must be"),
+        (BASE + "training: {momentun: 0.9}\n", "training: unknown key 'momentun'"),
+        (BASE + "metric: {empty: zero}\n", "metric.empty"),
+        (BASE + "subsets: [\n", "not valid YAML"),
+        ("- a list\n", "expected a mapping"),
+        (BASE.replace("seeds: [0]\n", ""), "missing required key 'seeds'"),
+    ],
+)
+def test_malformed_protocol_names_file_and_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ProtocolError, match=re.escape(message)) as err:
+        load_protocol(path)
+    assert str(path) in str(err.value)
+
+
+def test_subset_names_are_checked_against_the_data_set(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE.replace("T1c+T2", "T1c+DWI"))
+    with pytest.raises(ProtocolError, match=r"subsets\[1\].*'DWI'"):
+        load_protocol(path).expand(["shaspec"], BRATS, {})

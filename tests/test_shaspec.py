@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from conftest import MODS, tiny_batch
+from missbench.dropout import zero_missing
+from missbench.method import count_parameters
+from missbench.registry import method_class
+from missbench.subsets import all_subsets
+
+ShaSpec = method_class("shaspec")
+
+
+def make(task, **params):
+    torch.manual_seed(0)
+    return ShaSpec(task, MODS, width=4, depth=2, **params).eval()
+
+
+def fused_bottleneck(model, x, available):
+    """The decoder's bottleneck input, captured with a forward pre-hook."""
+    seen = {}
+    handle = model.decoder.register_forward_pre_hook(lambda mod, args: seen.update(b=args[0]))
+    with torch.no_grad():
+        model(x, available)
+    handle.remove()
+    return seen["b"].view(x.shape[0], len(MODS), -1, *seen["b"].shape[2:])
+
+
+@pytest.mark.parametrize("fill", ["mean", "first"])
+def test_missing_modality_is_filled_from_available_shared_features(task, fill):
+    model = make(task, fill=fill)
+    x, _ = tiny_batch()
+    available = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    x = zero_missing(x, available)
+    fused = fused_bottleneck(model, x, available)
+    with torch.no_grad():
+        shared = torch.stack([f[0].bottleneck for f in model.encode(x)], 1)
+    for b in range(2):
+        kept = available[b].nonzero().flatten()
+        expected = shared[b, kept].mean(0) if fill == "mean" else shared[b, kept[0]]
+        for m in (~available[b]).nonzero().flatten():
+            torch.testing.assert_close(fused[b, m], expected)
+    # Sample 2 has one modality: every slot holds its feature (mean and first agree).
+    torch.testing.assert_close(fused[1, 0], shared[1, 3])
+
+
+def test_missing_input_cannot_change_the_output(task):
+    model = make(task)
+    x, _ = tiny_batch()
+    available = torch.tensor([[True, False, True, False], [True, True, False, True]])
+    other = x.clone()
+    other[~available] = torch.randn_like(other[~available]) * 5
+    with torch.no_grad():
+        a = model(zero_missing(x, available), available).logits
+        b = model(zero_missing(other, available), available).logits
+    torch.testing.assert_close(a, b)
+
+
+def test_loss_terms_are_named_weighted_and_masked(task):
+    model = make(task, alpha=0.1, beta=0.02)
+    x, y = tiny_batch()
+    available = torch.ones(2, 4, dtype=torch.bool)
+    out = model(x, available, y)
+    assert set(out.losses) == {"dice", "bce", "dao", "dco"}
+    assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
+    feats = model.encode(x)
+    shared = torch.stack([f[0].bottleneck for f in feats], 1)
+    cycle = sum((shared[:, i] - shared[:, (i + 1) % 4]).abs().mean() for i in range(4))  # the code's 0-1,1-2,2-3,3-0
+    torch.testing.assert_close(out.losses["dao"], 0.1 * cycle)
+    logits = model.dco_head(torch.stack([f[1].pooled for f in feats], 1))
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.arange(4).repeat(2))
+    torch.testing.assert_close(out.losses["dco"], 0.02 * ce)
+    # One available modality: no pair to align (paper); the code's "all" still aligns the zero inputs.
+    single = torch.tensor([[False, False, True, False]] * 2)
+    assert model(zero_missing(x, single), single, y).losses["dao"] == 0
+    assert make(task, aux_over="all")(zero_missing(x, single), single, y).losses["dao"] > 0
+
+
+@pytest.mark.parametrize("dao", ["l1", "kl", "mse", "ce"])
+def test_every_dao_variant_is_finite(task, dao):
+    x, y = tiny_batch()
+    available = torch.tensor([[True, True, False, True], [True, False, True, False]])
+    loss = make(task, dao=dao)(zero_missing(x, available), available, y).losses["dao"]
+    assert torch.isfinite(loss) and loss >= 0
+
+
+def test_bad_parameter_is_refused(task):
+    with pytest.raises(ValueError, match="dao"):
+        ShaSpec(task, MODS, dao="l2")
+    with pytest.raises(ValueError, match="unknown parameter 'gamma'"):
+        ShaSpec(task, MODS, gamma=1)
+
+
+def test_loss_falls_on_a_toy_problem(task):
+    model = make(task).train()
+    x, y = tiny_batch(size=16)
+    x[:, 0] += 3 * (y > 0)  # FLAIR shows the tumour
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    available = torch.ones(2, 4, dtype=torch.bool)
+    losses = []
+    for _ in range(60):
+        out = model(x, available, y)
+        loss = sum(out.losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_forward_with_every_availability_pattern(task):
+    model = make(task)
+    x, _ = tiny_batch(batch=1)
+    for s in all_subsets(MODS):
+        available = torch.tensor([s.mask])
+        with torch.no_grad():
+            out = model(zero_missing(x, available), available)
+        assert out.logits.shape == (1, 3, 16, 16, 16)
+
+
+def test_official_backbone_has_the_code_parameter_count(task):
+    model = ShaSpec(task, MODS, backbone="official")
+    assert count_parameters(model) == 187_708_132

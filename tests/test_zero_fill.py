@@ -1,0 +1,41 @@
+import torch
+
+from conftest import MODS, tiny_batch
+from missbench.dropout import draw_available, zero_missing
+from missbench.registry import method_class
+
+
+def test_zero_fill_sees_only_available_inputs_and_learns(task):
+    torch.manual_seed(0)
+    model = method_class("zero_fill")(task, MODS, width=4, depth=2)
+    assert model.encode(torch.zeros(1, 4, 8, 8, 8)) is None  # no shared encoding: one pass per subset
+    x, y = tiny_batch()
+    available = torch.tensor([[True, False, False, True], [False, True, True, False]])
+    other = x + 5 * (~available)[:, :, None, None, None]
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(zero_missing(x, available), available).logits,
+                                   model(zero_missing(other, available), available).logits)
+    model.train()
+    x[:, 0] += 3 * (y > 0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    full = torch.ones(2, 4, dtype=torch.bool)
+    losses = []
+    for _ in range(60):
+        loss = sum(model(x, full, y).losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_dropout_schemes_never_drop_everything():
+    g = torch.Generator().manual_seed(0)
+    for scheme in ("count_then_subset", "uniform_subset", "full"):
+        a = draw_available(scheme, 2000, 4, g)
+        assert a.any(1).all()
+    counts = draw_available("count_then_subset", 8000, 4, g).sum(1).bincount(minlength=5)[1:]
+    assert (abs(counts / 8000 - 0.25) < 0.03).all()  # kept count uniform in 1..4 (ShaSpec's --mode=random)
+    codes = (draw_available("uniform_subset", 15000, 4, g).long() << torch.arange(4)).sum(1).bincount(minlength=16)[1:]
+    assert (abs(codes / 15000 - 1 / 15) < 0.01).all()
