@@ -28,8 +28,9 @@ Paper vs code, paper by default, the code as named options:
   then taken over the available modalities) | "all" (code: all four slots, zeroed inputs included);
 - schedule: cosine (paper) by default; ``poly`` (code, power 0.9) through the protocol's training block.
 
-Backbones: ``backbone="unet"`` (default) is the harness's 3-D U-Net with a width knob, small enough
-for a CPU; ``backbone="official"`` is the code's 3-D ResNet-50 + ASPP encoder and decoder
+Backbones: ``backbone="common"`` (default) is the harness's 3-D U-Net (missbench/nets/unet3d.py)
+with a width knob, small enough for a CPU, and the one every method can share (``--backbone
+common``); ``backbone="official"`` is the code's 3-D ResNet-50 + ASPP encoder and decoder
 (missbench/nets/resnet3d.py), 187,708,132 parameters with four modalities.
 
 Deviations: the code's full-modality warm-up is 80k of 180k iterations; here it is the same
@@ -58,7 +59,7 @@ class ShaSpec(Method):
     tasks = ("segmentation",)
     output = "regions"
     defaults = {
-        "backbone": "unet",
+        "backbone": "common",
         "width": 8,
         "depth": 3,
         "alpha": 0.1,
@@ -78,7 +79,7 @@ class ShaSpec(Method):
         super().__init__(task, modalities, **params)
         p = self.params
         for key, allowed in (("dao", DAO_LOSSES), ("fill", ("mean", "first")), ("aux_over", ("available", "all")),
-                             ("backbone", ("unet", "official"))):
+                             ("backbone", ("common", "official"))):
             if p[key] not in allowed:
                 raise ValueError(f"shaspec: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
         m, out = self.n_modalities, task.out_channels(self.output)

@@ -17,6 +17,7 @@ from missbench.method import count_parameters
 from missbench.protocol import ProtocolError, load_protocol
 from missbench.registry import ROOT, UnknownName
 from missbench.runner import run
+from missbench.spec import Execution
 from missbench.store import is_done, load_rows
 from missbench.tables import dice_summary, format_table
 from missbench.tasks import get_task
@@ -47,10 +48,15 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method parameter override")
+    p.add_argument("--backbone", choices=("paper", "common"), default=None,
+                   help="common: every method that has a `backbone` parameter on the harness's shared U-Net blocks")
     p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE", help="data set parameter override")
+    p.add_argument("--training", action="append", default=[], metavar="KEY=VALUE",
+                   help="training override for every method, e.g. schedule=poly or dropout=uniform_subset")
     p.add_argument("--force", action="store_true", help="rerun finished runs")
     p.add_argument("--dry-run", action="store_true", help="list the runs and do nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-channels-last", action="store_true", help="keep 3-D tensors contiguous (channels-last is faster on CPU)")
     return p
 
 
@@ -106,11 +112,16 @@ def run_command(args: argparse.Namespace) -> int:
         if not dot or method not in methods:
             raise UsageError(f"--param {key}: expected METHOD.KEY with METHOD one of {methods}")
         method_params.setdefault(method, {})[name] = value
+    if args.backbone == "common":
+        for m in methods:
+            if "backbone" in registry.method_class(m).defaults:
+                method_params.setdefault(m, {}).setdefault("backbone", "common")
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    specs = protocol.expand(methods, dataset_cls, _key_values(args.dataset_param, "--dataset-param"), args.budget, seeds, method_params)
+    specs = protocol.expand(methods, dataset_cls, _key_values(args.dataset_param, "--dataset-param"), args.budget, seeds,
+                            method_params, _key_values(args.training, "--training"))
     budget = specs[0].budget_name if specs else args.budget
     sweep = args.out or ROOT / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
     # Refuse bad method or data set parameters before anything is written.
@@ -130,6 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
                   f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it, patch {list(s.budget.patch)}, batch {s.budget.batch})")
         return 0
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    exe = Execution(args.device, not args.no_channels_last, not args.no_progress)
     ran = []
     for i, spec in enumerate(specs, 1):
         cls = registry.method_class(spec.method)
@@ -137,7 +149,7 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(specs)}] {spec.run_id}: skipped, {spec.method} does not support task {dataset_cls.task!r}")
             continue
         t0 = time.perf_counter()
-        state = run(spec, sweep, args.device, args.force, not args.no_progress)
+        state = run(spec, sweep, exe, args.force)
         print(f"[{i}/{len(specs)}] {spec.run_id}: {state} ({time.perf_counter() - t0:.1f} s)", flush=True)
         ran.append(spec.run_id)
     rows = load_rows(sweep, ran)

@@ -17,7 +17,7 @@ from missbench.dataset import Case
 from missbench.dropout import zero_missing
 from missbench.method import Method
 from missbench.metrics import score_case
-from missbench.spec import RunSpec
+from missbench.spec import Execution, RunSpec
 from missbench.subsets import Subset
 from missbench.tasks.segmentation import sliding_window
 
@@ -62,22 +62,20 @@ def subset_predictor(method: Method, subsets: list[Subset], shared: bool = True)
 
 
 @torch.inference_mode()
-def predict_case(method: Method, case: Case, subsets: list[Subset], spec: RunSpec, device: torch.device, shared: bool = True) -> list:
+def predict_case(method: Method, case: Case, subsets: list[Subset], spec: RunSpec, exe: Execution, shared: bool = True) -> list:
     """Label maps of one case, one per subset."""
-    volume = torch.from_numpy(case.image).float()[None].to(device)
-    probs = sliding_window(volume, spec.budget.patch, subset_predictor(method, subsets, shared), spec.budget.overlap)
+    volume = torch.from_numpy(case.image).float()[None].to(exe.device)
+    predictor = subset_predictor(method, subsets, shared)
+    probs = sliding_window(volume, spec.budget.patch, lambda w: predictor(exe.prepare(w)), spec.budget.overlap, exe.window_batch)
     return [method.task.to_labels(p[0].cpu().numpy(), method.output) for p in probs]
 
 
-def evaluate(method: Method, cases: Iterator[Case], subsets: list[Subset], spec: RunSpec, device: torch.device) -> list[dict]:
+def evaluate(method: Method, cases: Iterator[Case], subsets: list[Subset], spec: RunSpec, exe: Execution) -> list[dict]:
     """Long-format rows: one per (case, subset, region, metric)."""
     method.eval()
     rows = []
     for case in cases:
-        for subset, pred in zip(subsets, predict_case(method, case, subsets, spec, device)):
-            for region, metric, value in score_case(pred, case.target, case.spacing, spec.metric["empty"], spec.metric["et_threshold"]):
-                rows.append({
-                    "case_id": case.case_id, "eval_subset": subset.label, "eval_code": subset.code,
-                    "n_available": len(subset), "region": region, "metric": metric, "value": value,
-                })
+        for subset, pred in zip(subsets, predict_case(method, case, subsets, spec, exe)):
+            where = {"case_id": case.case_id, "eval_subset": subset.label, "eval_code": subset.code, "n_available": len(subset)}
+            rows += [where | score for score in score_case(pred, case.target, case.spacing, spec.metric["empty"], spec.metric["et_threshold"])]
     return rows

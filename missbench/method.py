@@ -8,7 +8,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from missbench.dropout import SCHEMES
 from missbench.tasks import Task
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "poly", "constant")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,13 @@ class TrainingDefaults:
     schedule: str = "poly"
     dropout: str = "count_then_subset"
     warmup_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dropout", SCHEMES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"training {key} {getattr(self, key)!r}; expected one of {list(allowed)}")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise ValueError(f"training warmup_fraction {self.warmup_fraction}; expected a number in [0, 1]")
 
     def replace(self, **changes: Any) -> "TrainingDefaults":
         """A copy with ``changes`` applied; unknown names are an error."""

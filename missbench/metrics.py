@@ -37,14 +37,18 @@ def dice_and_hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...],
 
 def score_case(
     pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], empty: str = "one", et_threshold: int = 500
-) -> list[tuple[str, str, float]]:
-    """(region, metric, value) for ET, ETpp, TC and WT of one label map against its reference."""
+) -> list[dict]:
+    """Rows {region, metric, value, ref_voxels, pred_voxels} for ET, ETpp, TC and WT of one label map.
+
+    The region sizes go with every row so that analyses can, e.g., keep only cases with an ET.
+    """
     out = []
     for region in ("ET", "ETpp", "TC", "WT"):
         labels = REGION_LABELS["ET" if region == "ETpp" else region]
-        p = np.isin(pred, labels)
+        p, r = np.isin(pred, labels), np.isin(ref, labels)
         if region == "ETpp" and p.sum() < et_threshold:
             p = np.zeros_like(p)
-        dice, hd = dice_and_hd95(p, np.isin(ref, labels), spacing, empty)
-        out += [(region, "dice", dice), (region, "hd95", hd)]
+        dice, hd = dice_and_hd95(p, r, spacing, empty)
+        sizes = {"ref_voxels": int(r.sum()), "pred_voxels": int(p.sum())}
+        out += [{"region": region, "metric": "dice", "value": dice, **sizes}, {"region": region, "metric": "hd95", "value": hd, **sizes}]
     return out

@@ -66,6 +66,7 @@ class Protocol:
         budget: str | None = None,
         seeds: list[int] | None = None,
         method_params: dict[str, dict[str, Any]] | None = None,
+        training: dict[str, Any] | None = None,
     ) -> list[RunSpec]:
         """The run specs of this protocol for ``methods`` on ``dataset_cls``, in a fixed order."""
         mods = dataset_cls.modalities
@@ -91,7 +92,7 @@ class Protocol:
                         dataset=dataset_cls.name, dataset_params={**dataset_cls.defaults, **ds_overrides, **dataset_params},
                         train_subset=train, eval_subsets=tuple(subsets) if train is None else (train,),
                         seed=int(seed), budget=b, budget_name=budget_name,
-                        training=dict(self.data.get("training", {})), metric=metric,
+                        training={**self.data.get("training", {}), **(training or {})}, metric=metric,
                     ))
         return specs
 

@@ -12,8 +12,9 @@ import pandas as pd
 import torch
 
 from missbench import provenance, registry
+from missbench.evaluate import evaluate
 from missbench.method import Method, count_parameters
-from missbench.spec import RunSpec, canonical
+from missbench.spec import Execution, RunSpec, canonical
 from missbench.store import DONE, is_done, write_atomic, write_json, write_rows
 from missbench.subsets import parse_subset
 from missbench.tasks import get_task
@@ -33,12 +34,12 @@ def build(spec: RunSpec) -> tuple[object, Method]:
     return dataset, method
 
 
-def run(spec: RunSpec, sweep_dir: Path, device: str = "cpu", force: bool = False, progress: bool = True) -> str:
+def run(spec: RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: bool = False) -> str:
     """Run one spec into ``sweep_dir/<run_id>``; returns "done", or "skipped" if it had finished before."""
     run_dir = sweep_dir / spec.run_id
     if is_done(run_dir) and not force:
         return "skipped"
-    dev = torch.device(device)
+    dev = exe.torch_device
     dataset, method = build(spec)
     cfg = type(method).training.replace(**spec.training)
     subsets = [parse_subset(s, dataset.modalities) for s in spec.eval_subsets]
@@ -55,17 +56,15 @@ def run(spec: RunSpec, sweep_dir: Path, device: str = "cpu", force: bool = False
     try:
         log.info("run %s: %s on %s, protocol %s, train subset %s, seed %d", spec.run_id, spec.method, spec.dataset,
                  spec.protocol, spec.train_subset or f"random ({cfg.dropout})", spec.seed)
-        method.to(dev)
+        method.to(dev, memory_format=torch.channels_last_3d if exe.channels_last else torch.contiguous_format)
         train_cases = [dataset.load(c) for c in dataset.case_ids("train")]
         t0 = time.perf_counter()
-        last = train(method, train_cases, spec, cfg, run_dir, dev, progress)
+        last = train(method, train_cases, spec, cfg, run_dir, exe)
         t_train = time.perf_counter() - t0
         del train_cases
         test_ids = dataset.case_ids("test")
         t0 = time.perf_counter()
-        from missbench.evaluate import evaluate
-
-        rows = evaluate(method, (dataset.load(c) for c in test_ids), subsets, spec, dev)
+        rows = evaluate(method, (dataset.load(c) for c in test_ids), subsets, spec, exe)
         t_eval = time.perf_counter() - t0
         frame = pd.DataFrame(rows)
         for key, value in {
@@ -81,7 +80,7 @@ def run(spec: RunSpec, sweep_dir: Path, device: str = "cpu", force: bool = False
             "derived_seed": spec.derived_seed, "final_losses": last, "n_test_cases": len(test_ids),
             "timings": {"train_seconds": t_train, "train_seconds_per_iteration": t_train / max(spec.budget.iterations, 1),
                         "eval_seconds": t_eval, "eval_seconds_per_case": t_eval / max(len(test_ids), 1)},
-            "memory": provenance.peak_memory_mib(dev), "versions": provenance.versions(),
+            "execution": asdict(exe), "memory": provenance.peak_memory_mib(dev), "versions": provenance.versions(),
             **provenance.git_state(registry.ROOT), **provenance.device_info(dev),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

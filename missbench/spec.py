@@ -69,3 +69,28 @@ class RunSpec:
         """The run's RNG seed from (global seed, method, data set, protocol, train subset)."""
         key = canonical([self.seed, self.method, self.dataset, self.protocol, self.train_subset])
         return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a run executes. Recorded in meta.json but not part of the run id: it changes
+    speed, not results (channels-last reorders float sums only)."""
+
+    device: str = "cpu"
+    channels_last: bool = True
+    progress: bool = True
+    #: Sliding windows evaluated per forward pass.
+    window_batch: int = 8
+
+    @property
+    def torch_device(self) -> "torch.device":
+        import torch
+
+        return torch.device(self.device)
+
+    def prepare(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Move a 5-D input to the device in the chosen memory format."""
+        import torch
+
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last and x.ndim == 5 else x

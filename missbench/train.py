@@ -21,7 +21,7 @@ from tqdm import tqdm
 from missbench.dataset import Case
 from missbench.dropout import draw_available, zero_missing
 from missbench.method import Method, TrainingDefaults
-from missbench.spec import RunSpec
+from missbench.spec import Execution, RunSpec
 from missbench.subsets import parse_subset
 
 log = logging.getLogger("missbench")
@@ -94,8 +94,7 @@ def train(
     spec: RunSpec,
     cfg: TrainingDefaults,
     run_dir: Path,
-    device: torch.device,
-    progress: bool = True,
+    exe: Execution,
 ) -> dict[str, float]:
     """Train ``method`` for the spec's budget, resuming from ``run_dir/checkpoint.pt`` if present."""
     budget = spec.budget
@@ -105,7 +104,7 @@ def train(
     ckpt_path = run_dir / "checkpoint.pt"
     step = 0
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = torch.load(ckpt_path, map_location=exe.torch_device, weights_only=False)
         method.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["numpy_rng"]
@@ -117,7 +116,7 @@ def train(
     warmup = int(round(cfg.warmup_fraction * budget.iterations))
     m = method.n_modalities
     method.train()
-    bar = tqdm(total=budget.iterations, initial=step, desc=f"train {spec.method}", disable=not progress, leave=False)
+    bar = tqdm(total=budget.iterations, initial=step, desc=f"train {spec.method}", disable=not exe.progress, leave=False)
     last: dict[str, float] = {}
     while step < budget.iterations:
         for group in optimizer.param_groups:
@@ -128,7 +127,7 @@ def train(
         else:
             available = draw_available("full" if step < warmup else cfg.dropout, budget.batch, m, gen)
         x = zero_missing(x, available)
-        x, y, available = x.to(device), y.to(device), available.to(device)
+        x, y, available = exe.prepare(x), y.to(exe.device), available.to(exe.device)
         out = method(x, available, y)
         loss = sum(out.losses.values())
         if not torch.isfinite(loss):

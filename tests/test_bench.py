@@ -12,6 +12,7 @@ from missbench import registry
 from missbench.cli import main
 from missbench.protocol import load_protocol
 from missbench.runner import run
+from missbench.spec import Execution
 from missbench.store import load_rows
 from missbench.train import PatchSampler
 
@@ -92,7 +93,7 @@ def _smoke_spec(method="zero_fill"):
 
 def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, monkeypatch):
     spec = _smoke_spec()
-    assert run(spec, tmp_path / "a", progress=False) == "done"
+    assert run(spec, tmp_path / "a", Execution(progress=False)) == "done"
     calls = {"n": 0}
     original = PatchSampler.sample
 
@@ -104,11 +105,11 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, 
 
     monkeypatch.setattr(PatchSampler, "sample", dying)
     with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path / "b", progress=False)
+        run(spec, tmp_path / "b", Execution(progress=False))
     run_dir = tmp_path / "b" / spec.run_id
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "DONE").exists()
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 2
     monkeypatch.setattr(PatchSampler, "sample", original)
-    assert run(spec, tmp_path / "b", progress=False) == "done"
+    assert run(spec, tmp_path / "b", Execution(progress=False)) == "done"
     assert "resumed from" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(load_rows(tmp_path / "a"), load_rows(tmp_path / "b"))

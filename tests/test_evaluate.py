@@ -64,6 +64,9 @@ def test_et_post_processing_removes_small_predicted_et():
     ref = np.zeros((8, 8, 8), np.uint8)
     pred = ref.copy()
     pred[1:3, 1:3, 1:3] = 4  # 8 voxels of spurious ET; the reference has none
-    scores = {(r, m): v for r, m, v in score_case(pred, ref, (1, 1, 1), "one", et_threshold=10)}
+    rows = score_case(pred, ref, (1, 1, 1), "one", et_threshold=10)
+    scores = {(r["region"], r["metric"]): r["value"] for r in rows}
+    sizes = {r["region"]: (r["ref_voxels"], r["pred_voxels"]) for r in rows}
+    assert sizes == {"ET": (0, 8), "ETpp": (0, 0), "TC": (0, 8), "WT": (0, 8)}
     assert scores["ET", "dice"] == 0 and scores["ETpp", "dice"] == 1
     assert scores["TC", "dice"] == 0 and scores["WT", "dice"] == 0
