@@ -87,9 +87,15 @@ class Method(nn.Module):
         self.modalities = tuple(modalities)
         self.params: dict[str, Any] = {**self.defaults, **params}
 
+        self.step, self.total_steps = 0, 1
+
     @property
     def n_modalities(self) -> int:
         return len(self.modalities)
+
+    def set_step(self, step: int, total: int) -> None:
+        """Called by the trainer before each iteration, for losses switched on after a start (RFNet)."""
+        self.step, self.total_steps = step, total
 
     def encode(self, x: torch.Tensor) -> list[Any] | None:
         """Per-modality features of ``x`` (one entry per modality), or None if the method cannot share them."""

@@ -128,6 +128,7 @@ def train(
             available = draw_available("full" if step < warmup else cfg.dropout, budget.batch, m, gen)
         x = zero_missing(x, available)
         x, y, available = exe.prepare(x), y.to(exe.device), available.to(exe.device)
+        method.set_step(step, budget.iterations)
         out = method(x, available, y)
         loss = sum(out.losses.values())
         if not torch.isfinite(loss):
