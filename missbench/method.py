@@ -86,7 +86,6 @@ class Method(nn.Module):
         self.task = task
         self.modalities = tuple(modalities)
         self.params: dict[str, Any] = {**self.defaults, **params}
-
         self.step, self.total_steps = 0, 1
 
     @property
