@@ -1,14 +1,17 @@
 """Protocol files (protocols/*.yaml): parsing, strict validation and expansion into run specs.
 
 A protocol names its mode (non_dedicated: one model per method and seed trained with random
-modality dropping, evaluated on every listed subset; dedicated: one model per listed subset), the
-evaluation subsets in table order, seeds, named budgets, training overrides applied to every method
-(so a comparison can hold them equal), fixed method parameters and the metric policy.
+modality dropping, evaluated on every listed subset; dedicated: one model per listed subset,
+evaluated on that subset, or on all with ``eval_on: all``), the evaluation subsets in table order,
+seeds, named budgets, training overrides applied to every method (so a comparison can hold them
+equal), fixed method parameters, parameter grids and the metric policy. ``inherit: <protocol>``
+starts from another file: mappings merge key by key, anything else is replaced.
 Unknown keys and wrong types are errors naming the file and the key.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,10 @@ from missbench.subsets import parse_subset
 MODES = ("non_dedicated", "dedicated")
 TOP_KEYS = {
     "description": str, "mode": str, "dataset": str, "subsets": list, "seeds": list, "budgets": dict,
-    "default_budget": str, "training": dict, "method_params": dict, "metric": dict,
+    "default_budget": str, "training": dict, "method_params": dict, "metric": dict, "grid": dict,
+    "eval_on": str, "inherit": str,
 }
+EVAL_ON = ("own", "all")
 REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
 BUDGET_KEYS = {"iterations": int, "patch": (int, list), "batch": int, "checkpoint_every": int,
                "overlap": float, "log_every": int, "dataset": dict}
@@ -81,20 +86,33 @@ class Protocol:
         budget_name, b, ds_overrides = self.budget(budget)
         metric = {"empty": "one", "et_threshold": dataset_cls.et_threshold, **self.data.get("metric", {})}
         fixed = self.data.get("method_params", {})
+        own = self.data.get("eval_on", "own") == "own"
         specs = []
         for method in methods:
-            params = {**fixed.get(method, {}), **(method_params or {}).get(method, {})}
-            for seed in seeds if seeds is not None else self.data["seeds"]:
-                trains: list[str | None] = [None] if self.mode == "non_dedicated" else list(subsets)
-                for train in trains:
-                    specs.append(RunSpec(
-                        protocol=self.name, mode=self.mode, method=method, method_params=params,
-                        dataset=dataset_cls.name, dataset_params={**dataset_cls.defaults, **ds_overrides, **dataset_params},
-                        train_subset=train, eval_subsets=tuple(subsets) if train is None else (train,),
-                        seed=int(seed), budget=b, budget_name=budget_name,
-                        training={**self.data.get("training", {}), **(training or {})}, metric=metric,
-                    ))
-        return specs
+            for point in self.grid_points(method):
+                params = {**fixed.get(method, {}), **point, **(method_params or {}).get(method, {})}
+                for seed in seeds if seeds is not None else self.data["seeds"]:
+                    trains: list[str | None] = [None] if self.mode == "non_dedicated" else list(subsets)
+                    for train in trains:
+                        specs.append(RunSpec(
+                            protocol=self.name, mode=self.mode, method=method, method_params=params,
+                            dataset=dataset_cls.name, dataset_params={**dataset_cls.defaults, **ds_overrides, **dataset_params},
+                            train_subset=train, eval_subsets=(train,) if train is not None and own else tuple(subsets),
+                            seed=int(seed), budget=b, budget_name=budget_name,
+                            training={**self.data.get("training", {}), **(training or {})}, metric=metric,
+                        ))
+        return list({s.run_id: s for s in specs}.values())
+
+    def grid_points(self, method: str) -> list[dict[str, Any]]:
+        """The parameter settings of ``method``'s grid: the union of each block's Cartesian product."""
+        blocks = self.data.get("grid", {}).get(method)
+        if blocks is None:
+            return [{}]
+        points = []
+        for block in blocks if isinstance(blocks, list) else [blocks]:
+            keys = list(block)
+            points += [dict(zip(keys, values)) for values in itertools.product(*(block[k] for k in keys))]
+        return points
 
 
 def _check_types(where: str, data: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -114,8 +132,17 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", str(t))
 
 
-def load_protocol(path: Path) -> Protocol:
-    """Read and validate a protocol file."""
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A protocol file's mapping with its ``inherit`` chain resolved (relative to the file's folder)."""
+    if path.resolve() in chain:
+        raise ProtocolError(f"{path}: inherit loops back to {path.name}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -125,6 +152,18 @@ def load_protocol(path: Path) -> Protocol:
     if not isinstance(data, dict):
         raise ProtocolError(f"{path}: expected a mapping of keys at the top level, got {type(data).__name__}")
     _check_types(str(path), data, TOP_KEYS)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    base = path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+    if not base.exists():
+        raise ProtocolError(f"{path}: inherit {parent!r}: no file {base}")
+    return _merge(_read(base, (*chain, path.resolve())), data)
+
+
+def load_protocol(path: Path) -> Protocol:
+    """Read and validate a protocol file."""
+    data = _read(path)
     for key in REQUIRED:
         if key not in data:
             raise ProtocolError(f"{path}: missing required key {key!r}")
@@ -149,4 +188,10 @@ def load_protocol(path: Path) -> Protocol:
     for method, params in data.get("method_params", {}).items():
         if not isinstance(params, dict):
             raise ProtocolError(f"{path}: method_params.{method} must be a mapping of parameter: value")
+    if data.get("eval_on", "own") not in EVAL_ON:
+        raise ProtocolError(f"{path}: eval_on must be one of {list(EVAL_ON)}")
+    for method, blocks in data.get("grid", {}).items():
+        for i, block in enumerate(blocks if isinstance(blocks, list) else [blocks]):
+            if not isinstance(block, dict) or not all(isinstance(v, list) and v for v in block.values()):
+                raise ProtocolError(f"{path}: grid.{method}[{i}] must map each parameter to a non-empty list of values")
     return Protocol(name=path.stem, path=path, data=data)

@@ -68,7 +68,7 @@ def run(spec: RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: boo
         t_eval = time.perf_counter() - t0
         frame = pd.DataFrame(rows)
         for key, value in {
-            "run_id": spec.run_id, "method": spec.method, "dataset": spec.dataset, "protocol": spec.protocol,
+            "run_id": spec.run_id, "method": spec.method, "variant": spec.variant, "dataset": spec.dataset, "protocol": spec.protocol,
             "mode": spec.mode, "budget": spec.budget_name, "train_subset": spec.train_subset or "random",
             "seed": spec.seed, "split": "test", "empty_policy": spec.metric["empty"], "et_threshold": spec.metric["et_threshold"],
         }.items():

@@ -65,6 +65,13 @@ class RunSpec:
         return f"{self.method}_{train}_seed{self.seed}_{digest}"
 
     @property
+    def variant(self) -> str:
+        """The method with its overridden parameters, e.g. ``shaspec[alpha=0,beta=0.02]``: a table column."""
+        if not self.method_params:
+            return self.method
+        return f"{self.method}[{','.join(f'{k}={v}' for k, v in sorted(self.method_params.items()))}]"
+
+    @property
     def derived_seed(self) -> int:
         """The run's RNG seed from (global seed, method, data set, protocol, train subset)."""
         key = canonical([self.seed, self.method, self.dataset, self.protocol, self.train_subset])

@@ -6,17 +6,19 @@ import pandas as pd
 
 
 def dice_summary(rows: pd.DataFrame, regions: tuple[str, ...] = ("ET", "TC", "WT")) -> pd.DataFrame:
-    """Mean Dice per (eval subset, region, method): over cases within a seed, then over seeds.
+    """Mean Dice per (eval subset, region, variant): over cases within a seed, then over seeds.
+
+    A variant is a method with its overridden parameters, so grid points get their own columns.
 
     Rows keep the order of first appearance of ``eval_subset`` (the protocol's table order); the
     last row, "Avg", is the unweighted mean over subsets.
     """
     d = rows[(rows.metric == "dice") & rows.region.isin(regions)]
     order = list(dict.fromkeys(d.eval_subset))
-    methods = list(dict.fromkeys(d.method))
-    per_seed = d.groupby(["method", "seed", "eval_subset", "region"], sort=False).value.mean()
-    mean = per_seed.groupby(level=["method", "eval_subset", "region"], sort=False).mean()
-    table = mean.unstack(["region", "method"]).reindex(order)
+    methods = list(dict.fromkeys(d.variant))
+    per_seed = d.groupby(["variant", "seed", "eval_subset", "region"], sort=False).value.mean()
+    mean = per_seed.groupby(level=["variant", "eval_subset", "region"], sort=False).mean()
+    table = mean.unstack(["region", "variant"]).reindex(order)
     table = table.reindex(columns=pd.MultiIndex.from_product([list(regions), methods]))
     table.loc["Avg"] = table.mean()
     return table

@@ -65,3 +65,34 @@ def test_subset_names_are_checked_against_the_data_set(tmp_path):
     path.write_text(BASE.replace("T1c+T2", "T1c+DWI"))
     with pytest.raises(ProtocolError, match=r"subsets\[1\].*'DWI'"):
         load_protocol(path).expand(["shaspec"], BRATS, {})
+
+
+def test_sweep_files_inherit_and_expand_their_grids():
+    ab = load_protocol(registry.protocol_path("alpha_beta"))
+    specs = ab.expand(["shaspec", "zero_fill"], BRATS, {}, "smoke")
+    points = sorted((s.method_params["alpha"], s.method_params["beta"]) for s in specs if s.method == "shaspec")
+    assert points == sorted({(a, 0.02) for a in (0, 0.01, 0.1, 1)} | {(0.1, b) for b in (0, 0.002, 0.02, 0.2, 1)})
+    assert [s.method_params for s in specs if s.method == "zero_fill"] == [{}]
+    assert len(specs[0].eval_subsets) == 15  # inherited from non_dedicated
+    dao = load_protocol(registry.protocol_path("dao_loss")).expand(["shaspec"], BRATS, {}, "smoke")
+    assert [s.variant for s in dao] == [f"shaspec[dao={d}]" for d in ("l1", "kl", "mse", "ce")]
+
+
+def test_dedicated_trains_one_model_per_subset():
+    proto = load_protocol(registry.protocol_path("dedicated"))
+    specs = proto.expand(["shaspec"], BRATS, {}, "smoke")
+    assert [s.train_subset for s in specs] == [s.label for s in all_subsets(BRATS.modalities)]
+    assert all(s.eval_subsets == (s.train_subset,) for s in specs)
+
+
+def test_inherit_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("inherit: b\n")
+    (tmp_path / "b.yaml").write_text("inherit: a\n")
+    with pytest.raises(ProtocolError, match="inherit loops"):
+        load_protocol(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("inherit: nosuch\n")
+    with pytest.raises(ProtocolError, match=re.escape(f"{tmp_path / 'c.yaml'}: inherit 'nosuch'")):
+        load_protocol(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text(BASE + "grid: {shaspec: {alpha: 0.1}}\n")
+    with pytest.raises(ProtocolError, match=r"grid.shaspec\[0\] must map"):
+        load_protocol(tmp_path / "d.yaml")
