@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from missbench.method import Method, Output, TrainingDefaults
+from missbench.method import SHASPEC_TRAINING, Method, Output
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 
@@ -22,11 +22,7 @@ class ZeroFill(Method):
     tasks = ("segmentation",)
     output = "regions"
     defaults = {"width": 8, "depth": 3}
-    # ShaSpec's defaults (methods/shaspec.py), so the two differ only in how they handle missing inputs.
-    training = TrainingDefaults(
-        optimizer="sgd", lr=1e-2, momentum=0.99, nesterov=True, weight_decay=0.0,
-        schedule="cosine", dropout="count_then_subset", warmup_fraction=80 / 180,
-    )
+    training = SHASPEC_TRAINING
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)

@@ -47,6 +47,15 @@ class TrainingDefaults:
         return TrainingDefaults(**{**asdict(self), **changes})
 
 
+#: ShaSpec's training (paper §4.2, run.sh): SGD Nesterov 0.99, lr 1e-2, no weight decay, cosine, kept
+#: count uniform in 1..M after a full-modality warm-up of 80k of 180k iterations. The reference methods
+#: (zero_fill, mean_fill) use it too, so they differ from ShaSpec only in how they handle missing inputs.
+SHASPEC_TRAINING = TrainingDefaults(
+    optimizer="sgd", lr=1e-2, momentum=0.99, nesterov=True, weight_decay=0.0,
+    schedule="cosine", dropout="count_then_subset", warmup_fraction=80 / 180,
+)
+
+
 @dataclass
 class Output:
     """What a forward pass returns: ``logits`` (B x C x ...) and named, already weighted loss terms."""
