@@ -23,7 +23,10 @@ from missbench.tasks.segmentation import sliding_window
 
 
 def subset_predictor(method: Method, subsets: list[Subset], shared: bool = True) -> Callable[[torch.Tensor], list[torch.Tensor]]:
-    """A function mapping a batch of windows (B x M x ...) to one probability map per subset."""
+    """A function mapping a batch of windows (B x M x ...) to one probability map per subset.
+
+    The features of an all-zero window are cached per window shape for the predictor's lifetime.
+    """
     masks = torch.tensor([s.mask for s in subsets])
     zero_cache: dict[tuple[int, ...], list] = {}
 
@@ -62,20 +65,20 @@ def subset_predictor(method: Method, subsets: list[Subset], shared: bool = True)
 
 
 @torch.inference_mode()
-def predict_case(method: Method, case: Case, subsets: list[Subset], spec: RunSpec, exe: Execution, shared: bool = True) -> list:
-    """Label maps of one case, one per subset."""
+def predict_case(predict: Callable[[torch.Tensor], list[torch.Tensor]], method: Method, case: Case, spec: RunSpec, exe: Execution) -> list:
+    """Label maps of one case, one per subset of ``predict`` (a `subset_predictor`)."""
     volume = torch.from_numpy(case.image).float()[None].to(exe.device)
-    predictor = subset_predictor(method, subsets, shared)
-    probs = sliding_window(volume, spec.budget.patch, lambda w: predictor(exe.prepare(w)), spec.budget.overlap, exe.window_batch)
+    probs = sliding_window(volume, spec.budget.patch, lambda w: predict(exe.prepare(w)), spec.budget.overlap, exe.window_batch)
     return [method.task.to_labels(p[0].cpu().numpy(), method.output) for p in probs]
 
 
 def evaluate(method: Method, cases: Iterator[Case], subsets: list[Subset], spec: RunSpec, exe: Execution) -> list[dict]:
     """Long-format rows: one per (case, subset, region, metric)."""
     method.eval()
+    predict = subset_predictor(method, subsets)
     rows = []
     for case in cases:
-        for subset, pred in zip(subsets, predict_case(method, case, subsets, spec, exe)):
+        for subset, pred in zip(subsets, predict_case(predict, method, case, spec, exe)):
             where = {"case_id": case.case_id, "eval_subset": subset.label, "eval_code": subset.code, "n_available": len(subset)}
             rows += [where | score for score in score_case(pred, case.target, case.spacing, spec.metric["empty"], spec.metric["et_threshold"])]
     return rows

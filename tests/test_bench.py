@@ -67,7 +67,7 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     [
         (["--methods", "shaspec,nosuch"], "unknown method 'nosuch'; valid: "),
         (["--methods", "shaspec", "--dataset", "nosuch"], "unknown dataset 'nosuch'; valid: brats_synthetic"),
-        (["--methods", "shaspec", "--protocol", "nosuch"], "unknown protocol 'nosuch'; valid: non_dedicated"),
+        (["--methods", "shaspec", "--protocol", "nosuch"], "unknown protocol 'nosuch'; valid: alpha_beta, dao_loss, dedicated, non_dedicated"),
         (["--methods", "shaspec", "--budget", "nosuch"], "unknown budget 'nosuch'; valid: smoke, default, paper"),
         (["--methods", "shaspec", "--param", "shaspec.dao=l2"], "dao='l2'"),
     ],
