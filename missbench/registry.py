@@ -43,6 +43,10 @@ def load_plugin(path: Path, kind: str) -> ModuleType:
     return module
 
 
+#: Plugin files that failed to import, with the error: reported when a name is not found.
+BROKEN: dict[str, str] = {}
+
+
 @cache
 def _registry(kind: str) -> dict[str, type]:
     folder, base = FOLDERS[kind]
@@ -50,7 +54,11 @@ def _registry(kind: str) -> dict[str, type]:
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        module = load_plugin(path, kind)
+        try:
+            module = load_plugin(path, kind)
+        except Exception as e:  # one broken plugin must not take the others down
+            BROKEN[f"{kind}/{path.name}"] = f"{type(e).__name__}: {e}"
+            continue
         for obj in vars(module).values():
             if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and obj.__module__ == module.__name__:
                 if obj.name in found:
@@ -62,7 +70,9 @@ def _registry(kind: str) -> dict[str, type]:
 def _get(kind: str, name: str) -> type:
     reg = _registry(kind)
     if name not in reg:
-        raise UnknownName(f"unknown {kind[:-1]} {name!r}; valid: {', '.join(sorted(reg))}")
+        broken = [f"{f} ({err})" for f, err in BROKEN.items() if f.startswith(kind)]
+        hint = f"; could not load: {'; '.join(broken)}" if broken else ""
+        raise UnknownName(f"unknown {kind[:-1]} {name!r}; valid: {', '.join(sorted(reg))}{hint}")
     return reg[name]
 
 
