@@ -113,3 +113,20 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, 
     assert run(spec, tmp_path / "b", Execution(progress=False)) == "done"
     assert "resumed from" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(load_rows(tmp_path / "a"), load_rows(tmp_path / "b"))
+
+
+def test_make_tables_writes_the_dice_table_from_the_store(smoke_sweep, tmp_path):
+    out = subprocess.run([sys.executable, "analysis/make_tables.py", str(smoke_sweep), "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "Avg" in out
+    table = pd.read_csv(tmp_path / "dice_non_dedicated_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == [*proto_subsets(), "Avg"]
+    assert set(table.columns.get_level_values(0)) == {"ET", "TC", "WT"}
+    rows = load_rows(smoke_sweep)
+    cell = rows[(rows.variant == "shaspec") & (rows.region == "WT") & (rows.metric == "dice") & (rows.eval_subset == "T1")]
+    assert table.loc["T1", ("WT", "shaspec")] == pytest.approx(100 * cell.value.mean(), abs=0.01)
+    assert table.loc["Avg", ("WT", "shaspec")] == pytest.approx(table.iloc[:-1][("WT", "shaspec")].mean(), abs=0.01)
+
+
+def proto_subsets():
+    return load_protocol(registry.protocol_path("non_dedicated")).data["subsets"]
