@@ -28,6 +28,7 @@ class TrainingDefaults:
     momentum: float = 0.99
     nesterov: bool = True
     weight_decay: float = 0.0
+    amsgrad: bool = False
     schedule: str = "poly"
     dropout: str = "count_then_subset"
     warmup_fraction: float = 0.0

@@ -47,7 +47,7 @@ def make_optimizer(method: Method, cfg: TrainingDefaults) -> torch.optim.Optimiz
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected sgd or adam")
 
 
