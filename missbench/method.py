@@ -12,7 +12,7 @@ from missbench.dropout import SCHEMES
 from missbench.tasks import Task
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "poly", "constant")
+SCHEDULES = ("cosine", "poly", "constant", "step")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class TrainingDefaults:
     weight_decay: float = 0.0
     amsgrad: bool = False
     schedule: str = "poly"
+    #: For ``schedule="step"``: multiply the rate by ``step_gamma`` every ``step_every`` of the budget.
+    step_every: float = 1 / 6
+    step_gamma: float = 0.25
     dropout: str = "count_then_subset"
     warmup_fraction: float = 0.0
 

@@ -30,16 +30,18 @@ log = logging.getLogger("missbench")
 FOREGROUND_PROB = 0.5
 
 
-def lr_factor(schedule: str, step: int, total: int) -> float:
+def lr_factor(schedule: str, step: int, total: int, step_every: float = 1 / 6, step_gamma: float = 0.25) -> float:
     """Multiplier of the base learning rate at ``step`` of ``total``."""
     t = min(step / max(total, 1), 1.0)
+    if schedule == "step":
+        return step_gamma ** math.floor(t / step_every + 1e-9)
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * t))
     if schedule == "poly":
         return (1 - t) ** 0.9
     if schedule == "constant":
         return 1.0
-    raise ValueError(f"unknown schedule {schedule!r}; expected cosine, poly or constant")
+    raise ValueError(f"unknown schedule {schedule!r}; expected cosine, poly, constant or step")
 
 
 def make_optimizer(method: Method, cfg: TrainingDefaults) -> torch.optim.Optimizer:
@@ -120,7 +122,7 @@ def train(
     last: dict[str, float] = {}
     while step < budget.iterations:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(cfg.schedule, step, budget.iterations)
+            group["lr"] = cfg.lr * lr_factor(cfg.schedule, step, budget.iterations, cfg.step_every, cfg.step_gamma)
         x, y = sampler.sample(budget.batch)
         if fixed is not None:
             available = torch.tensor([fixed] * budget.batch)

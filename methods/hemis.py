@@ -1,0 +1,99 @@
+"""hemis: HeMIS as benchmarks run it, i.e. U-HeMIS (HeMIS's fusion in a 3-D U-Net).
+
+Papers: M. Havaei, N. Guizard, N. Chapados, Y. Bengio, "HeMIS: Hetero-Modal Image Segmentation",
+MICCAI 2016, arXiv 1607.05194 (the abstraction layer); R. Dorent, S. Joutard, M. Modat,
+S. Ourselin, T. Vercauteren, "Hetero-Modal Variational Encoder-Decoder for Joint Modality
+Completion and Segmentation", MICCAI 2019, arXiv 1907.11150 (U-HeMIS, the baseline RFNet, mmFormer
+and ShaSpec tabulate as "HeMIS"/"U-HeMIS").
+Official code: github.com/ReubenDo/U-HVED (MIT), ``extensions/u_hemis/{u_hemis_net.py,
+application.py, config.ini}`` at commit f5254a8. Building blocks: missbench/nets/uhemis.py.
+
+What is built (the code):
+- one encoder per modality: 1x1x1 conv to 8 channels + LeakyReLU, then four pre-activation blocks
+  (IN -> LeakyReLU -> conv3, twice) with n = 8/16/32/64 and a 2x max-pool between; U-HeMIS's
+  blocks end in n/2 channels, so the skips have 4/8/16/32 channels;
+- HeMIS abstraction at each of the 4 scales (``HeMISAbstractionBlock``): ``tf.boolean_mask`` keeps
+  the available modalities, ``tf.nn.moments`` over the modality axis gives the mean and the
+  *population* variance (divide by the number available; 0 with one modality), concatenated
+  [mean, variance] on the channels (8/16/32/64 channels);
+- one decoder: trilinear resize to the next scale, concatenation with its fused skip, block
+  (96->32->16, 32->16->8, 16->8->4 at width 8), 1x1x1 conv to the 4 classes;
+- loss: cross-entropy + Dice on the softmax over labels 0/1/2/4 (NiftyNet ``CrossEntropy`` +
+  ``Dice``), plus the code's L2 regulariser, ``l2`` = 1e-5 x the mean over conv kernels of
+  sum(w^2)/2 (NiftyNet ``reg_type = L2``, ``decay = 1e-5``; the application adds the *mean* of the
+  regularisation collection), reported as the ``l2`` term.
+
+Parameters at width 8 with 4 modalities and 4 classes: 565,888 (each encoder 111,776; decoder
+118,784), counted in tests/test_hemis.py. (baselines.md's "about 1M" was an estimate.)
+
+Training defaults (config.ini, application.py): Adam (TF defaults, betas 0.9/0.999), lr 1e-3, batch
+1, 60k iterations, per iteration a kept-modality count uniform in 1..4 then a uniform subset of that
+size (``count_then_subset``), no warm-up.
+
+Not built: the original HeMIS network (2-D, per-modality conv branches without downsampling, a
+curriculum that raises the drop probability over training); no official code of it is public, and
+the published comparisons (RFNet, mmFormer, ShaSpec) run U-HeMIS.
+
+Deviations:
+- schedule: the code divides the learning rate by 4 every 10k of its 60k iterations; here by 4
+  every sixth of whatever budget the protocol sets (``schedule="step"``).
+- the harness's CE + Dice (``Segmentation.loss(..., "labels")``): Dice per sample with Σp + Σt + 1
+  in the denominator; NiftyNet's Dice uses Σp² + Σt + 1e-5. The L2 term is a loss term here, so
+  the optimiser's own weight decay is 0.
+- the harness zeroes a missing modality's input; the code still encodes the real image and masks
+  it out in the abstraction. Either way a missing modality cannot reach the output.
+- data pipeline (1 mm resampling, histogram standardisation, 112³ patches, ±10% scaling) is the
+  harness's; trilinear resizing on the centred grid (see missbench/nets/uhemis.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from missbench.method import Method, Output
+from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
+
+
+def hemis_moments(maps: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """HeMIS abstraction of B x M x C x ... per-modality maps: [mean, population variance] over the available ones.
+
+    Missing modalities are left out with ``torch.where`` (not multiplied by 0), so nothing a missing
+    map holds, not even a NaN, reaches the output. Returns B x 2C x ...
+    """
+    mask = available.to(maps.device).view(*available.shape, *[1] * (maps.ndim - 2))
+    n = mask.sum(1).clamp_min(1).to(maps.dtype)
+    mean = torch.where(mask, maps, 0).sum(1) / n
+    var = torch.where(mask, (maps - mean.unsqueeze(1)).pow(2), 0).sum(1) / n
+    return torch.cat([mean, var], 1)
+
+
+class HeMIS(Method):
+    name = "hemis"
+    citation = "Havaei et al., MICCAI 2016 (HeMIS); U-HeMIS of Dorent et al., MICCAI 2019; code github.com/ReubenDo/U-HVED"
+    tasks = ("segmentation",)
+    output = "labels"
+    defaults = {"width": 8, "l2": 1e-5}
+    training = UHVED_TRAINING
+
+    def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
+        super().__init__(task, modalities, **params)
+        w = self.params["width"]
+        self.encoders = torch.nn.ModuleList(UHeMISEncoder(w, split_output=False) for _ in modalities)
+        fused = [2 * c for c in self.encoders[0].out_channels]
+        self.decoder = UHeMISDecoder(fused, task.out_channels(self.output), w)
+        init_he_truncated(self)
+
+    def encode(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Per modality: its four skip maps (full resolution first)."""
+        return [enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)]
+
+    def decode(self, features: list[list[torch.Tensor]], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+        fused = [hemis_moments(torch.stack([f[k] for f in features], 1), available) for k in range(len(features[0]))]
+        out = Output(self.decoder(fused))
+        if target is not None:
+            out.losses.update(self.task_loss(out.logits, target))
+            if self.params["l2"]:
+                out.losses["l2"] = niftynet_l2(self, self.params["l2"])
+        return out

@@ -1,0 +1,113 @@
+import sys
+
+import pytest
+import torch
+
+from conftest import MODS, tiny_batch, toy_losses
+from missbench.dropout import zero_missing
+from missbench.evaluate import subset_predictor
+from missbench.method import count_parameters
+from missbench.nets.uhemis import niftynet_l2
+from missbench.registry import method_class
+from missbench.subsets import all_subsets
+
+HeMIS = method_class("hemis")
+hemis_moments = sys.modules[HeMIS.__module__].hemis_moments
+
+
+def make(task, **params):
+    torch.manual_seed(0)
+    return HeMIS(task, MODS, width=4, **params).eval()
+
+
+def test_moments_are_mean_and_population_variance_over_available_modalities_only():
+    torch.manual_seed(0)
+    maps = torch.randn(3, 4, 2, 5, 5, 5)
+    available = torch.tensor([[True, False, True, True], [False, False, True, False], [True, True, True, True]])
+    maps[~available] = float("nan")  # whatever a missing slot holds must not reach the result
+    out = hemis_moments(maps, available)
+    assert out.shape == (3, 4, 5, 5, 5)
+    for b in range(3):
+        kept = maps[b, available[b]]  # n x C x ...
+        torch.testing.assert_close(out[b, :2], kept.mean(0))
+        torch.testing.assert_close(out[b, 2:], kept.var(0, unbiased=False))  # tf.nn.moments: population variance
+    assert torch.equal(out[1, 2:], torch.zeros(2, 5, 5, 5))  # one modality: variance 0
+    torch.testing.assert_close(out[1, :2], maps[1, 2])
+
+
+def test_decoder_is_fed_the_moments_of_the_available_encodings(task):
+    model = make(task)
+    x, _ = tiny_batch()
+    available = torch.tensor([[True, True, False, True], [False, True, False, False]])
+    seen = {}
+    handle = model.decoder.register_forward_pre_hook(lambda mod, args: seen.update(skips=args[0]))
+    with torch.no_grad():
+        model(zero_missing(x, available), available)
+        feats = model.encode(zero_missing(x, available))
+    handle.remove()
+    assert [s.shape[1] for s in seen["skips"]] == [4, 8, 16, 32]  # [mean, var] of (2, 4, 8, 16) at width 4
+    for k, fused in enumerate(seen["skips"]):
+        for b in range(2):
+            kept = torch.stack([feats[m][k][b] for m in range(4) if available[b, m]])
+            torch.testing.assert_close(fused[b], torch.cat([kept.mean(0), kept.var(0, unbiased=False)]))
+
+
+def test_forward_with_every_availability_pattern_ignores_missing_inputs(task):
+    model = make(task)
+    x, _ = tiny_batch()
+    for s in all_subsets(MODS):
+        available = torch.tensor([s.mask] * 2)
+        other = x + 3 * (~available)[:, :, None, None, None]
+        with torch.no_grad():
+            a = model(zero_missing(x, available), available).logits
+            b = model(other, available).logits  # even un-zeroed missing inputs cannot reach the output
+        assert a.shape == (2, 4, 16, 16, 16)
+        torch.testing.assert_close(a, b)
+
+
+def test_shared_encoding_equals_one_pass_per_subset(task):
+    model = make(task)
+    x, _ = tiny_batch()
+    subsets = all_subsets(MODS)
+    with torch.no_grad():
+        fast = subset_predictor(model, subsets, shared=True)(x)
+        slow = subset_predictor(model, subsets, shared=False)(x)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b)
+
+
+def test_loss_terms_are_ce_dice_and_the_code_l2(task):
+    model = make(task)
+    x, y = tiny_batch()
+    available = torch.tensor([[True, False, False, True], [True, True, True, True]])
+    out = model(zero_missing(x, available), available, y)
+    assert set(out.losses) == {"ce", "dice", "l2"}
+    assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
+    kernels = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert len(kernels) == 4 * 9 + 7  # per encoder: stem + 4 blocks x 2; decoder: 3 blocks x 2 + head
+    torch.testing.assert_close(out.losses["l2"], 1e-5 * torch.stack([0.5 * w.pow(2).sum() for w in kernels]).mean())
+    torch.testing.assert_close(niftynet_l2(model, 1e-5), out.losses["l2"])
+    assert "l2" not in make(task, l2=0)(x, torch.ones(2, 4, dtype=torch.bool), y).losses
+
+
+def test_loss_falls_on_a_toy_problem(task):
+    history = toy_losses(make(task))
+    assert history[-1]["total"] < 0.6 * history[0]["total"]
+
+
+def test_paper_width_parameter_count_and_training_defaults(task):
+    model = HeMIS(task, MODS)
+    assert model.encoders[0].out_channels == [4, 8, 16, 32]  # U-HeMIS blocks end in n/2 channels
+    assert count_parameters(model.encoders[0]) == 111_776
+    assert count_parameters(model.decoder) == 118_784
+    assert count_parameters(model) == 565_888
+    cfg = HeMIS.training
+    assert (cfg.optimizer, cfg.lr, cfg.dropout, cfg.warmup_fraction, cfg.weight_decay) == ("adam", 1e-3, "count_then_subset", 0.0, 0.0)
+    assert HeMIS.output == "labels"
+
+
+def test_bad_parameter_is_refused(task):
+    with pytest.raises(ValueError, match="unknown parameter 'depth'"):
+        HeMIS(task, MODS, depth=3)
+    with pytest.raises(ValueError, match="width"):
+        HeMIS(task, MODS, width=3)

@@ -1,0 +1,24 @@
+"""Training pieces: modality-dropping schemes and learning-rate schedules."""
+
+import torch
+
+from missbench.dropout import draw_available
+from missbench.train import lr_factor
+
+
+def test_dropout_schemes_never_drop_everything():
+    g = torch.Generator().manual_seed(0)
+    for scheme in ("count_then_subset", "uniform_subset", "full"):
+        a = draw_available(scheme, 2000, 4, g)
+        assert a.any(1).all()
+    counts = draw_available("count_then_subset", 8000, 4, g).sum(1).bincount(minlength=5)[1:]
+    assert (abs(counts / 8000 - 0.25) < 0.03).all()  # kept count uniform in 1..4 (ShaSpec's --mode=random)
+    codes = (draw_available("uniform_subset", 15000, 4, g).long() << torch.arange(4)).sum(1).bincount(minlength=16)[1:]
+    assert (abs(codes / 15000 - 1 / 15) < 0.01).all()
+
+
+def test_schedules():
+    assert lr_factor("cosine", 0, 100) == 1 and abs(lr_factor("cosine", 50, 100) - 0.5) < 1e-9
+    assert abs(lr_factor("poly", 50, 100) - 0.5**0.9) < 1e-9
+    # U-HeMIS: divide by 4 every 10k of 60k iterations.
+    assert [lr_factor("step", s, 60_000) for s in (0, 9_999, 10_000, 59_999)] == [1, 1, 0.25, 0.25**5]
