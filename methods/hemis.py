@@ -34,6 +34,10 @@ Not built: the original HeMIS network (2-D, per-modality conv branches without d
 curriculum that raises the drop probability over training); no official code of it is public, and
 the published comparisons (RFNet, mmFormer, ShaSpec) run U-HeMIS.
 
+``backbone="common"`` (``--backbone common``): per-modality harness U-Net encoders
+(missbench/nets/unet3d.py, width 8, depth 3) with the same mean/variance fusion at every scale and
+the harness U-Net decoder: 1,263,044 parameters.
+
 Deviations:
 - schedule: the code divides the learning rate by 4 every 10k of its 60k iterations; here by 4
   every sixth of whatever budget the protocol sets (``schedule="step"``).
@@ -53,6 +57,7 @@ from typing import Any
 import torch
 
 from missbench.method import Method, Output
+from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
 
 
@@ -74,16 +79,21 @@ class HeMIS(Method):
     citation = "Havaei et al., MICCAI 2016 (HeMIS); U-HeMIS of Dorent et al., MICCAI 2019; code github.com/ReubenDo/U-HVED"
     tasks = ("segmentation",)
     output = "labels"
-    defaults = {"width": 8, "l2": 1e-5}
+    defaults = {"backbone": "paper", "width": 8, "depth": 3, "l2": 1e-5}
     training = UHVED_TRAINING
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
-        w = self.params["width"]
-        self.encoders = torch.nn.ModuleList(UHeMISEncoder(w, split_output=False) for _ in modalities)
-        fused = [2 * c for c in self.encoders[0].out_channels]
-        self.decoder = UHeMISDecoder(fused, task.out_channels(self.output), w)
-        init_he_truncated(self)
+        w, out = self.params["width"], task.out_channels(self.output)
+        if self.params["backbone"] == "paper":
+            self.encoders = torch.nn.ModuleList(UHeMISEncoder(w, split_output=False) for _ in modalities)
+            self.decoder = UHeMISDecoder([2 * c for c in self.encoders[0].out_channels], out, w)
+            init_he_truncated(self)
+        elif self.params["backbone"] == "common":
+            self.encoders = torch.nn.ModuleList(PyramidEncoder(1, w, self.params["depth"]) for _ in modalities)
+            self.decoder = PyramidDecoder([2 * c for c in self.encoders[0].out_channels], out)
+        else:
+            raise ValueError(f"hemis: parameter backbone={self.params['backbone']!r}; expected one of ['paper', 'common']")
 
     def encode(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
         """Per modality: its four skip maps (full resolution first)."""

@@ -37,6 +37,11 @@ Training defaults: as U-HeMIS (missbench/nets/uhemis.py ``UHVED_TRAINING``): Ada
 count uniform in 1..M then a uniform subset (``count_then_subset``), 60k iterations at batch 1 in the
 paper budget.
 
+``backbone="common"`` (``--backbone common``): per-modality harness U-Net encoders
+(missbench/nets/unet3d.py, width 8, depth 3) whose maps split in halves into means and
+log-variances, the same product of experts, and harness U-Net decoders for the segmentation and
+each modality's image: 1,000,768 parameters.
+
 Deviations, and why:
 - reconstruction (``recon_over``): the code reconstructs *all* four modalities, missing ones
   included, from the complete input it still holds (its modality dropping only masks the fusion).
@@ -67,6 +72,7 @@ import torch
 from torch import nn
 
 from missbench.method import Method, Output
+from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
 
 #: The code's clip of log-variances, "so that variances = exp(logvars) behaves well".
@@ -115,7 +121,9 @@ class UHVED(Method):
     tasks = ("segmentation",)
     output = "labels"
     defaults = {
+        "backbone": "paper",
         "width": 8,
+        "depth": 3,
         "kl_weight": 0.1,
         "recon_weight": 0.1,
         "l2": 1e-5,
@@ -127,15 +135,21 @@ class UHVED(Method):
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         p = self.params
-        for key, allowed in (("inference", ("mean", "sample")), ("kl_over", ("available", "all"))):
+        for key, allowed in (("backbone", ("paper", "common")), ("inference", ("mean", "sample")), ("kl_over", ("available", "all"))):
             if p[key] not in allowed:
                 raise ValueError(f"uhved: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
-        w = p["width"]
-        self.encoders = nn.ModuleList(UHeMISEncoder(w, split_output=True) for _ in modalities)
-        self.latent_channels = [c // 2 for c in self.encoders[0].out_channels]
-        self.seg_decoder = UHeMISDecoder(self.latent_channels, task.out_channels(self.output), w)
-        self.image_decoders = nn.ModuleList(UHeMISDecoder(self.latent_channels, 1, w) for _ in modalities)
-        init_he_truncated(self)
+        w, out = p["width"], task.out_channels(self.output)
+        if p["backbone"] == "paper":
+            self.encoders = nn.ModuleList(UHeMISEncoder(w, split_output=True) for _ in modalities)
+            self.latent_channels = [c // 2 for c in self.encoders[0].out_channels]
+            self.seg_decoder = UHeMISDecoder(self.latent_channels, out, w)
+            self.image_decoders = nn.ModuleList(UHeMISDecoder(self.latent_channels, 1, w) for _ in modalities)
+            init_he_truncated(self)
+        else:  # common: the U-Net's maps split in halves into means and log-variances, as the paper's are
+            self.encoders = nn.ModuleList(PyramidEncoder(1, w, p["depth"]) for _ in modalities)
+            self.latent_channels = [c // 2 for c in self.encoders[0].out_channels]
+            self.seg_decoder = PyramidDecoder(self.latent_channels, out)
+            self.image_decoders = nn.ModuleList(PyramidDecoder(self.latent_channels, 1) for _ in modalities)
         self.register_buffer("subsets", nonempty_subsets(self.n_modalities), persistent=False)
         # Drawn after the weights, from the seeded global generator: the noise stream is the run's.
         self.noise_seed = int(torch.randint(0, 2**31 - 1, ()))

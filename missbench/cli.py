@@ -69,11 +69,19 @@ def list_command(argv: list[str]) -> int:
     every = not (args.methods or args.datasets or args.protocols)
     if every or args.methods:
         ds = registry.dataset_class("brats_synthetic")
-        print("methods (parameters with the default settings, on brats_synthetic's modalities):")
+        print("methods: parameters on brats_synthetic's modalities with the paper's architecture and with --backbone common")
+        print(f"  {'name':<12} {'paper':>12} {'common':>12}  citation")
         for name in registry.method_names():
             cls = registry.method_class(name)
-            count = count_parameters(cls(get_task(ds.task), ds.modalities)) if ds.task in cls.tasks else None
-            print(f"  {name:<12} {count or '-':>12,}  {cls.citation}" if count else f"  {name:<12} {'-':>12}  {cls.citation}")
+            counts = {}
+            for backbone in ("paper", "official", "common"):
+                params = {"backbone": backbone} if "backbone" in cls.defaults else {}
+                try:
+                    counts.setdefault("common" if backbone == "common" else "paper", count_parameters(cls(get_task(ds.task), ds.modalities, **params)))
+                except ValueError:
+                    continue
+            paper, common = (f"{counts[k]:,}" if k in counts else "-" for k in ("paper", "common"))
+            print(f"  {name:<12} {paper:>12} {common:>12}  {cls.citation}")
     if every or args.datasets:
         print("datasets:")
         for name in registry.dataset_names():

@@ -17,7 +17,7 @@ hemis_moments = sys.modules[HeMIS.__module__].hemis_moments
 
 def make(task, **params):
     torch.manual_seed(0)
-    return HeMIS(task, MODS, width=4, **params).eval()
+    return HeMIS(task, MODS, **{"width": 4, "depth": 2, **params}).eval()
 
 
 def test_moments_are_mean_and_population_variance_over_available_modalities_only():
@@ -52,8 +52,9 @@ def test_decoder_is_fed_the_moments_of_the_available_encodings(task):
             torch.testing.assert_close(fused[b], torch.cat([kept.mean(0), kept.var(0, unbiased=False)]))
 
 
-def test_forward_with_every_availability_pattern_ignores_missing_inputs(task):
-    model = make(task)
+@pytest.mark.parametrize("backbone", ["paper", "common"])
+def test_forward_with_every_availability_pattern_ignores_missing_inputs(task, backbone):
+    model = make(task, backbone=backbone)
     x, _ = tiny_batch()
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask] * 2)
@@ -65,8 +66,9 @@ def test_forward_with_every_availability_pattern_ignores_missing_inputs(task):
         torch.testing.assert_close(a, b)
 
 
-def test_shared_encoding_equals_one_pass_per_subset(task):
-    model = make(task)
+@pytest.mark.parametrize("backbone", ["paper", "common"])
+def test_shared_encoding_equals_one_pass_per_subset(task, backbone):
+    model = make(task, backbone=backbone)
     x, _ = tiny_batch()
     subsets = all_subsets(MODS)
     with torch.no_grad():
@@ -107,7 +109,15 @@ def test_paper_width_parameter_count_and_training_defaults(task):
 
 
 def test_bad_parameter_is_refused(task):
-    with pytest.raises(ValueError, match="unknown parameter 'depth'"):
-        HeMIS(task, MODS, depth=3)
+    with pytest.raises(ValueError, match="unknown parameter 'layers'"):
+        HeMIS(task, MODS, layers=3)
+    with pytest.raises(ValueError, match="backbone='unet'"):
+        HeMIS(task, MODS, backbone="unet")
     with pytest.raises(ValueError, match="width"):
         HeMIS(task, MODS, width=3)
+
+
+def test_common_backbone_fuses_moments_on_the_shared_unet(task):
+    model = HeMIS(task, MODS, backbone="common")
+    assert count_parameters(model) == 1_263_044  # U-Net width 8, depth 3; decoder fed [mean, var] per scale
+    assert type(model.encoders[0]).__name__ == "PyramidEncoder"

@@ -23,7 +23,7 @@ module = sys.modules[UHVED.__module__]
 
 def make(task, **params):
     torch.manual_seed(0)
-    return UHVED(task, MODS, width=4, **params).eval()
+    return UHVED(task, MODS, **{"width": 4, "depth": 2, **params}).eval()
 
 
 def direct_poe(mu, var, kept):
@@ -143,8 +143,9 @@ def test_log_variances_are_clipped_to_50(task):
     assert feats[0].mu[0].abs().max() > 50  # means are not clipped
 
 
-def test_forward_with_every_availability_pattern_ignores_missing_inputs(task):
-    model = make(task)
+@pytest.mark.parametrize("backbone", ["paper", "common"])
+def test_forward_with_every_availability_pattern_ignores_missing_inputs(task, backbone):
+    model = make(task, backbone=backbone)
     x, _ = tiny_batch()
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask] * 2)
@@ -156,8 +157,9 @@ def test_forward_with_every_availability_pattern_ignores_missing_inputs(task):
         torch.testing.assert_close(a, b)
 
 
-def test_shared_encoding_equals_one_pass_per_subset(task):
-    model = make(task)
+@pytest.mark.parametrize("backbone", ["paper", "common"])
+def test_shared_encoding_equals_one_pass_per_subset(task, backbone):
+    model = make(task, backbone=backbone)
     x, _ = tiny_batch()
     subsets = all_subsets(MODS)
     with torch.no_grad():
@@ -235,3 +237,9 @@ def test_bad_parameter_is_refused(task):
         UHVED(task, MODS, kl_over="some")
     with pytest.raises(ValueError, match="unknown parameter 'beta'"):
         UHVED(task, MODS, beta=1)
+
+
+def test_common_backbone_splits_unet_maps_into_means_and_log_variances(task):
+    model = UHVED(task, MODS, backbone="common")
+    assert count_parameters(model) == 1_000_768  # U-Net width 8, depth 3; halves of each map are mu and logvar
+    assert model.latent_channels == [4, 8, 16, 32]

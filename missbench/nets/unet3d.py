@@ -86,3 +86,28 @@ class UNetDecoder(nn.Module):
                 x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
             x = block(x + proj(skip))
         return self.head(x)
+
+
+class PyramidEncoder(UNetEncoder):
+    """The U-Net encoder returning its maps as one list, full resolution first and the bottleneck last.
+
+    The form U-HeMIS-style methods fuse scale by scale (``--backbone common``).
+    """
+
+    @property
+    def out_channels(self) -> list[int]:
+        return [*self.skip_channels, self.bottleneck_channels]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        out = super().forward(x)
+        return [*out.skips, out.bottleneck]
+
+
+class PyramidDecoder(UNetDecoder):
+    """The U-Net decoder fed one list of fused maps per scale (``channels``: full resolution first)."""
+
+    def __init__(self, channels: list[int], out_channels: int) -> None:
+        super().__init__(1, channels[:-1], channels[-1], out_channels)
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(maps[-1], maps[:-1])
