@@ -23,7 +23,8 @@ What is built, as in the code:
   modality's conv maps (bottleneck = the raw conv x5, not the Transformer output);
 - loss (train.py, region_fusion_start_epoch 0 in job.sh): fused + sum over modalities of the auxiliary
   decoder's + sum over the four deep-supervision outputs, each the code's class-weighted CE
-  (``softmax_weighted_loss``) + Dice over all four classes (``dice_loss``), unweighted;
+  (``softmax_weighted_loss``) + Dice over all four classes (``dice_loss``), unweighted: the same
+  criterions as RFNet's, shared from missbench/nets/rfnet.py;
 - init: Kaiming normal on every Conv3d weight, PyTorch defaults elsewhere;
 - 36,654,416 parameters with four modalities (the code's count, counted in a test), including the
   code's four intra-modal ``decode_conv`` 1x1 convs (512 -> 128, 262,656 parameters) that its forward
@@ -86,13 +87,11 @@ from missbench.nets.mmformer import (
     DecoderSep,
     HybridConvEncoder,
     Transformer,
-    dice_loss,
     map_from_tokens,
-    mask_modalities,
     resize_positions,
-    softmax_weighted_loss,
     tokens_from_map,
 )
+from missbench.nets.rfnet import batch_dice_loss, mask_modalities, softmax_weighted_ce
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 from missbench.tasks.segmentation import LABELS
 
@@ -204,7 +203,7 @@ class MMFormer(Method):
         ref = features[0].bottleneck
         b, m, grid = ref.shape[0], self.n_modalities, tuple(ref.shape[2:])
         available = available.to(ref.device)
-        skips = [mask_modalities(torch.stack([f.skips[k] for f in features], 1), available) for k in range(len(features[0].skips))]
+        skips = [mask_modalities(torch.stack([f.skips[k] for f in features], 1), available).flatten(1, 2) for k in range(len(features[0].skips))]
         tokens = torch.stack([f.tokens for f in features], 1)  # B x M x N x dim
         tokens = tokens * available.to(tokens.dtype).view(b, m, 1, 1)
         n, d = tokens.shape[2:]
@@ -273,7 +272,7 @@ class MMFormer(Method):
         probs = torch.softmax(logits.float(), 1)
         if probs.shape[2:] != onehot.shape[2:]:
             probs = F.interpolate(probs, size=onehot.shape[2:], mode="trilinear", align_corners=True)
-        return softmax_weighted_loss(probs, onehot), dice_loss(probs, onehot)
+        return softmax_weighted_ce(probs, onehot), batch_dice_loss(probs, onehot)
 
     # --- official checkpoints ---
 

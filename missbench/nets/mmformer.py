@@ -14,7 +14,7 @@ attribute names follow the code's (``e1_c1`` .. ``e5_c3``, ``d4_c1``, ``RFM5``, 
 - ``DecoderSep``: the auxiliary decoder, one module shared by all modalities; ``DecoderFuse``: the
   fused decoder with ``fusion_prenorm`` (1x1, 3x3, 1x1 conv) over the M concatenated skips at every
   scale and deep-supervision heads at 1/2, 1/4, 1/8 and 1/16 scale.
-- ``softmax_weighted_loss`` and ``dice_loss``: the code's criterions on softmax probabilities.
+(The masking and the criterions are RFNet's, whose code base mmFormer's is: missbench/nets/rfnet.py.)
 
 Deviations, only on maps of one voxel (16^3 patches, bottleneck 1^3; the code only ever sees 128^3,
 bottleneck 8^3): a reflect-padded conv falls back to replicate padding for that call (reflecting a
@@ -260,31 +260,3 @@ class DecoderFuse(_DecoderStages):
                     side.append(getattr(self, f"seg_d{k - 1}")(de))
                 de = getattr(self, f"d{k - 1}_c1")(_up2(de))
         return self.seg_layer(de), side
-
-
-def mask_modalities(stacked: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """The code's ``MaskModal``: B x M x C x ... with missing modalities zeroed, viewed as B x (M*C) x ..."""
-    keep = available.to(stacked.device, stacked.dtype).view(*available.shape, *[1] * (stacked.ndim - 2))
-    return (stacked * keep).flatten(1, 2)
-
-
-# --- the code's criterions (utils/criterions.py), on softmax probabilities and one-hot targets ---
-
-
-def softmax_weighted_loss(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-    """Class-weighted cross-entropy: weight of class c in sample b is 1 - (voxels of c)/(voxels), probs clamped to [0.005, 1].
-
-    Summed over classes, averaged over the batch and the voxels (``softmax_weighted_loss``).
-    """
-    dims = tuple(range(2, probs.ndim))
-    weight = 1.0 - onehot.sum(dims) / onehot.sum((1, *dims)).unsqueeze(1)  # B x C
-    weight = weight.view(*weight.shape, *[1] * len(dims))
-    ce = -(weight * onehot * torch.log(probs.clamp(min=0.005, max=1))).sum(1)
-    return ce.mean()
-
-
-def dice_loss(probs: torch.Tensor, onehot: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """1 - the mean over classes (background included) of 2 sum(pt) / (sum p + sum t + eps), sums over the batch (``dice_loss``)."""
-    dims = (0, *range(2, probs.ndim))
-    inter = (probs * onehot).sum(dims)
-    return 1.0 - (2.0 * inter / (probs.sum(dims) + onehot.sum(dims) + eps)).mean()
