@@ -25,11 +25,14 @@ def dice_summary(rows: pd.DataFrame, regions: tuple[str, ...] = ("ET", "TC", "WT
 
 
 def format_table(table: pd.DataFrame, scale: float = 100.0, digits: int = 1) -> str:
-    """Plain-text rendering (Dice in %), one column per (region, method)."""
-    head = ["subset"] + [f"{r}:{m}" for r, m in table.columns]
-    body = [[str(i)] + [f"{v * scale:.{digits}f}" if pd.notna(v) else "-" for v in row] for i, row in zip(table.index, table.values)]
-    widths = [max(len(r[c]) for r in [head, *body]) for c in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))) for r in [head, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.insert(len(lines) - 1, lines[1])
-    return "\n".join(lines)
+    """Plain text (Dice in %): one block per region, stacked, each with a column per variant."""
+    blocks = []
+    for region in dict.fromkeys(table.columns.get_level_values(0)):
+        sub = table[region]
+        head = [region] + list(sub.columns)
+        body = [[str(i)] + [f"{v * scale:.{digits}f}" if pd.notna(v) else "-" for v in row] for i, row in zip(sub.index, sub.values)]
+        widths = [max(len(r[c]) for r in [head, *body]) for c in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))) for r in [head, *body]]
+        rule = "  ".join("-" * w for w in widths)
+        blocks.append("\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]]))
+    return "\n\n".join(blocks)

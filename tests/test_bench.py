@@ -130,3 +130,13 @@ def test_make_tables_writes_the_dice_table_from_the_store(smoke_sweep, tmp_path)
 
 def proto_subsets():
     return load_protocol(registry.protocol_path("non_dedicated")).data["subsets"]
+
+
+def test_every_segmentation_method_runs_the_smoke_protocol(tmp_path):
+    others = [m for m in registry.method_names() if m not in ("shaspec", "zero_fill")]
+    assert {"hemis", "uhved", "rfnet", "mmformer", "mean_fill"} <= set(others)
+    assert main([*SMOKE, "--methods", ",".join(others), "--out", str(tmp_path)]) == 0
+    rows = load_rows(tmp_path)
+    dice = rows[rows.metric == "dice"]
+    assert dice.groupby("method").eval_subset.nunique().to_dict() == {m: 15 for m in others}
+    assert dice.value.between(0, 1).all()
