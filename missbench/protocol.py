@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from missbench import registry
 from missbench.dataset import Dataset
 from missbench.method import TrainingDefaults
 from missbench.metrics import EMPTY_POLICIES
@@ -31,6 +32,7 @@ TOP_KEYS = {
     "eval_on": str, "inherit": str,
 }
 EVAL_ON = ("own", "all")
+_UNSET = object()
 REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
 BUDGET_KEYS = {"iterations": int, "patch": (int, list), "batch": int, "checkpoint_every": int,
                "overlap": float, "log_every": int, "dataset": dict}
@@ -91,6 +93,8 @@ class Protocol:
         for method in methods:
             for point in self.grid_points(method):
                 params = {**fixed.get(method, {}), **point, **(method_params or {}).get(method, {})}
+                # Settings equal to the method's defaults are left out, so one model has one run id.
+                params = {k: v for k, v in params.items() if registry.method_class(method).defaults.get(k, _UNSET) != v}
                 for seed in seeds if seeds is not None else self.data["seeds"]:
                     trains: list[str | None] = [None] if self.mode == "non_dedicated" else list(subsets)
                     for train in trains:

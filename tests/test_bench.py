@@ -140,3 +140,12 @@ def test_every_segmentation_method_runs_the_smoke_protocol(tmp_path):
     dice = rows[rows.metric == "dice"]
     assert dice.groupby("method").eval_subset.nunique().to_dict() == {m: 15 for m in others}
     assert dice.value.between(0, 1).all()
+
+
+def test_backbone_common_reaches_every_method_that_has_one(tmp_path, capsys):
+    args = [*SMOKE, "--methods", "shaspec,hemis,rfnet,zero_fill", "--backbone", "common", "--out", str(tmp_path), "--dry-run"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "hemis {'backbone': 'common'}" in out and "rfnet {'backbone': 'common'}" in out
+    assert "shaspec  train=" in out  # ShaSpec's default backbone is already the common one
+    assert "zero_fill  train=" in out
