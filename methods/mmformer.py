@@ -93,7 +93,7 @@ from missbench.nets.mmformer import (
 )
 from missbench.nets.rfnet import batch_dice_loss, mask_modalities, softmax_weighted_ce
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
-from missbench.tasks.segmentation import LABELS
+from missbench.tasks.segmentation import labels_onehot
 
 #: The code's modality prefixes (flair_encoder, t1ce_pos, ...) and the data set names they stand for.
 OFFICIAL_MODALITIES = {"flair": "flair", "t1ce": "t1c", "t1": "t1", "t2": "t2"}
@@ -219,7 +219,7 @@ class MMFormer(Method):
         out = Output(logits)
         if target is None:
             return out
-        onehot = self.onehot(target)
+        onehot = labels_onehot(target)
         out.losses["fuse_ce"], out.losses["fuse_dice"] = self.criterion(logits, onehot)
         if deep:
             terms = [self.criterion(s, onehot) for s in side]
@@ -257,14 +257,6 @@ class MMFormer(Method):
         if self.paper:
             return self.decoder_sep([*(t[rows] for t in f.skips), f.bottleneck[rows]])
         return self.decoder_sep(f.bottleneck[rows], [t[rows] for t in f.skips])
-
-    @staticmethod
-    def onehot(target: torch.Tensor) -> torch.Tensor:
-        """B x ... labels in LABELS -> B x 4 x ... one-hot (the code's data loader)."""
-        index = torch.zeros_like(target, dtype=torch.long)
-        for i, lab in enumerate(LABELS):
-            index[target == lab] = i
-        return F.one_hot(index, len(LABELS)).movedim(-1, 1).float()
 
     @staticmethod
     def criterion(logits: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,7 +80,7 @@ from missbench.nets.rfnet import (
     softmax_weighted_ce,
 )
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
-from missbench.tasks.segmentation import LABELS
+from missbench.tasks.segmentation import labels_onehot
 
 #: region_fusion_start_epoch / num_epochs in the official job.sh.
 FUSION_START = 20 / 300
@@ -177,7 +177,7 @@ class RFNet(Method):
         out = Output(logits)
         if target is None:
             return out
-        onehot = self.class_onehot(target)
+        onehot = labels_onehot(target)
         on = 0.0 if self.step < self.params["fusion_start"] * self.total_steps else 1.0
         ce, dice = self.pair_loss(torch.softmax(logits, 1), onehot)
         out.losses["fuse_ce"], out.losses["fuse_dice"] = on * ce, on * dice
@@ -198,14 +198,6 @@ class RFNet(Method):
                 sep_ce, sep_dice = sep_ce + ce, sep_dice + dice
         out.losses["sep_ce"], out.losses["sep_dice"] = sep_ce, sep_dice
         return out
-
-    @staticmethod
-    def class_onehot(target: torch.Tensor) -> torch.Tensor:
-        """B x ... labels 0/1/2/4 -> B x 4 x ... one-hot in the task's channel order (RFNet's classes 0, 1, 2, 3)."""
-        index = torch.zeros_like(target, dtype=torch.long)
-        for i, lab in enumerate(LABELS):
-            index[target == lab] = i
-        return F.one_hot(index, len(LABELS)).movedim(-1, 1).float()
 
     @staticmethod
     def pair_loss(probs: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

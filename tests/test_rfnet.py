@@ -8,6 +8,7 @@ from missbench.method import count_parameters
 from missbench.nets.rfnet import RegionAwareFusion, RFNetEncoder, batch_dice_loss, mask_modalities, softmax_weighted_ce
 from missbench.registry import method_class
 from missbench.subsets import all_subsets
+from missbench.tasks.segmentation import labels_onehot
 
 RFNet = method_class("rfnet")
 BACKBONES = [{"backbone": "paper", "width": 4}, {"backbone": "common", "width": 4, "depth": 2}]
@@ -108,7 +109,7 @@ def test_losses_are_the_code_criterions():
     dice = sum(2 * (probs[:, i] * onehot[:, i]).sum() / (probs[:, i].sum() + onehot[:, i].sum() + 1e-7) for i in range(4)) / 4
     torch.testing.assert_close(batch_dice_loss(probs, onehot), 1 - dice)
     # Label 4 is RFNet's class 3, the task's fourth channel.
-    onehot = RFNet.class_onehot(torch.tensor([[0, 1, 2, 4]]))
+    onehot = labels_onehot(torch.tensor([[0, 1, 2, 4]]))
     torch.testing.assert_close(onehot[0].argmax(0), torch.tensor([0, 1, 2, 3]))
 
 
@@ -129,7 +130,7 @@ def test_loss_terms_fusion_start_and_separate_decoder_pairs(task):
     assert on.losses["fuse_ce"] > 0 and on.losses["fuse_dice"] > 0
     # sep over available pairs: FLAIR on sample 0, T1c on both, summed over modalities.
     feats = model.encode(x)
-    onehot = model.class_onehot(y)
+    onehot = labels_onehot(y)
     expected = 0
     for m, rows in ((0, [0]), (2, [0, 1])):
         probs = torch.softmax(model.separate_logits([f[rows] for f in feats[m]]), 1)

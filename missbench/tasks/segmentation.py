@@ -25,6 +25,19 @@ def regions_from_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.isin(labels, torch.tensor(REGION_LABELS[r], device=labels.device)) for r in REGIONS], 1).float()
 
 
+def label_index(labels: torch.Tensor) -> torch.Tensor:
+    """B x ... label map in LABELS -> class indices 0..3 (label 4 is class 3, as RFNet's and mmFormer's loaders)."""
+    index = torch.zeros_like(labels, dtype=torch.long)
+    for i, lab in enumerate(LABELS):
+        index[labels == lab] = i
+    return index
+
+
+def labels_onehot(labels: torch.Tensor) -> torch.Tensor:
+    """B x ... label map -> B x 4 x ... float one-hot in LABELS order."""
+    return F.one_hot(label_index(labels), len(LABELS)).movedim(-1, 1).float()
+
+
 def labels_from_regions(probs: np.ndarray | torch.Tensor, threshold: float = 0.5) -> np.ndarray:
     """3 x ... region probabilities -> label map, written WT as 2, then TC as 1, then ET as 4 (ShaSpec's eval.py)."""
     p = np.asarray(probs)
@@ -62,11 +75,7 @@ class Segmentation(Task):
             bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none").mean(tuple(i for i in range(logits.ndim) if i != 1)).sum()
             return {"dice": soft_dice_loss(torch.sigmoid(logits), t), "bce": bce}
         if output == "labels":
-            index = torch.zeros_like(target, dtype=torch.long)
-            for i, lab in enumerate(LABELS):
-                index[target == lab] = i
-            onehot = F.one_hot(index, len(LABELS)).movedim(-1, 1).float()
-            return {"ce": F.cross_entropy(logits, index), "dice": soft_dice_loss(torch.softmax(logits, 1), onehot)}
+            return {"ce": F.cross_entropy(logits, label_index(target)), "dice": soft_dice_loss(torch.softmax(logits, 1), labels_onehot(target))}
         raise ValueError(f"unknown output convention {output!r}; expected 'regions' or 'labels'")
 
     def probabilities(self, logits: torch.Tensor, output: str) -> torch.Tensor:
