@@ -48,3 +48,18 @@ def toy_losses(model: torch.nn.Module, steps: int = 60, size: int = 16) -> list[
         opt.step()
         history.append({k: v.item() for k, v in losses.items()} | {"total": total.item()})
     return history
+
+
+def assert_shared_encoding_matches(model: torch.nn.Module, **tolerance: float) -> None:
+    """Encoding once and decoding per subset gives what one full pass per subset gives, for all 15 subsets."""
+    from missbench.evaluate import subset_predictor
+    from missbench.subsets import all_subsets
+
+    x, _ = tiny_batch()
+    subsets = all_subsets(MODS)
+    with torch.no_grad():
+        shared = subset_predictor(model, subsets, shared=True)(x)
+        plain = subset_predictor(model, subsets, shared=False)(x)
+    assert len(shared) == len(plain) == 15
+    for a, b in zip(shared, plain):
+        torch.testing.assert_close(a, b, **tolerance)

@@ -2,25 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MODS, tiny_batch
-from missbench.evaluate import subset_predictor
+from conftest import MODS, assert_shared_encoding_matches
 from missbench.metrics import dice_and_hd95, score_case
 from missbench.registry import method_class
-from missbench.subsets import all_subsets
 from missbench.tasks.segmentation import labels_from_regions, regions_from_labels, sliding_window, window_starts
 
 
 def test_shared_encoding_equals_one_pass_per_subset(task):
     torch.manual_seed(0)
     model = method_class("shaspec")(task, MODS, width=4, depth=2).eval()
-    subsets = all_subsets(MODS)
-    x, _ = tiny_batch(batch=2)
-    with torch.no_grad():
-        fast = subset_predictor(model, subsets, shared=True)(x)
-        slow = subset_predictor(model, subsets, shared=False)(x)
-    assert len(fast) == 15
-    for a, b in zip(fast, slow):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert_shared_encoding_matches(model, atol=1e-5, rtol=1e-4)
 
 
 def test_window_starts_cover_the_axis_with_a_flush_last_window():

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from conftest import MODS, tiny_batch
+from conftest import MODS, assert_shared_encoding_matches, tiny_batch
 from missbench.dropout import zero_missing
-from missbench.evaluate import subset_predictor
 from missbench.method import count_parameters
 from missbench.nets.mmformer import resize_positions
 from missbench.registry import method_class
@@ -99,13 +98,7 @@ def test_positions_follow_the_token_grid(task):
 @pytest.mark.parametrize("backbone", ["paper", "common"])
 def test_shared_encoding_equals_one_pass_per_subset(task, backbone):
     model = make(task, backbone)
-    x, _ = tiny_batch()
-    subsets = all_subsets(MODS)
-    with torch.no_grad():
-        shared = subset_predictor(model, subsets, shared=True)(x)
-        plain = subset_predictor(model, subsets, shared=False)(x)
-    for a, b in zip(shared, plain):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert_shared_encoding_matches(model, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("backbone", ["paper", "common"])

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from conftest import MODS, tiny_batch
+from conftest import MODS, assert_shared_encoding_matches, tiny_batch
 from missbench.dropout import zero_missing
-from missbench.evaluate import subset_predictor
 from missbench.method import count_parameters
 from missbench.nets.rfnet import RegionAwareFusion, RFNetEncoder, batch_dice_loss, mask_modalities, softmax_weighted_ce
 from missbench.registry import method_class
@@ -62,13 +61,7 @@ def test_missing_input_cannot_change_the_output(task, params):
 @pytest.mark.parametrize("params", BACKBONES)
 def test_shared_encoding_equals_one_pass_per_subset(task, params):
     model = make(task, **params)
-    x, _ = tiny_batch()
-    subsets = all_subsets(MODS)
-    with torch.no_grad():
-        shared = subset_predictor(model, subsets, shared=True)(x)
-        plain = subset_predictor(model, subsets, shared=False)(x)
-    for a, b in zip(shared, plain):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert_shared_encoding_matches(model, atol=1e-5, rtol=0)
 
 
 def test_region_aware_fusion_matches_a_direct_computation():

@@ -5,10 +5,9 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from conftest import MODS, tiny_batch, toy_losses
+from conftest import MODS, assert_shared_encoding_matches, tiny_batch, toy_losses
 from missbench import registry
 from missbench.dropout import zero_missing
-from missbench.evaluate import subset_predictor
 from missbench.method import count_parameters
 from missbench.protocol import load_protocol
 from missbench.registry import method_class
@@ -160,13 +159,7 @@ def test_forward_with_every_availability_pattern_ignores_missing_inputs(task, ba
 @pytest.mark.parametrize("backbone", ["paper", "common"])
 def test_shared_encoding_equals_one_pass_per_subset(task, backbone):
     model = make(task, backbone=backbone)
-    x, _ = tiny_batch()
-    subsets = all_subsets(MODS)
-    with torch.no_grad():
-        fast = subset_predictor(model, subsets, shared=True)(x)
-        slow = subset_predictor(model, subsets, shared=False)(x)
-    for a, b in zip(fast, slow):
-        torch.testing.assert_close(a, b)
+    assert_shared_encoding_matches(model)
 
 
 def test_loss_terms_and_reconstruction_over_available_modalities(task):
