@@ -63,3 +63,20 @@ def assert_shared_encoding_matches(model: torch.nn.Module, **tolerance: float) -
     assert len(shared) == len(plain) == 15
     for a, b in zip(shared, plain):
         torch.testing.assert_close(a, b, **tolerance)
+
+
+def assert_every_pattern_ignores_missing(model: torch.nn.Module, out_channels: int, unzeroed: bool = False) -> None:
+    """A forward with each of the 15 availability patterns has the right shape, and changing a missing
+    modality's input changes nothing: after the harness zeroes it, or, with ``unzeroed``, even without."""
+    from missbench.dropout import zero_missing
+    from missbench.subsets import all_subsets
+
+    x, _ = tiny_batch()
+    for s in all_subsets(MODS):
+        available = torch.tensor([s.mask] * x.shape[0])
+        other = x + 3 * (~available)[:, :, None, None, None]
+        with torch.no_grad():
+            a = model(zero_missing(x, available), available).logits
+            b = model(other if unzeroed else zero_missing(other, available), available).logits
+        assert a.shape == (x.shape[0], out_channels, *x.shape[2:])
+        torch.testing.assert_close(a, b)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from conftest import MODS, assert_shared_encoding_matches, tiny_batch, toy_losses
+from conftest import MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, tiny_batch, toy_losses
 from missbench import registry
 from missbench.dropout import zero_missing
 from missbench.method import count_parameters
@@ -13,7 +13,6 @@ from missbench.protocol import load_protocol
 from missbench.registry import method_class
 from missbench.runner import run
 from missbench.spec import Execution
-from missbench.subsets import all_subsets
 from missbench.train import PatchSampler
 
 UHVED = method_class("uhved")
@@ -145,15 +144,7 @@ def test_log_variances_are_clipped_to_50(task):
 @pytest.mark.parametrize("backbone", ["paper", "common"])
 def test_forward_with_every_availability_pattern_ignores_missing_inputs(task, backbone):
     model = make(task, backbone=backbone)
-    x, _ = tiny_batch()
-    for s in all_subsets(MODS):
-        available = torch.tensor([s.mask] * 2)
-        other = x + 3 * (~available)[:, :, None, None, None]
-        with torch.no_grad():
-            a = model(zero_missing(x, available), available).logits
-            b = model(other, available).logits
-        assert a.shape == (2, 4, 16, 16, 16)
-        torch.testing.assert_close(a, b)
+    assert_every_pattern_ignores_missing(model, 4, unzeroed=True)
 
 
 @pytest.mark.parametrize("backbone", ["paper", "common"])
