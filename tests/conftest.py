@@ -80,3 +80,42 @@ def assert_every_pattern_ignores_missing(model: torch.nn.Module, out_channels: i
             b = model(other if unzeroed else zero_missing(other, available), available).logits
         assert a.shape == (x.shape[0], out_channels, *x.shape[2:])
         torch.testing.assert_close(a, b)
+
+
+def smoke_spec(method: str):
+    """The non-dedicated protocol's run spec for ``method`` at the smoke budget (4 iterations, checkpoint every 2)."""
+    from missbench import registry
+    from missbench.protocol import load_protocol
+
+    proto = load_protocol(registry.protocol_path("non_dedicated"))
+    return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
+
+
+def run_killed_then_resumed(spec, tmp_path, monkeypatch):
+    """Run ``spec`` uninterrupted into tmp_path/a; into tmp_path/b, kill it after the checkpoint at
+    iteration 2 (checking what the kill left), then rerun it. Returns the two run folders."""
+    import pytest
+
+    from missbench.runner import run
+    from missbench.spec import Execution
+    from missbench.train import PatchSampler
+
+    exe = Execution(progress=False)
+    assert run(spec, tmp_path / "a", exe) == "done"
+    original, calls = PatchSampler.sample, {"n": 0}
+
+    def dying(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the checkpoint at iteration 2
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(PatchSampler, "sample", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path / "b", exe)
+    killed = tmp_path / "b" / spec.run_id
+    assert (killed / "checkpoint.pt").exists() and not (killed / "DONE").exists()
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(PatchSampler, "sample", original)
+    assert run(spec, tmp_path / "b", exe) == "done"
+    return tmp_path / "a" / spec.run_id, killed

@@ -8,13 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import run_killed_then_resumed, smoke_spec
 from missbench import registry
 from missbench.cli import main
 from missbench.protocol import load_protocol
-from missbench.runner import run
-from missbench.spec import Execution
 from missbench.store import load_rows
-from missbench.train import PatchSampler
 
 ROOT = registry.ROOT
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
@@ -86,33 +84,10 @@ def test_bench_script_exit_status_and_list():
     assert "shaspec" in listing and "zero_fill" in listing and "brats_synthetic" in listing and "non_dedicated" in listing
 
 
-def _smoke_spec(method="zero_fill"):
-    proto = load_protocol(registry.protocol_path("non_dedicated"))
-    return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
-
-
 def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, monkeypatch):
-    spec = _smoke_spec()
-    assert run(spec, tmp_path / "a", Execution(progress=False)) == "done"
-    calls = {"n": 0}
-    original = PatchSampler.sample
-
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the checkpoint at iteration 2
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(PatchSampler, "sample", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path / "b", Execution(progress=False))
-    run_dir = tmp_path / "b" / spec.run_id
-    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "DONE").exists()
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 2
-    monkeypatch.setattr(PatchSampler, "sample", original)
-    assert run(spec, tmp_path / "b", Execution(progress=False)) == "done"
-    assert "resumed from" in (run_dir / "log.txt").read_text()
-    pd.testing.assert_frame_equal(load_rows(tmp_path / "a"), load_rows(tmp_path / "b"))
+    whole, resumed = run_killed_then_resumed(smoke_spec("zero_fill"), tmp_path, monkeypatch)
+    assert "resumed from" in (resumed / "log.txt").read_text()
+    pd.testing.assert_frame_equal(load_rows(whole.parent), load_rows(resumed.parent))
 
 
 def test_make_tables_writes_the_dice_table_from_the_store(smoke_sweep, tmp_path):

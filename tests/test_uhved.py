@@ -5,15 +5,13 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from conftest import MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, tiny_batch, toy_losses
-from missbench import registry
+from conftest import (
+    MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, run_killed_then_resumed, smoke_spec, tiny_batch,
+    toy_losses,
+)
 from missbench.dropout import zero_missing
 from missbench.method import count_parameters
-from missbench.protocol import load_protocol
 from missbench.registry import method_class
-from missbench.runner import run
-from missbench.spec import Execution
-from missbench.train import PatchSampler
 
 UHVED = method_class("uhved")
 module = sys.modules[UHVED.__module__]
@@ -183,23 +181,8 @@ def test_loss_falls_on_a_toy_problem(task):
 
 def test_killed_run_resumes_with_the_same_sampling_noise(tmp_path, monkeypatch):
     """The reparameterisation noise follows (seed, iteration), so a resumed run ends with the same weights."""
-    proto = load_protocol(registry.protocol_path("non_dedicated"))
-    spec = proto.expand(["uhved"], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
-    assert run(spec, tmp_path / "a", Execution(progress=False)) == "done"
-    original, calls = PatchSampler.sample, {"n": 0}
-
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the checkpoint at iteration 2
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(PatchSampler, "sample", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path / "b", Execution(progress=False))
-    monkeypatch.setattr(PatchSampler, "sample", original)
-    assert run(spec, tmp_path / "b", Execution(progress=False)) == "done"
-    a, b = (torch.load(d / spec.run_id / "checkpoint.pt", weights_only=False)["model"] for d in (tmp_path / "a", tmp_path / "b"))
+    whole, resumed = run_killed_then_resumed(smoke_spec("uhved"), tmp_path, monkeypatch)
+    a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["model"] for d in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
