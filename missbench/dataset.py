@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -10,7 +12,10 @@ import numpy as np
 
 @dataclass
 class Case:
-    """One subject: ``image`` is float32 M x D x H x W (data set modality order), ``target`` the label map."""
+    """One subject: ``image`` is float32 M x D x H x W (data set modality order), ``target`` the label map.
+
+    On classification a case is one sample: ``image`` is the list of per-modality arrays, ``target`` its label.
+    """
 
     case_id: str
     image: np.ndarray
@@ -44,6 +49,10 @@ class Dataset:
             )
         self.params: dict[str, Any] = {**self.defaults, **params}
 
+    def task_params(self) -> dict[str, Any]:
+        """Keyword arguments of `missbench.tasks.get_task` for this data set's task (none for segmentation)."""
+        return {}
+
     def case_ids(self, split: str) -> list[str]:
         """Case ids of ``split`` ('train', 'val' or 'test'), in a fixed order."""
         raise NotImplementedError
@@ -51,3 +60,90 @@ class Dataset:
     def load(self, case_id: str) -> Case:
         """Load one case; raises a clear error naming the case and file on bad input."""
         raise NotImplementedError
+
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Samples:
+    """A classification split in bulk: per-modality float32 arrays (N x shape, data set order), labels, ids."""
+
+    ids: list[str]
+    x: list[np.ndarray]
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class ClassificationDataset(Dataset):
+    """Base class of classification data sets: samples come in bulk per split (`samples`).
+
+    Subclasses set ``n_classes`` and implement ``inputs`` (kind and shape per modality, in
+    ``modalities`` order) and ``build`` (the three splits); the result is checked and cached.
+    """
+
+    task: ClassVar[str] = "classification"
+    n_classes: ClassVar[int]
+    #: For data sets read from disk: the environment variable that may give the ``root`` parameter.
+    env: ClassVar[str] = ""
+
+    def root(self) -> Path:
+        """The data folder: the ``root`` parameter, else the environment variable ``env``; clear errors otherwise."""
+        root = self.params.get("root") or (os.environ.get(self.env) if self.env else None)
+        if not root:
+            raise ValueError(f"dataset {self.name!r}: no data folder; pass --dataset-param root=PATH or set {self.env}")
+        if not Path(root).is_dir():
+            raise ValueError(f"dataset {self.name!r}: root {root} is not a folder")
+        return Path(root)
+
+    def inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """(kind, shape) of each modality, in modality order; kind is image, spectrogram or tabular."""
+        raise NotImplementedError
+
+    def build(self) -> dict[str, Samples]:
+        """The 'train', 'val' and 'test' splits; raises a clear error naming the file on bad input."""
+        raise NotImplementedError
+
+    def task_params(self) -> dict[str, Any]:
+        if self.env:  # read from disk: refuse a missing data folder before a run writes anything
+            self.root()
+        return {"n_classes": self.n_classes, "inputs": self.inputs()}
+
+    def samples(self, split: str) -> Samples:
+        """The samples of ``split`` ('train', 'val' or 'test'), built once per instance and checked."""
+        if split not in SPLITS:
+            raise ValueError(f"dataset {self.name!r}: unknown split {split!r}; expected one of {list(SPLITS)}")
+        if not hasattr(self, "_splits"):
+            splits = self.build()
+            for name in SPLITS:
+                self._check(name, splits[name])
+            ids = [i for name in SPLITS for i in splits[name].ids]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"dataset {self.name!r}: a sample id occurs twice across splits")
+            self._splits = splits
+        return self._splits[split]
+
+    def _check(self, split: str, s: Samples) -> None:
+        where = f"dataset {self.name!r}, split {split!r}"
+        if len(s.x) != len(self.modalities):
+            raise ValueError(f"{where}: {len(s.x)} modality arrays; expected {len(self.modalities)} ({list(self.modalities)})")
+        for (name, (_, shape)), arr in zip(self.inputs().items(), s.x):
+            if arr.shape != (len(s), *shape):
+                raise ValueError(f"{where}: modality {name!r} has shape {arr.shape}; expected {(len(s), *shape)}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{where}: modality {name!r} holds NaN or infinite values")
+        if s.y.shape != (len(s),) or len(s) and not (0 <= s.y.min() and s.y.max() < self.n_classes):
+            raise ValueError(f"{where}: labels must be {len(s)} integers in 0..{self.n_classes - 1}")
+
+    def case_ids(self, split: str) -> list[str]:
+        return list(self.samples(split).ids)
+
+    def load(self, case_id: str) -> Case:
+        for split in SPLITS:
+            s = self.samples(split)
+            if case_id in s.ids:
+                i = s.ids.index(case_id)
+                return Case(case_id, [a[i] for a in s.x], np.int64(s.y[i]))
+        raise KeyError(f"dataset {self.name!r}: no sample {case_id!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -104,6 +105,23 @@ class Method(nn.Module):
     @property
     def n_modalities(self) -> int:
         return len(self.modalities)
+
+    @classmethod
+    def training_for(cls, task_name: str) -> TrainingDefaults:
+        """The training defaults on ``task_name``; a method whose paper trains each task differently overrides it."""
+        return cls.training
+
+    def stage_steps(self, total: int) -> list[int]:
+        """Iterations (of ``total``) at which the trainer calls `fit_stage`, in increasing order (default: none)."""
+        return []
+
+    def fit_stage(self, index: int, batches: Callable[[], Iterator[tuple[Any, torch.Tensor, torch.Tensor]]]) -> None:
+        """Called once when training reaches ``stage_steps()[index]`` (e.g. to fit k-means centroids or freeze encoders).
+
+        ``batches()`` iterates the training data once as (harness-zeroed x, available, target), the
+        trainer having put the method in eval mode under no_grad. What this computes must live in
+        buffers or parameters, so a checkpoint carries it and a resumed run does not refit.
+        """
 
     def set_step(self, step: int, total: int) -> None:
         """Called by the trainer before each iteration, for losses switched on after a start (RFNet)."""

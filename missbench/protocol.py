@@ -4,8 +4,9 @@ A protocol names its mode (non_dedicated: one model per method and seed trained 
 modality dropping, evaluated on every listed subset; dedicated: one model per listed subset,
 evaluated on that subset, or on all with ``eval_on: all``), the evaluation subsets in table order,
 seeds, named budgets, training overrides applied to every method (so a comparison can hold them
-equal), fixed method parameters, parameter grids and the metric policy. ``inherit: <protocol>``
-starts from another file: mappings merge key by key, anything else is replaced.
+equal), fixed method parameters, parameter grids, the metric policy and SLURM resources
+(``slurm:``). ``inherit: <protocol>`` starts from another file: mappings merge key by key,
+anything else is replaced.
 Unknown keys and wrong types are errors naming the file and the key.
 """
 
@@ -20,23 +21,34 @@ import yaml
 
 from missbench import registry
 from missbench.dataset import Dataset
+from missbench.executors.resources import ResourceError
+from missbench.executors.resources import check as check_resources
 from missbench.method import TrainingDefaults
 from missbench.metrics import EMPTY_POLICIES
 from missbench.spec import Budget, RunSpec
-from missbench.subsets import parse_subset
+from missbench.missing import EVALS, SCHEMES
+from missbench.subsets import all_subsets, parse_subset
 
-MODES = ("non_dedicated", "dedicated")
+MODES = ("non_dedicated", "dedicated", "timing")
 TOP_KEYS = {
     "description": str, "mode": str, "dataset": str, "subsets": list, "seeds": list, "budgets": dict,
     "default_budget": str, "training": dict, "method_params": dict, "metric": dict, "grid": dict,
-    "eval_on": str, "inherit": str,
+    "eval_on": str, "inherit": str, "slurm": dict, "missing": dict, "timing": dict,
 }
+#: mode timing (missbench/timing.py): warm-up and timed training iterations and inference passes. They ride
+#: in the spec's metric block (the measurement policy), so they are part of the run id.
+TIMING_KEYS = {"warmup": int, "iterations": int, "inference_warmup": int, "inference_passes": int}
 EVAL_ON = ("own", "all")
 _UNSET = object()
 REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
 BUDGET_KEYS = {"iterations": int, "patch": (int, list), "batch": int, "checkpoint_every": int,
-               "overlap": float, "log_every": int, "dataset": dict}
-METRIC_KEYS = {"empty": str, "et_threshold": int}
+               "overlap": float, "log_every": int, "dataset": dict, "datasets": dict, "val_every": int}
+#: A missing-rate grid (missbench/missing.py): the scheme, its rates, the rarely present modality
+#: (modality_rate) and how test samples are evaluated (default: subsets for modality_rate, masks for slots).
+MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str}
+METRIC_KEYS = {"empty": str, "et_threshold": int, "window": str}
+#: Sliding-window weighting at evaluation (recorded in the spec only when set, so older run ids stay).
+WINDOWS = ("uniform", "gaussian")
 TRAINING_KEYS = {f.name: f.type for f in fields(TrainingDefaults)}
 
 
@@ -54,16 +66,70 @@ class Protocol:
     def mode(self) -> str:
         return self.data["mode"]
 
-    def budget(self, name: str | None) -> tuple[str, Budget, dict[str, Any]]:
-        """(name, budget, data set overrides) of the named budget, or the file's default."""
+    @property
+    def dataset(self) -> str:
+        """The data set the file is written for (its ``subsets`` and budgets' ``dataset:`` describe it)."""
+        return self.data.get("dataset", "brats_synthetic")
+
+    def budget(self, name: str | None, dataset: type[Dataset] | None = None) -> tuple[str, Budget, dict[str, Any]]:
+        """(name, budget, data set overrides) of the named budget, or the file's default, for ``dataset``.
+
+        A budget's ``dataset:`` parameters apply to the protocol's own data set only; ``datasets:
+        {<name>: {...}}`` gives them for others. ``patch`` is required on segmentation and ignored on
+        classification (None in the budget).
+        """
         name = name or self.data["default_budget"]
         if name not in self.data["budgets"]:
             raise ProtocolError(f"{self.path}: unknown budget {name!r}; valid: {', '.join(self.data['budgets'])}")
         b = dict(self.data["budgets"][name])
-        ds = b.pop("dataset", {})
-        patch = b.pop("patch")
-        patch = tuple(patch) if isinstance(patch, list) else (patch,) * 3
+        if dataset is None and self.dataset in registry.dataset_names():
+            dataset = registry.dataset_class(self.dataset)
+        own, per_dataset = b.pop("dataset", {}), b.pop("datasets", {})
+        ds_name = dataset.name if dataset is not None else self.dataset
+        ds = per_dataset.get(ds_name, own if ds_name == self.dataset else {})
+        patch = b.pop("patch", None)
+        if dataset is not None and dataset.task != "segmentation":
+            patch = None
+            b.pop("overlap", None)
+        elif patch is None:
+            raise ProtocolError(f"{self.path}: budgets.{name}: missing required key 'patch' (data set {ds_name!r} is segmentation)")
+        else:
+            patch = tuple(patch) if isinstance(patch, list) else (patch,) * 3
         return name, Budget(patch=patch, **b), ds
+
+    def missing_points(self, dataset_cls: type[Dataset]) -> list[tuple[dict[str, Any], float | None]]:
+        """(missing settings, rate) per grid point of the ``missing:`` block; [({}, None)] without one."""
+        block = self.data.get("missing")
+        if not block:
+            return [({}, None)]
+        where = f"{self.path}: missing"
+        if dataset_cls.task != "classification":
+            raise ProtocolError(f"{where}: per-sample missing rates apply to classification data sets; {dataset_cls.name!r} is {dataset_cls.task}")
+        settings = {k: v for k, v in block.items() if k != "rates"}
+        settings.setdefault("eval", "subsets" if block["scheme"] == "modality_rate" else "masks")
+        if block["scheme"] == "modality_rate":
+            if block.get("modality") not in dataset_cls.modalities:
+                raise ProtocolError(f"{where}.modality: {block.get('modality')!r} is not a modality of {dataset_cls.name!r} "
+                                    f"({list(dataset_cls.modalities)})")
+            if len(dataset_cls.modalities) < 2:
+                raise ProtocolError(f"{where}: modality_rate needs a data set with at least two modalities")
+        return [(settings, float(r)) for r in block["rates"]]
+
+    def eval_subsets(self, dataset_cls: type[Dataset]) -> list[str]:
+        """The evaluation subsets: the listed ones, checked against the data set's modalities. For a data
+        set other than the protocol's own whose modalities the list does not name, all its subsets."""
+        mods = dataset_cls.modalities
+        subsets = []
+        for i, text in enumerate(self.data["subsets"]):
+            try:
+                subsets.append(parse_subset(text, mods).label)
+            except ValueError as e:
+                if dataset_cls.name != self.dataset:
+                    return [s.label for s in all_subsets(mods)]
+                raise ProtocolError(f"{self.path}: subsets[{i}]: {e} (data set {dataset_cls.name!r})") from None
+        if len(set(subsets)) != len(subsets):
+            raise ProtocolError(f"{self.path}: subsets: a subset is listed twice")
+        return subsets
 
     def expand(
         self,
@@ -76,17 +142,12 @@ class Protocol:
         training: dict[str, Any] | None = None,
     ) -> list[RunSpec]:
         """The run specs of this protocol for ``methods`` on ``dataset_cls``, in a fixed order."""
-        mods = dataset_cls.modalities
-        subsets = []
-        for i, text in enumerate(self.data["subsets"]):
-            try:
-                subsets.append(parse_subset(text, mods).label)
-            except ValueError as e:
-                raise ProtocolError(f"{self.path}: subsets[{i}]: {e} (data set {dataset_cls.name!r})") from None
-        if len(set(subsets)) != len(subsets):
-            raise ProtocolError(f"{self.path}: subsets: a subset is listed twice")
-        budget_name, b, ds_overrides = self.budget(budget)
+        subsets = self.eval_subsets(dataset_cls)
+        budget_name, b, ds_overrides = self.budget(budget, dataset_cls)
+        points = self.missing_points(dataset_cls)
         metric = {"empty": "one", "et_threshold": dataset_cls.et_threshold, **self.data.get("metric", {})}
+        if self.mode == "timing":
+            metric["timing"] = dict(self.data["timing"])
         fixed = self.data.get("method_params", {})
         own = self.data.get("eval_on", "own") == "own"
         specs = []
@@ -96,14 +157,15 @@ class Protocol:
                 # Settings equal to the method's defaults are left out, so one model has one run id.
                 params = {k: v for k, v in params.items() if registry.method_class(method).defaults.get(k, _UNSET) != v}
                 for seed in seeds if seeds is not None else self.data["seeds"]:
-                    trains: list[str | None] = [None] if self.mode == "non_dedicated" else list(subsets)
-                    for train in trains:
+                    trains: list[str | None] = list(subsets) if self.mode == "dedicated" else [None]
+                    for train, (missing, rate) in itertools.product(trains, points):
                         specs.append(RunSpec(
                             protocol=self.name, mode=self.mode, method=method, method_params=params,
                             dataset=dataset_cls.name, dataset_params={**dataset_cls.defaults, **ds_overrides, **dataset_params},
                             train_subset=train, eval_subsets=(train,) if train is not None and own else tuple(subsets),
                             seed=int(seed), budget=b, budget_name=budget_name,
                             training={**self.data.get("training", {}), **(training or {})}, metric=metric,
+                            missing=missing, missing_rate=rate,
                         ))
         return list({s.run_id: s for s in specs}.values())
 
@@ -165,6 +227,32 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read(base, (*chain, path.resolve())), data)
 
 
+def _check_missing(path: Path, data: dict[str, Any]) -> None:
+    """The ``missing:`` block: a known scheme, rates in [0, 1], non-dedicated mode."""
+    block = data.get("missing")
+    if block is None:
+        return
+    where = f"{path}: missing"
+    _check_types(where, block, MISSING_KEYS)
+    for key in ("scheme", "rates"):
+        if key not in block:
+            raise ProtocolError(f"{where}: missing required key {key!r}")
+    if block["scheme"] not in SCHEMES:
+        raise ProtocolError(f"{where}.scheme {block['scheme']!r}; expected one of {list(SCHEMES)}")
+    if block["scheme"] == "modality_rate" and "modality" not in block:
+        raise ProtocolError(f"{where}: scheme modality_rate needs the key 'modality' (the rarely present one)")
+    if block["scheme"] == "slots" and "modality" in block:
+        raise ProtocolError(f"{where}.modality: scheme slots drops every modality alike; remove the key")
+    if not block["rates"] or not all(isinstance(r, int | float) and not isinstance(r, bool) and 0 <= r <= 1 for r in block["rates"]):
+        raise ProtocolError(f"{where}.rates must be a non-empty list of numbers in [0, 1], got {block['rates']!r}")
+    if len(set(block["rates"])) != len(block["rates"]):
+        raise ProtocolError(f"{where}.rates: a rate is listed twice")
+    if block.get("eval", "subsets") not in EVALS:
+        raise ProtocolError(f"{where}.eval {block['eval']!r}; expected one of {list(EVALS)}")
+    if data["mode"] != "non_dedicated":
+        raise ProtocolError(f"{where}: needs mode non_dedicated (the masks fix each sample's training availability)")
+
+
 def load_protocol(path: Path) -> Protocol:
     """Read and validate a protocol file."""
     data = _read(path)
@@ -180,7 +268,7 @@ def load_protocol(path: Path) -> Protocol:
         if not isinstance(b, dict):
             raise ProtocolError(f"{path}: budgets.{name} must be a mapping")
         _check_types(f"{path}: budgets.{name}", b, BUDGET_KEYS)
-        for key in ("iterations", "patch", "batch", "checkpoint_every"):
+        for key in ("iterations", "batch", "checkpoint_every"):
             if key not in b:
                 raise ProtocolError(f"{path}: budgets.{name}: missing required key {key!r}")
     if data["default_budget"] not in data["budgets"]:
@@ -189,11 +277,23 @@ def load_protocol(path: Path) -> Protocol:
     _check_types(f"{path}: metric", data.get("metric", {}), METRIC_KEYS)
     if data.get("metric", {}).get("empty", "one") not in EMPTY_POLICIES:
         raise ProtocolError(f"{path}: metric.empty must be one of {list(EMPTY_POLICIES)}")
+    if data.get("metric", {}).get("window", "uniform") not in WINDOWS:
+        raise ProtocolError(f"{path}: metric.window must be one of {list(WINDOWS)}")
     for method, params in data.get("method_params", {}).items():
         if not isinstance(params, dict):
             raise ProtocolError(f"{path}: method_params.{method} must be a mapping of parameter: value")
+    _check_missing(path, data)
+    if data["mode"] == "timing":
+        _check_types(f"{path}: timing", data.get("timing", {}), TIMING_KEYS)
+        for key in TIMING_KEYS:
+            if not isinstance(data.get("timing", {}).get(key), int) or data["timing"][key] < 0:
+                raise ProtocolError(f"{path}: timing.{key}: mode timing needs a non-negative integer")
     if data.get("eval_on", "own") not in EVAL_ON:
         raise ProtocolError(f"{path}: eval_on must be one of {list(EVAL_ON)}")
+    try:  # SLURM resources of every run of this protocol (missbench/executors/resources.py)
+        check_resources(f"{path}: slurm", data.get("slurm", {}))
+    except ResourceError as e:
+        raise ProtocolError(str(e)) from None
     for method, blocks in data.get("grid", {}).items():
         for i, block in enumerate(blocks if isinstance(blocks, list) else [blocks]):
             if not isinstance(block, dict) or not all(isinstance(v, list) and v for v in block.values()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import socket
@@ -13,6 +14,8 @@ from typing import Any
 
 import torch
 
+#: SLURM's ids of a job: its own, its array's and its index in the array, and how often it was requeued.
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION")
 PACKAGES = ("torch", "numpy", "pandas", "scipy", "medpy", "pyyaml", "submitit", "nibabel")
 
 
@@ -58,3 +61,10 @@ def peak_memory_mib(device: torch.device) -> dict[str, float]:
         return {"peak_cuda_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"peak_process_rss_mib": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+
+
+def scheduler_info() -> dict[str, Any]:
+    """Which executor ran this process (inline, local, slurm) and, under SLURM, the job and array ids."""
+    env = os.environ
+    return {"executor": env.get("SUBMITIT_EXECUTOR", "inline"),
+            "slurm": {key.lower(): env[key] for key in SLURM_VARS if key in env} or None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -15,14 +16,23 @@ def canonical(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class Budget:
-    """Training and evaluation budget: iterations, patch, batch, checkpoint period, window overlap."""
+    """Training and evaluation budget: iterations, patch, batch, checkpoint period, window overlap.
+
+    ``patch`` is None on classification. ``val_every``: on classification, iterations between
+    evaluations on the validation split for model selection (0: ten evaluations per run).
+    """
 
     iterations: int
-    patch: tuple[int, int, int]
+    patch: tuple[int, int, int] | None
     batch: int
     checkpoint_every: int
     overlap: float = 0.5
     log_every: int = 10
+    val_every: int = 0
+
+    @property
+    def validation_period(self) -> int:
+        return self.val_every or max(1, self.iterations // 10)
 
 
 @dataclass(frozen=True)
@@ -42,18 +52,27 @@ class RunSpec:
     budget_name: str
     training: dict[str, Any] = field(default_factory=dict)
     metric: dict[str, Any] = field(default_factory=dict)
+    #: The protocol's fixed per-sample availability (missbench/missing.py), e.g. {scheme: slots, eval: masks},
+    #: and the grid point ``missing_rate``; empty and None when modalities are dropped at random.
+    missing: dict[str, Any] = field(default_factory=dict)
+    missing_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["budget"]["patch"] = list(self.budget.patch)
+        d["budget"]["patch"] = list(self.budget.patch) if self.budget.patch is not None else None
         d["eval_subsets"] = list(self.eval_subsets)
+        # Settings added later are left out at their defaults, so earlier run ids stay valid.
+        if not self.budget.val_every:
+            del d["budget"]["val_every"]
+        if not self.missing and self.missing_rate is None:
+            del d["missing"], d["missing_rate"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
         d = dict(d)
         b = dict(d.pop("budget"))
-        b["patch"] = tuple(b["patch"])
+        b["patch"] = tuple(b["patch"]) if b["patch"] is not None else None
         d["eval_subsets"] = tuple(d["eval_subsets"])
         return cls(budget=Budget(**b), **d)
 
@@ -62,7 +81,8 @@ class RunSpec:
         """Readable prefix plus a hash of the canonical serialisation."""
         digest = hashlib.sha256(canonical(self.to_dict()).encode()).hexdigest()[:10]
         train = (self.train_subset or "random").replace("+", "-")
-        return f"{self.method}_{train}_seed{self.seed}_{digest}"
+        rate = f"_r{self.missing_rate:g}" if self.missing_rate is not None else ""
+        return f"{self.method}_{train}{rate}_seed{self.seed}_{digest}"
 
     @property
     def variant(self) -> str:
@@ -74,20 +94,42 @@ class RunSpec:
     @property
     def derived_seed(self) -> int:
         """The run's RNG seed from (global seed, method, data set, protocol, train subset)."""
-        key = canonical([self.seed, self.method, self.dataset, self.protocol, self.train_subset])
+        key = [self.seed, self.method, self.dataset, self.protocol, self.train_subset]
+        if self.missing_rate is not None:
+            key.append(self.missing_rate)
+        return int(hashlib.sha256(canonical(key).encode()).hexdigest()[:8], 16)
+
+    @property
+    def mask_seed(self) -> int:
+        """Seed of the protocol's per-sample availability masks: the method is not in it, so every
+        method of a comparison sees the same masks."""
+        key = canonical([self.seed, self.dataset, self.dataset_params, self.protocol, self.missing, self.missing_rate])
         return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
 
 
 @dataclass(frozen=True)
 class Execution:
     """Where and how a run executes. Recorded in meta.json but not part of the run id: it changes
-    speed, not results (channels-last reorders float sums only)."""
+    speed, not the experiment (channels-last and compilation reorder float sums; ``amp`` rounds
+    activations to bfloat16, so it is off unless asked for, and recorded with every run)."""
 
     device: str = "cpu"
     channels_last: bool = True
     progress: bool = True
     #: Sliding windows evaluated per forward pass.
     window_batch: int = 8
+    #: "bf16": forward passes under bfloat16 autocast (CUDA); "off": float32 throughout.
+    amp: str = "off"
+    #: torch.compile backend for the method's forward ("inductor", "eager", ...); None: eager PyTorch.
+    compile: str | None = None
+    #: Time the phases of training and evaluation into profile.json (missbench/profile.py).
+    profile: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context for forward passes (a no-op when ``amp`` is "off")."""
+        import torch
+
+        return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16")
 
     @property
     def torch_device(self) -> "torch.device":
@@ -95,9 +137,11 @@ class Execution:
 
         return torch.device(self.device)
 
-    def prepare(self, x: "torch.Tensor") -> "torch.Tensor":
-        """Move a 5-D input to the device in the chosen memory format."""
+    def prepare(self, x: "torch.Tensor | list[torch.Tensor]") -> "torch.Tensor | list[torch.Tensor]":
+        """Move an input (or a list of per-modality inputs) to the device, 5-D ones in the chosen memory format."""
         import torch
 
+        if isinstance(x, list):
+            return [self.prepare(t) for t in x]
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last and x.ndim == 5 else x

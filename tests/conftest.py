@@ -119,3 +119,74 @@ def run_killed_then_resumed(spec, tmp_path, monkeypatch):
     monkeypatch.setattr(PatchSampler, "sample", original)
     assert run(spec, tmp_path / "b", exe) == "done"
     return tmp_path / "a" / spec.run_id, killed
+
+
+# Classification (issue #4): a tiny image + audio (+ table) task and the analogue of the segmentation checks.
+CLS_INPUTS = {"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20)), "table": ("tabular", (6,))}
+
+
+def classification_task(modalities: tuple[str, ...] = ("image", "audio"), n_classes: int = 4):
+    """The classification task on the first of ``CLS_INPUTS``' modalities named in ``modalities``."""
+    return get_task("classification", n_classes=n_classes, inputs={m: CLS_INPUTS[m] for m in modalities})
+
+
+def tiny_classification_batch(task, batch: int = 8, seed: int = 0) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-modality inputs (B x shape) that each carry the label (a class-dependent offset plus noise), and labels."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(batch) % task.n_classes
+    x = []
+    for spec in task.inputs.values():
+        signal = torch.randn(task.n_classes, *spec.shape, generator=g)
+        x.append(signal[y] + 0.3 * torch.randn(batch, *spec.shape, generator=g))
+    return x, y
+
+
+def assert_classification_ignores_missing(model: torch.nn.Module, task, unzeroed: bool = False) -> None:
+    """For every non-empty availability pattern the logits are B x n_classes, and changing a missing
+    modality's input changes nothing: after the harness zeroes it, or, with ``unzeroed``, even without."""
+    from missbench.inputs import zero_inputs
+    from missbench.subsets import all_subsets
+
+    x, _ = tiny_classification_batch(task)
+    b = x[0].shape[0]
+    for s in all_subsets(tuple(task.inputs)):
+        available = torch.tensor([s.mask] * b)
+        other = [xm + 3 * (not a) for xm, a in zip(x, s.mask)]
+        with torch.no_grad():
+            first = model(zero_inputs(x, available), available).logits
+            second = model(other if unzeroed else zero_inputs(other, available), available).logits
+        assert first.shape == (b, task.n_classes)
+        torch.testing.assert_close(first, second)
+
+
+def classification_toy_losses(model: torch.nn.Module, task, steps: int = 40, batch: int = 16) -> list[float]:
+    """Total loss per step of Adam (3e-3) on `tiny_classification_batch`, about a third of the slots missing."""
+    from missbench.inputs import zero_inputs
+
+    model.train()
+    x, y = tiny_classification_batch(task, batch)
+    available = torch.rand(batch, len(x), generator=torch.Generator().manual_seed(0)) > 0.35
+    available[~available.any(1), 0] = True
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    history = []
+    for step in range(steps):
+        model.set_step(step, steps)
+        total = sum(model(zero_inputs(x, available), available, y).losses.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        history.append(total.item())
+    return history
+
+
+def assert_protocol_error(tmp_path, text: str, message: str) -> None:
+    """Loading a protocol file holding ``text`` fails with ``message`` and names the file."""
+    import re
+
+    from missbench.protocol import ProtocolError, load_protocol
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ProtocolError, match=re.escape(message)) as err:
+        load_protocol(path)
+    assert str(path) in str(err.value)

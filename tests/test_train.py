@@ -1,4 +1,4 @@
-"""Training pieces: modality-dropping schemes and learning-rate schedules."""
+"""Training pieces: modality-dropping schemes, learning-rate schedules, forced reruns."""
 
 import torch
 
@@ -22,3 +22,17 @@ def test_schedules():
     assert abs(lr_factor("poly", 50, 100) - 0.5**0.9) < 1e-9
     # U-HeMIS: divide by 4 every 10k of 60k iterations.
     assert [lr_factor("step", s, 60_000) for s in (0, 9_999, 10_000, 59_999)] == [1, 1, 0.25, 0.25**5]
+
+
+def test_forced_rerun_trains_from_scratch(tmp_path):
+    from conftest import smoke_spec
+    from missbench.runner import run
+    from missbench.spec import Execution
+
+    spec = smoke_spec("zero_fill")
+    exe = Execution(progress=False)
+    assert run(spec, tmp_path, exe) == "done"
+    assert run(spec, tmp_path, exe) == "skipped"
+    assert run(spec, tmp_path, exe, force=True) == "done"
+    log = (tmp_path / spec.run_id / "log.txt").read_text()
+    assert log.count("iteration 4 lr") == 2 and "resumed from" not in log  # trained twice, never resumed

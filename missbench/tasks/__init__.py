@@ -21,9 +21,10 @@ class Task:
 
 def get_task(name: str, **params: Any) -> Task:
     """The task called ``name``."""
+    from missbench.tasks.classification import Classification
     from missbench.tasks.segmentation import Segmentation
 
-    tasks = {Segmentation.name: Segmentation}
+    tasks = {Segmentation.name: Segmentation, Classification.name: Classification}
     if name not in tasks:
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(tasks)}")
     return tasks[name](**params)

@@ -1,0 +1,57 @@
+"""Execution options of #8: --profile writes a phase breakdown, --compile and --amp run and are recorded."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import smoke_spec
+from missbench.cli import main, resolve_amp
+from missbench.profile import PhaseTimer
+from missbench.runner import run
+from missbench.spec import Execution
+
+SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
+
+
+def test_profile_breaks_training_and_evaluation_into_phases(tmp_path):
+    assert main([*SMOKE, "--methods", "shaspec", "--out", str(tmp_path), "--profile"]) == 0
+    run_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("shaspec_"))
+    profile = json.loads((run_dir / "profile.json").read_text())
+    train, evaluate = profile["train"], profile["evaluate"]
+    assert {"data", "forward", "backward", "optimiser", "checkpoint", "other"} <= set(train)
+    assert train["forward"]["calls"] == train["backward"]["calls"] == 4  # the smoke budget's iterations
+    assert {"encode", "decode", "metric", "other"} <= set(evaluate)  # ShaSpec shares its encoders across subsets
+    for part in (train, evaluate):
+        assert sum(v["share"] for v in part.values()) == pytest.approx(1.0, abs=0.01)
+    assert json.loads((run_dir / "meta.json").read_text())["execution"]["profile"] is True
+
+
+def test_profile_off_times_nothing():
+    timer = PhaseTimer(enabled=False)
+    with timer.phase("forward"):
+        pass
+    assert timer.summary(2.0) == {"other": {"seconds": 2.0, "calls": 0, "share": 1.0}}
+
+
+def test_compiled_forward_gives_the_rows_of_the_eager_one(tmp_path):
+    spec = smoke_spec("zero_fill")
+    run(spec, tmp_path / "eager", Execution(progress=False))
+    run(spec, tmp_path / "compiled", Execution(progress=False, compile="eager"))
+    a, b = (pd.read_parquet(tmp_path / d / spec.run_id / "rows.parquet") for d in ("eager", "compiled"))
+    pd.testing.assert_frame_equal(a, b)
+    meta = json.loads((tmp_path / "compiled" / spec.run_id / "meta.json").read_text())
+    assert meta["execution"]["compile"] == "eager"
+
+
+def test_bf16_autocast_runs_and_is_recorded(tmp_path):
+    spec = smoke_spec("zero_fill")
+    assert run(spec, tmp_path, Execution(progress=False, amp="bf16")) == "done"
+    rows = pd.read_parquet(tmp_path / spec.run_id / "rows.parquet")
+    assert rows.value[rows.metric == "dice"].between(0, 1).all()
+    assert json.loads((tmp_path / spec.run_id / "meta.json").read_text())["execution"]["amp"] == "bf16"
+
+
+def test_amp_auto_is_off_on_cpu():
+    assert resolve_amp("auto", "cpu") == "off"
+    assert resolve_amp("bf16", "cpu") == "bf16"
