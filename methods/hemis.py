@@ -38,6 +38,14 @@ the published comparisons (RFNet, mmFormer, ShaSpec) run U-HeMIS.
 (missbench/nets/unet3d.py, width 8, depth 3) with the same mean/variance fusion at every scale and
 the harness U-Net decoder: 1,263,044 parameters.
 
+Classification (issue #4; HeMIS has no classification experiment): one encoder per modality from
+missbench/nets/classification.py (SMIL's LeNet image and MFCC audio encoders, an MLP for tables),
+each followed by FC -> ReLU to ``features`` (64, ``projected_encoders``) so that every modality's
+vector lives in the same space (HeMIS averages post-activation feature maps); the abstraction
+layer's [mean, population variance] over the available modalities' vectors (2 x 64); the shared FC-ReLU-dropout-FC head (``ClassifierHead``); cross-entropy. No L2
+term there (the code's regulariser is on its 3-D conv kernels). Training: the reference methods' avMNIST training
+(ShaSpec's: Adam 1e-3, weight decay 1e-2, x0.9 every third of the budget), not the 3-D schedule.
+
 Deviations:
 - schedule: the code divides the learning rate by 4 every 10k of its 60k iterations; here by 4
   every sixth of whatever budget the protocol sets (``schedule="step"``).
@@ -56,7 +64,8 @@ from typing import Any
 
 import torch
 
-from missbench.method import Method, Output
+from missbench.method import Method, Output, TrainingDefaults
+from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, projected_encoders
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
 
@@ -77,15 +86,24 @@ def hemis_moments(maps: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
 class HeMIS(Method):
     name = "hemis"
     citation = "Havaei et al., MICCAI 2016 (HeMIS); U-HeMIS of Dorent et al., MICCAI 2019; code github.com/ReubenDo/U-HVED"
-    tasks = ("segmentation",)
+    tasks = ("segmentation", "classification")
     output = "labels"
-    defaults = {"backbone": "paper", "width": 8, "depth": 3, "l2": 1e-5}
+    defaults = {"backbone": "paper", "width": 8, "depth": 3, "l2": 1e-5, "features": 64}
     training = UHVED_TRAINING
+
+    @classmethod
+    def training_for(cls, task_name: str) -> TrainingDefaults:
+        """No paper trains it on classification: the avMNIST training the reference methods use (ShaSpec's)."""
+        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         w, out = self.params["width"], task.out_channels(self.output)
-        if self.params["backbone"] == "paper":
+        self.classification = task.name == "classification"
+        if self.classification:
+            self.encoders = projected_encoders(task.inputs, self.modalities, self.params["features"])
+            self.classifier = ClassifierHead(2 * self.params["features"], out)
+        elif self.params["backbone"] == "paper":
             self.encoders = torch.nn.ModuleList(UHeMISEncoder(w, split_output=False) for _ in modalities)
             self.decoder = UHeMISDecoder([2 * c for c in self.encoders[0].out_channels], out, w)
             init_he_truncated(self)
@@ -95,15 +113,20 @@ class HeMIS(Method):
         else:
             raise ValueError(f"hemis: parameter backbone={self.params['backbone']!r}; expected one of ['paper', 'common']")
 
-    def encode(self, x: torch.Tensor) -> list[list[torch.Tensor]]:
-        """Per modality: its four skip maps (full resolution first)."""
+    def encode(self, x: torch.Tensor | list[torch.Tensor]) -> list[Any]:
+        """Per modality: its four skip maps (full resolution first); on classification its feature vector."""
+        if self.classification:
+            return [enc(x[i]) for i, enc in enumerate(self.encoders)]
         return [enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)]
 
-    def decode(self, features: list[list[torch.Tensor]], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
-        fused = [hemis_moments(torch.stack([f[k] for f in features], 1), available) for k in range(len(features[0]))]
-        out = Output(self.decoder(fused))
+    def decode(self, features: list[Any], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+        if self.classification:
+            out = Output(self.classifier(hemis_moments(torch.stack(features, 1), available)))
+        else:
+            fused = [hemis_moments(torch.stack([f[k] for f in features], 1), available) for k in range(len(features[0]))]
+            out = Output(self.decoder(fused))
         if target is not None:
             out.losses.update(self.task_loss(out.logits, target))
-            if self.params["l2"]:
+            if self.params["l2"] and not self.classification:
                 out.losses["l2"] = niftynet_l2(self, self.params["l2"])
         return out

@@ -5,6 +5,12 @@ No paper: with ``zero_fill`` it brackets what a missing-modality method must bea
 ShaSpec architecture without the shared encoder, residual fusion and auxiliary losses, on the same
 harness U-Net blocks (missbench/nets/unet3d.py) and ShaSpec's training defaults, so a gap between
 the two is the gap the shared-specific modelling makes.
+
+Classification: the encoders of ShaSpec's classification model (SMIL's image and audio encoders, or
+the MLP for tables, each then FC -> ReLU to ``dim`` 160, so the mean is defined across modalities;
+missbench/nets/classification.py), missing feature vectors filled with the mean of the available
+ones, concatenated, FC 64 -> ReLU -> dropout 0.5 -> FC classes; ShaSpec's avMNIST training defaults.
+110,116 parameters at avMNIST sizes.
 """
 
 from __future__ import annotations
@@ -14,41 +20,52 @@ from typing import Any
 import torch
 from torch import nn
 
-from missbench.method import SHASPEC_TRAINING, Method, Output
+from missbench.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
 from missbench.nets import EncoderOutput
+from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, fill_missing_with_mean, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
-
-
-def fill_missing_with_mean(maps: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """B x M x C x ... per-modality maps with each missing modality's map replaced by the mean of the available ones."""
-    avail = available.to(maps.device, maps.dtype).view(*available.shape, *[1] * (maps.ndim - 2))
-    mean = (maps * avail).sum(1, keepdim=True) / avail.sum(1, keepdim=True).clamp_min(1)
-    return torch.where(avail.bool(), maps, mean)
 
 
 class MeanFill(Method):
     name = "mean_fill"
     citation = "reference method (no paper)"
-    tasks = ("segmentation",)
+    tasks = ("segmentation", "classification")
     output = "regions"
-    defaults = {"width": 8, "depth": 3}
+    defaults = {"width": 8, "depth": 3, "dim": 160, "hidden": 64}
     training = SHASPEC_TRAINING
+
+    @classmethod
+    def training_for(cls, task_name: str) -> TrainingDefaults:
+        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
+        if task.name == "classification":
+            self.output = "labels"
+            p = self.params
+            self.encoders = projected_encoders(task.inputs, self.modalities, p["dim"])
+            self.decoder = ClassifierHead(self.n_modalities * p["dim"], task.n_classes, p["hidden"])
+            return
         self.encoders = nn.ModuleList(UNetEncoder(1, self.params["width"], self.params["depth"]) for _ in modalities)
         enc = self.encoders[0]
         self.decoder = UNetDecoder(self.n_modalities, enc.skip_channels, enc.bottleneck_channels, task.out_channels(self.output))
 
-    def encode(self, x: torch.Tensor) -> list[EncoderOutput]:
+    def encode(self, x: torch.Tensor | list[torch.Tensor]) -> list[EncoderOutput] | list[torch.Tensor]:
+        if isinstance(x, list):
+            return [enc(xm) for enc, xm in zip(self.encoders, x)]
         return [enc(x[:, i : i + 1]) for i, enc in enumerate(self.encoders)]
 
-    def decode(self, features: list[EncoderOutput], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+    def decode(self, features: list[EncoderOutput] | list[torch.Tensor], available: torch.Tensor,
+               target: torch.Tensor | None = None) -> Output:
         def fused(maps: list[torch.Tensor]) -> torch.Tensor:
             return fill_missing_with_mean(torch.stack(maps, 1), available).flatten(1, 2)
 
-        skips = [fused([f.skips[k] for f in features]) for k in range(len(features[0].skips))]
-        out = Output(self.decoder(fused([f.bottleneck for f in features]), skips))
+        if isinstance(features[0], torch.Tensor):  # classification: feature vectors
+            logits = self.decoder(fused(features))
+        else:
+            skips = [fused([f.skips[k] for f in features]) for k in range(len(features[0].skips))]
+            logits = self.decoder(fused([f.bottleneck for f in features]), skips)
+        out = Output(logits)
         if target is not None:
             out.losses.update(self.task_loss(out.logits, target))
         return out

@@ -36,6 +36,20 @@ common``); ``backbone="official"`` is the code's 3-D ResNet-50 + ASPP encoder an
 Deviations: the code's full-modality warm-up is 80k of 180k iterations; here it is the same
 fraction (4/9) of whatever budget the protocol sets. The paper's data augmentation
 (batchgenerators) is not reproduced.
+
+Classification (paper §4.1-4.2, avMNIST; the classification code is unreleased, ShaSpec issues #6,
+#11): the specific encoders are SMIL's image (LeNet-5) and audio (SNetPluse) encoders, or the MLP for
+tabular inputs, each followed by FC -> ReLU to ``dim`` (160, LeNet-5's feature size; the paper's
+encoders have "convolutional layers and FC layers"); the shared encoder is one such encoder for every
+modality, each input resized to a common grid (missbench/nets/classification.py ``SharedEncoder``:
+how the paper's shared encoder reads a 28x28 image and a 20x20 MFCC map is not described); residual
+fusion f_i = r_i + proj([r_i; s_i]) with proj a linear layer (Eq. 2, Fig. 1); missing modalities
+filled as on segmentation (Eq. 4); decoder FC 64 -> ReLU -> dropout 0.5 -> FC classes on the M fused
+vectors concatenated ("2 FC layers with dropout", SMIL's head); DAO and DCO as above on the feature
+vectors. Training (§4.2): Adam lr 1e-3, weight decay 1e-2, lr x0.9 every 20 of 60 epochs (a third of
+the budget). Parameters at avMNIST sizes (image 1x28x28, audio 1x20x20, 10 classes): 188,788
+(specific 27,150 + 61,772, shared 27,150, proj 51,200, decoder 21,194, DCO 322); the paper reports
+0.22M for a model whose layer sizes it does not give.
 """
 
 from __future__ import annotations
@@ -46,8 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import SHASPEC_TRAINING, Method, Output
+from missbench.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
 from missbench.nets import EncoderOutput
+from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, SharedEncoder, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 DAO_LOSSES = ("l1", "kl", "mse", "ce")
@@ -56,7 +71,7 @@ DAO_LOSSES = ("l1", "kl", "mse", "ce")
 class ShaSpec(Method):
     name = "shaspec"
     citation = "Wang et al., CVPR 2023, arXiv 2307.14126; code github.com/billhhh/ShaSpec"
-    tasks = ("segmentation",)
+    tasks = ("segmentation", "classification")
     output = "regions"
     defaults = {
         "backbone": "common",
@@ -69,8 +84,15 @@ class ShaSpec(Method):
         "fill": "mean",
         "aux_over": "available",
         "proj_kernel": 3,
+        "dim": 160,
+        "hidden": 64,
     }
     training = SHASPEC_TRAINING
+
+    @classmethod
+    def training_for(cls, task_name: str) -> TrainingDefaults:
+        """The BraTS training on segmentation, the avMNIST one on classification (paper §4.2)."""
+        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -79,6 +101,9 @@ class ShaSpec(Method):
                              ("backbone", ("common", "official"))):
             if p[key] not in allowed:
                 raise ValueError(f"shaspec: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
+        if task.name == "classification":
+            self._init_classification(task)
+            return
         m, out = self.n_modalities, task.out_channels(self.output)
         if p["backbone"] == "official":
             from missbench.nets.resnet3d import ResNet3dDecoder, ResNet3dEncoder, WSConv3d
@@ -104,8 +129,31 @@ class ShaSpec(Method):
         elif p["dao"] == "ce":
             self.dao_head = nn.Linear(self.shared.pooled_channels, m)
 
-    def encode(self, x: torch.Tensor) -> list[tuple[EncoderOutput, EncoderOutput]]:
-        """Per modality: (shared features, specific features). The shared encoder sees the M volumes as one batch."""
+    def _init_classification(self, task) -> None:
+        """The avMNIST model: feature vectors of ``dim`` in place of bottleneck maps, FC-dropout-FC decoder."""
+        self.output = "labels"
+        p, m, d = self.params, self.n_modalities, self.params["dim"]
+        if p["backbone"] != "common":
+            raise ValueError(f"shaspec: backbone={p['backbone']!r} is a segmentation network; classification has one model")
+        self.shared = SharedEncoder(task.inputs, self.modalities, d)
+        self.specific = projected_encoders(task.inputs, self.modalities, d)
+        self.proj = nn.Linear(2 * d, d, bias=False)
+        self.decoder = ClassifierHead(m * d, task.n_classes, p["hidden"], dropout=0.5)
+        self.dco_head = nn.Linear(d, m)
+        if p["dao"] in ("kl", "ce"):
+            self.dao_head = nn.Linear(d, p["kl_dim"] if p["dao"] == "kl" else m)
+
+    def encode(self, x: torch.Tensor | list[torch.Tensor]) -> list[tuple[EncoderOutput, EncoderOutput]]:
+        """Per modality: (shared features, specific features). The shared encoder sees the M volumes as one batch.
+
+        On classification (``x`` a list of per-modality batches) each feature is a vector, held as an
+        EncoderOutput with no skips whose bottleneck and pooled feature are that vector.
+        """
+        if isinstance(x, list):
+            def vector(v: torch.Tensor) -> EncoderOutput:
+                return EncoderOutput([], v, v)
+
+            return [(vector(self.shared(xm)), vector(spec(xm))) for xm, spec in zip(x, self.specific)]
         b, m = x.shape[:2]
         r = self.shared(x.reshape(b * m, 1, *x.shape[2:]))
 
@@ -129,8 +177,11 @@ class ShaSpec(Method):
             first = available.float().argmax(1).to(shared.device)
             fill = shared[torch.arange(b, device=shared.device), first].unsqueeze(1)
         fused = torch.where(avail.bool(), fused, fill)
-        skips = [torch.cat([f[0].skips[k] for f in features], 1) for k in range(len(features[0][0].skips))]
-        logits = self.decoder(fused.flatten(1, 2), skips)
+        if self.task.name == "classification":
+            logits = self.decoder(fused.flatten(1, 2))
+        else:
+            skips = [torch.cat([f[0].skips[k] for f in features], 1) for k in range(len(features[0][0].skips))]
+            logits = self.decoder(fused.flatten(1, 2), skips)
         out = Output(logits)
         if target is not None:
             out.losses.update(self.task_loss(logits, target))
@@ -173,3 +224,12 @@ class ShaSpec(Method):
         labels = torch.arange(m, device=logits.device).repeat(b)
         ce = F.cross_entropy(logits, labels, reduction="none").view(b, m)
         return (ce * mask).sum() / mask.sum().clamp_min(1)
+
+    def feature_views(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Globally pooled shared and specific features, B x M x C each, of every modality of ``x``.
+
+        The runner saves them per test case (features.npz) for the paper's shared/specific feature
+        visualisation (t-SNE in the paper; no code released), which analysis/figures.py draws.
+        """
+        feats = self.encode(x)
+        return {"shared": torch.stack([f[0].pooled for f in feats], 1), "specific": torch.stack([f[1].pooled for f in feats], 1)}

@@ -42,6 +42,17 @@ paper budget.
 log-variances, the same product of experts, and harness U-Net decoders for the segmentation and
 each modality's image: 1,000,768 parameters.
 
+Classification (issue #4; U-HVED has no classification experiment): one encoder per modality from
+missbench/nets/classification.py (SMIL's LeNet image and MFCC audio encoders, an MLP for tables)
+followed by a linear layer to 2 x ``features`` (64): the mean and the clipped log-variance of that
+modality's Gaussian expert over a 64-d latent; the same product of experts with the N(0, I) prior, a
+reparameterised sample in training and the posterior mean at evaluation; the shared FC-ReLU-dropout-FC
+head (``ClassifierHead``) on the latent; cross-entropy + 0.1·KL (the same formula, one scale) + 0.1·MSE
+reconstruction of each available modality's input from the latent by a per-modality MLP decoder
+(latent -> 256 -> the flattened input, the image decoders' role). No L2 term there (the code's
+regulariser is on its 3-D conv kernels). Training: the reference methods' avMNIST training
+(ShaSpec's: Adam 1e-3, weight decay 1e-2, x0.9 every third of the budget), not the 3-D schedule.
+
 Deviations, and why:
 - reconstruction (``recon_over``): the code reconstructs *all* four modalities, missing ones
   included, from the complete input it still holds (its modality dropping only masks the fusion).
@@ -66,12 +77,14 @@ Deviations, and why:
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from missbench.method import Method, Output
+from missbench.method import Method, Output, TrainingDefaults
+from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, encoders_for
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
 
@@ -118,7 +131,7 @@ def nonempty_subsets(m: int) -> torch.Tensor:
 class UHVED(Method):
     name = "uhved"
     citation = "Dorent et al., MICCAI 2019, arXiv 1907.11150; code github.com/ReubenDo/U-HVED"
-    tasks = ("segmentation",)
+    tasks = ("segmentation", "classification")
     output = "labels"
     defaults = {
         "backbone": "paper",
@@ -129,8 +142,14 @@ class UHVED(Method):
         "l2": 1e-5,
         "inference": "mean",
         "kl_over": "available",
+        "features": 64,
     }
     training = UHVED_TRAINING
+
+    @classmethod
+    def training_for(cls, task_name: str) -> TrainingDefaults:
+        """No paper trains it on classification: the avMNIST training the reference methods use (ShaSpec's)."""
+        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -139,7 +158,18 @@ class UHVED(Method):
             if p[key] not in allowed:
                 raise ValueError(f"uhved: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
         w, out = p["width"], task.out_channels(self.output)
-        if p["backbone"] == "paper":
+        self.classification = task.name == "classification"
+        if self.classification:
+            self.encoders = nn.ModuleList(  # no activation: the halves are a mean and a log-variance
+                nn.Sequential(enc, nn.Linear(enc.out_features, 2 * p["features"])) for enc in encoders_for(task.inputs, self.modalities)
+            )
+            self.latent_channels = [p["features"]]
+            self.seg_decoder = ClassifierHead(p["features"], out)
+            self.image_decoders = nn.ModuleList(
+                nn.Sequential(nn.Linear(p["features"], 256), nn.ReLU(), nn.Linear(256, math.prod(task.inputs[m].shape)))
+                for m in self.modalities
+            )
+        elif p["backbone"] == "paper":
             self.encoders = nn.ModuleList(UHeMISEncoder(w, split_output=True) for _ in modalities)
             self.latent_channels = [c // 2 for c in self.encoders[0].out_channels]
             self.seg_decoder = UHeMISDecoder(self.latent_channels, out, w)
@@ -154,16 +184,18 @@ class UHVED(Method):
         # Drawn after the weights, from the seeded global generator: the noise stream is the run's.
         self.noise_seed = int(torch.randint(0, 2**31 - 1, ()))
 
-    def encode(self, x: torch.Tensor) -> list[Posterior]:
-        """Per modality: means and clipped log-variances at the 4 scales, and the modality's input."""
+    def encode(self, x: torch.Tensor | list[torch.Tensor]) -> list[Posterior]:
+        """Per modality: means and clipped log-variances at the 4 scales (on classification: of the one
+        latent vector), and the modality's input."""
         out = []
         for i, enc in enumerate(self.encoders):
-            skips = enc(x[:, i : i + 1])
+            image = x[i] if self.classification else x[:, i : i + 1]
+            skips = [enc(image)] if self.classification else enc(image)
             half = self.latent_channels
             out.append(Posterior(
                 [s[:, :h] for s, h in zip(skips, half)],
                 [s[:, h:].clamp(-LOGVAR_CLIP, LOGVAR_CLIP) for s, h in zip(skips, half)],
-                x[:, i : i + 1],
+                image,
             ))
         return out
 
@@ -182,7 +214,7 @@ class UHVED(Method):
                 noise = torch.randn(post_mu.shape, generator=gen, device=post_mu.device, dtype=post_mu.dtype)
                 post_mu = post_mu + torch.exp(0.5 * post_logvar) * noise
             z.append(post_mu)
-        out = Output(self.seg_decoder(z))
+        out = Output(self.seg_decoder(z[0] if self.classification else z))
         if target is None:
             return out
         p = self.params
@@ -190,13 +222,19 @@ class UHVED(Method):
         if p["kl_weight"]:
             out.losses["kl"] = p["kl_weight"] * self.kl_loss(mus, logvars, available)
         if p["recon_weight"]:
-            recon = torch.cat([dec(z) for dec in self.image_decoders], 1)  # B x M x ...
-            images = torch.cat([f.image for f in features], 1)
-            per = (recon - images).pow(2).flatten(2).mean(2)  # B x M
+            per = self.recon_errors(z, features)
             out.losses["recon"] = p["recon_weight"] * torch.where(available, per, 0).sum() / available.sum().clamp_min(1)
-        if p["l2"]:
+        if p["l2"] and not self.classification:
             out.losses["l2"] = niftynet_l2(self, p["l2"])
         return out
+
+    def recon_errors(self, z: list[torch.Tensor], features: list[Posterior]) -> torch.Tensor:
+        """B x M mean squared errors of each modality's decoder output against its input."""
+        if self.classification:
+            return torch.stack([(dec(z[0]) - f.image.flatten(1)).pow(2).mean(1) for dec, f in zip(self.image_decoders, features)], 1)
+        recon = torch.cat([dec(z) for dec in self.image_decoders], 1)  # B x M x ...
+        images = torch.cat([f.image for f in features], 1)
+        return (recon - images).pow(2).flatten(2).mean(2)
 
     def kl_loss(self, mus: list[torch.Tensor], logvars: list[torch.Tensor], available: torch.Tensor) -> torch.Tensor:
         """The code's ``compute_KLD`` per sample, averaged over the scales, then over the batch (see the module docstring).

@@ -105,3 +105,27 @@ def test_common_backbone_fuses_moments_on_the_shared_unet(task):
     model = HeMIS(task, MODS, backbone="common")
     assert count_parameters(model) == 1_263_044  # U-Net width 8, depth 3; decoder fed [mean, var] per scale
     assert type(model.encoders[0]).__name__ == "PyramidEncoder"
+
+
+def test_classification_fuses_moments_of_projected_feature_vectors():
+    from conftest import assert_classification_ignores_missing, classification_task, classification_toy_losses, tiny_classification_batch
+
+    task = classification_task(("image", "audio", "table"), n_classes=10)
+    torch.manual_seed(0)
+    model = HeMIS(task, tuple(task.inputs)).eval()
+    # encoders 1,390 + 10,412 + (6·64+64 + 64·64+64), each + Linear(·, 64); head 128·64+64 + 64·10+10
+    assert count_parameters(model) == 1_390 + 10_412 + 4_608 + (160 + 320 + 64) * 64 + 3 * 64 + 8_256 + 650
+    seen = {}
+    handle = model.classifier.register_forward_pre_hook(lambda mod, args: seen.update(fused=args[0]))
+    x, _ = tiny_classification_batch(task)
+    available = torch.tensor([[True, False, True]] * 8)
+    with torch.no_grad():
+        model(x, available)
+        feats = model.encode(x)
+    handle.remove()
+    kept = torch.stack([feats[0], feats[2]])
+    torch.testing.assert_close(seen["fused"], torch.cat([kept.mean(0), kept.var(0, unbiased=False)], 1))
+    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert "l2" not in model.train()(x, available, torch.zeros(8, dtype=torch.long)).losses
+    history = classification_toy_losses(HeMIS(task, tuple(task.inputs)), task)
+    assert history[-1] < 0.5 * history[0]

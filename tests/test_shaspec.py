@@ -111,3 +111,46 @@ def test_forward_with_every_availability_pattern(task):
 def test_official_backbone_has_the_code_parameter_count(task):
     model = ShaSpec(task, MODS, backbone="official")
     assert count_parameters(model) == 187_708_132
+
+
+# Classification (issue #4): the paper's avMNIST model.
+def test_classification_parameter_count_at_avmnist_sizes():
+    from missbench.tasks import get_task
+
+    task = get_task("classification", n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
+    # specific 27,150 + 61,772, shared 27,150, proj 51,200, decoder 21,194, DCO 322 (the paper: "0.22M").
+    assert count_parameters(ShaSpec(task, ("image", "audio"))) == 188_788
+    cfg = ShaSpec.training_for("classification")
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.step_every, cfg.step_gamma) == ("adam", 1e-3, 1e-2, "step", 1 / 3, 0.9)
+    assert ShaSpec.training_for("segmentation") is ShaSpec.training
+    with pytest.raises(ValueError, match="segmentation network"):
+        ShaSpec(task, ("image", "audio"), backbone="official")
+
+
+def test_classification_fills_missing_from_shared_vectors_and_ignores_missing_inputs():
+    from conftest import assert_classification_ignores_missing, classification_task, tiny_classification_batch
+
+    task = classification_task(("image", "audio", "table"))
+    torch.manual_seed(0)
+    model = ShaSpec(task, tuple(task.inputs), dim=16).eval()
+    assert_classification_ignores_missing(model, task, unzeroed=True)
+    x, _ = tiny_classification_batch(task, batch=2)
+    available = torch.tensor([[True, False, True], [False, True, False]])
+    fused = {}
+    handle = model.decoder.register_forward_pre_hook(lambda mod, args: fused.update(v=args[0].view(2, 3, 16)))
+    with torch.no_grad():
+        model(x, available)
+        shared = torch.stack([f[0].bottleneck for f in model.encode(x)], 1)
+    handle.remove()
+    torch.testing.assert_close(fused["v"][0, 1], shared[0, [0, 2]].mean(0))
+    torch.testing.assert_close(fused["v"][1, 0], shared[1, 1])
+    assert ShaSpec(task, tuple(task.inputs), dim=16).feature_views(x)["shared"].shape == (2, 3, 16)
+
+
+def test_classification_loss_falls_on_a_toy_problem():
+    from conftest import classification_task, classification_toy_losses
+
+    task = classification_task()
+    torch.manual_seed(0)
+    history = classification_toy_losses(ShaSpec(task, tuple(task.inputs)), task)
+    assert all(math.isfinite(v) for v in history) and history[-1] < 0.6 * history[0]

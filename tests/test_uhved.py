@@ -210,3 +210,32 @@ def test_common_backbone_splits_unet_maps_into_means_and_log_variances(task):
     model = UHVED(task, MODS, backbone="common")
     assert count_parameters(model) == 1_000_768  # U-Net width 8, depth 3; halves of each map are mu and logvar
     assert model.latent_channels == [4, 8, 16, 32]
+
+
+def test_classification_product_of_experts_over_feature_vectors():
+    from conftest import assert_classification_ignores_missing, classification_task, classification_toy_losses, tiny_classification_batch
+
+    task = classification_task(("image", "audio", "table"), n_classes=10)
+    torch.manual_seed(0)
+    model = UHVED(task, tuple(task.inputs)).eval()
+    # encoders 1,390 + 10,412 + 4,608, each + Linear(·, 128); head 64·64+64 + 64·10+10;
+    # reconstruction MLPs 64·256+256 + 256·D+D for D = 784, 400, 6
+    recon = sum(64 * 256 + 256 + 256 * d + d for d in (784, 400, 6))
+    assert count_parameters(model) == 1_390 + 10_412 + 4_608 + (160 + 320 + 64) * 128 + 3 * 128 + 4_160 + 650 + recon
+    x, y = tiny_classification_batch(task)
+    available = torch.tensor([[True, False, True], [False, True, False]] * 4)
+    feats = model.encode(x)
+    assert feats[0].mu[0].shape == (8, 64) and feats[1].logvar[0].shape == (8, 64)
+    seen = {}
+    handle = model.seg_decoder.register_forward_pre_hook(lambda mod, args: seen.update(z=args[0]))
+    with torch.no_grad():
+        model(x, available)
+    handle.remove()
+    mus = torch.stack([f.mu[0] for f in feats], 1)
+    logvars = torch.stack([f.logvar[0] for f in feats], 1)
+    torch.testing.assert_close(seen["z"], module.product_of_experts(mus, logvars, available)[0])  # the posterior mean
+    assert_classification_ignores_missing(model, task, unzeroed=True)
+    out = model.train()(x, available, y)
+    assert set(out.losses) == {"ce", "kl", "recon"}
+    history = classification_toy_losses(UHVED(task, tuple(task.inputs)), task)
+    assert history[-1] < 0.5 * history[0]

@@ -18,3 +18,20 @@ def test_zero_fill_sees_only_available_inputs_and_learns(task):
                                    model(zero_missing(other, available), available).logits)
     history = toy_losses(model)
     assert history[-1]["total"] < 0.6 * history[0]["total"]
+
+
+def test_zero_fill_on_classification_is_smils_fusion_model():
+    from conftest import assert_classification_ignores_missing, classification_task, classification_toy_losses
+    from missbench.method import count_parameters
+    from missbench.tasks import get_task
+
+    avmnist = get_task("classification", n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
+    model = method_class("zero_fill")(avmnist, ("image", "audio"))
+    assert count_parameters(model) == 1_390 + 10_412 + 31_434  # SoundLenet5New's encoders and fusion head
+    assert model.training_for("classification").weight_decay == 1e-2
+    task = classification_task(("image", "table"))
+    torch.manual_seed(0)
+    model = method_class("zero_fill")(task, ("image", "table")).eval()
+    assert_classification_ignores_missing(model, task)
+    history = classification_toy_losses(model, task)
+    assert history[-1] < 0.6 * history[0]
