@@ -95,19 +95,34 @@ def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     return starts + [size - patch]
 
 
+def gaussian_weights(patch: tuple[int, ...], sigma_scale: float = 1 / 8) -> torch.Tensor:
+    """nnU-Net's window importance map: a Gaussian centred at ``p // 2`` with sigma ``p * sigma_scale``
+    per axis, scaled to a maximum of 1 (nnU-Net ``compute_gaussian``, without its filter truncation)."""
+    axes = [torch.exp(-0.5 * ((torch.arange(p, dtype=torch.float64) - p // 2) / (p * sigma_scale)) ** 2) for p in patch]
+    w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    w = w / w.max()
+    return w.clamp_min(w[w > 0].min()).float()
+
+
 def sliding_window(
     volume: torch.Tensor,
     patch: tuple[int, int, int],
     predict: Callable[[torch.Tensor], list[torch.Tensor]],
     overlap: float = 0.5,
     batch_windows: int = 1,
+    weighting: str = "uniform",
 ) -> list[torch.Tensor]:
-    """Average window predictions over a whole volume (1 x M x D x H x W), uniform weights (ShaSpec's eval.py).
+    """Average window predictions over a whole volume (1 x M x D x H x W).
 
-    ``predict`` maps a batch of windows to a list of probability maps (one per output head, e.g.
-    per subset), so one encoding can serve many subsets. Volumes smaller than the patch are
-    zero-padded, and the padding is cropped off again.
+    ``weighting`` "uniform" (ShaSpec's eval.py, RFNet's predict.py) or "gaussian" (nnU-Net: each
+    window weighted by `gaussian_weights`, sigma 1/8 of the window). ``predict`` maps a batch of
+    windows to a list of probability maps (one per output head, e.g. per subset), so one encoding
+    can serve many subsets. Volumes smaller than the patch are zero-padded, and the padding is
+    cropped off again.
     """
+    if weighting not in ("uniform", "gaussian"):
+        raise ValueError(f"unknown window weighting {weighting!r}; expected 'uniform' or 'gaussian'")
+    weight = gaussian_weights(patch).to(volume.device) if weighting == "gaussian" else None
     shape = volume.shape[2:]
     pad = [max(0, p - s) for p, s in zip(patch, shape)]
     if any(pad):
@@ -126,8 +141,8 @@ def sliding_window(
         for j, cor in enumerate(group):
             sl = (..., *[slice(c, c + p) for c, p in zip(cor, patch)])
             for acc, o in zip(sums, outs):
-                acc[sl] += o[j : j + 1].float()
-            count[sl] += 1
+                acc[sl] += o[j : j + 1].float() if weight is None else o[j : j + 1].float() * weight
+            count[sl] += 1 if weight is None else weight
     assert sums is not None
     crop = (..., *[slice(0, s) for s in shape])
     return [(acc / count)[crop] for acc in sums]

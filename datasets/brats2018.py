@@ -1,0 +1,385 @@
+"""Real BraTS 2018 from the official NIfTI files, preprocessed once into a memory-mapped cache.
+
+Layout read (``root``, the training folder): ``<root>/{HGG,LGG}/<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz``
+(or ``.nii``); the validation folder (``val_root``) holds ``<case>/<case>_{flair,t1,t1ce,t2}.nii.gz``
+without ``seg``. BraTS 2019 has the same layout (other case names); BraTS 2020's flat
+``<root>/<case>/...`` layout (no HGG/LGG level) is read too. Labels {0,1,2,4}; regions WT={1,2,4},
+TC={1,4}, ET={4}.
+
+Two published protocols (reference/baselines.md §0) are selected by the ``split`` parameter:
+- A (RFNet, mmFormer, U-HVED): a split file by path: U-HVED's ``dataset_split_k.csv`` (with
+  ``corresponding_naming.csv`` beside it) or RFNet-style ``train{k}.txt``/``val``/``test`` lists
+  (missbench/splits.py); 199 / 29 / 57 cases, scored locally on the test list.
+- B (ShaSpec, MoMKE, SimMLM): ``split=all``: every training case trains, nothing is scored
+  locally, and ``bench.py export`` writes label maps of the ``val_root`` cases for the BraTS portal.
+
+Pre-processing recipes (``recipe``), run once by ``bench.py prepare`` (missbench/prepare.py):
+- ``rfnet`` (default; RFNet ``preprocess.py``): crop all modalities to the box of non-zero voxels of
+  their channel-wise maximum, each axis shorter than ``crop`` (128) grown symmetrically to at least
+  that size (RFNet's ``sup_128``, including its exclusive upper bound on axes it does not grow);
+  z-score each modality with the mean and std over brain voxels (sum over modalities > 0), applied
+  to the whole crop (so the background becomes a constant).
+- ``shaspec`` (ShaSpec ``BraTSDataSet.truncate``): per modality, clip at the index of the last
+  histogram bin (``int(max)`` bins) holding >= 50 voxels, then z-score over the voxels that differ
+  from the corner voxel, background 0. No crop by default (``crop=0``), as ShaSpec.
+Volumes are stored float32 (M x D x H x W, D = the NIfTI's third axis, H and W its first and second,
+as ShaSpec's ``transpose((0, 3, 1, 2))``) and labels uint8 {0,1,2,4}, with the crop box and the
+original shape, affine and header, so predictions can be pasted back into the original grid.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import nibabel as nib
+import numpy as np
+
+from missbench import cache
+from missbench.dataset import Case, Dataset
+from missbench.splits import SplitError, read_split
+
+MODALITIES = ("FLAIR", "T1", "T1c", "T2")
+#: File suffix of each modality (and of the label map) in the official layout.
+SUFFIX = {"FLAIR": "flair", "T1": "t1", "T1c": "t1ce", "T2": "t2", "seg": "seg"}
+LABELS = (0, 1, 2, 4)
+ENV_ROOT, ENV_VAL, ENV_CACHE = "MISSBENCH_BRATS2018", "MISSBENCH_BRATS2018_VAL", "MISSBENCH_CACHE"
+#: Recipe name -> default ``crop`` (minimum crop size per axis; 0 = no crop).
+RECIPES = {"rfnet": 128, "shaspec": 0}
+#: Voxels a histogram bin needs to set ShaSpec's clip maximum.
+SHASPEC_BIN_COUNT = 50
+#: Bump when the cached arrays change for the same recipe, so old caches are not reused.
+CACHE_VERSION = 1
+
+
+class BratsDataError(ValueError):
+    """Bad BraTS input: the message names the case and the file."""
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """Where one case's files are: modality (and ``seg``) -> path; ``grade`` HGG, LGG or None."""
+
+    case_id: str
+    grade: str | None
+    folder: Path
+    files: dict[str, Path]
+    labelled: bool
+
+
+def _case_files(folder: Path, grade: str | None, labelled: bool) -> tuple[CaseFiles, list[str]]:
+    """The files of the case in ``folder`` and the problems found (missing or empty files)."""
+    problems, files = [], {}
+    for key in (*MODALITIES, "seg") if labelled else MODALITIES:
+        stem = f"{folder.name}_{SUFFIX[key]}"
+        found = [folder / f"{stem}{ext}" for ext in (".nii.gz", ".nii") if (folder / f"{stem}{ext}").is_file()]
+        if not found:
+            what = "label map (training cases need one)" if key == "seg" else f"{key} file"
+            problems.append(f"case {folder.name}: missing {what} {folder / stem}.nii.gz (or .nii)")
+        elif found[0].stat().st_size == 0:
+            problems.append(f"case {folder.name}: empty file {found[0]}")
+        else:
+            files[key] = found[0]
+    return CaseFiles(folder.name, grade, folder, files, labelled), problems
+
+
+def scan(root: Path, labelled: bool) -> tuple[dict[str, CaseFiles], dict[str, list[str]]]:
+    """Case folders under ``root`` (``HGG``/``LGG`` level or flat) and the problems per case id."""
+    if not root.is_dir():
+        raise BratsDataError(f"BraTS folder not found: {root}")
+    graded = [root / g for g in ("HGG", "LGG") if (root / g).is_dir()]
+    parents = [(g, g.name) for g in graded] if graded else [(root, None)]
+    cases, problems = {}, {}
+    for parent, grade in parents:
+        for folder in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if folder.name in cases:
+                raise BratsDataError(f"case {folder.name} is in two folders: {cases[folder.name].folder} and {folder}")
+            cases[folder.name], found = _case_files(folder, grade, labelled)
+            if found:
+                problems[folder.name] = found
+    if not cases:
+        raise BratsDataError(f"no case folders under {root} (expected HGG/<case>/<case>_flair.nii.gz, ... or <case>/<case>_flair.nii.gz)")
+    return cases, problems
+
+
+def _load_header(case: CaseFiles, key: str) -> nib.Nifti1Image:
+    path = case.files[key]
+    try:
+        img = nib.load(path)
+    except Exception as e:  # nibabel raises several types for a corrupt file
+        raise BratsDataError(f"case {case.case_id}: cannot read {path}: {type(e).__name__}: {e}") from None
+    if len(img.shape) != 3:
+        raise BratsDataError(f"case {case.case_id}: {path} has shape {img.shape}; expected a 3-D volume")
+    return img
+
+
+def check_geometry(case: CaseFiles) -> dict[str, nib.Nifti1Image]:
+    """Read every header of a case; refuse shapes or affines that disagree between its files."""
+    imgs = {key: _load_header(case, key) for key in case.files}
+    ref_key = MODALITIES[0]
+    ref = imgs[ref_key]
+    for key, img in imgs.items():
+        if img.shape != ref.shape:
+            raise BratsDataError(f"case {case.case_id}: {case.files[key]} has shape {img.shape} but {case.files[ref_key].name} has {ref.shape}")
+        if not np.allclose(img.affine, ref.affine, atol=1e-3):
+            raise BratsDataError(f"case {case.case_id}: the affine of {case.files[key]} differs from that of {case.files[ref_key].name}:\n"
+                                 f"{np.round(img.affine, 4)}\nvs\n{np.round(ref.affine, 4)}")
+    return imgs
+
+
+def _read_data(case: CaseFiles, key: str, img: nib.Nifti1Image) -> np.ndarray:
+    path = case.files[key]
+    try:
+        data = np.asarray(img.dataobj) if key == "seg" else img.get_fdata(dtype=np.float32)
+    except Exception as e:
+        raise BratsDataError(f"case {case.case_id}: cannot read the voxels of {path}: {type(e).__name__}: {e}") from None
+    if not np.isfinite(data).all():
+        raise BratsDataError(f"case {case.case_id}: {path} holds NaN or infinite voxels")
+    if key == "seg":
+        values = np.unique(data)
+        bad = [v for v in values.tolist() if v not in LABELS]
+        if bad:
+            raise BratsDataError(f"case {case.case_id}: {path} holds labels {bad[:5]} outside {{0, 1, 2, 4}}")
+        return data.astype(np.uint8)
+    return data
+
+
+def rfnet_box(volume: np.ndarray, min_size: int) -> list[tuple[int, int]]:
+    """RFNet's crop: non-zero box of the channel-wise max (M x X x Y x Z), axes grown to >= ``min_size``.
+
+    As RFNet's ``sup_128``: the box's upper index is the last non-zero voxel, used as an exclusive
+    bound; a short axis grows by ``(min_size - extent) // 2`` on each side plus one, shifted to
+    start at 0 if it would begin before it. Bounds are clipped to the volume (numpy slicing)."""
+    nz = np.nonzero(volume.max(0))
+    box = []
+    for axis, size in zip(nz, volume.shape[1:]):
+        lo, hi = int(axis.min()), int(axis.max())
+        if hi - lo < min_size:
+            grow = (min_size - (hi - lo)) // 2
+            lo, hi = lo - grow, hi + grow + 1
+        if lo < 0:
+            lo, hi = 0, hi - lo
+        box.append((lo, min(hi, size)))
+    return box
+
+
+def rfnet_normalise(volume: np.ndarray, case_id: str, files: dict[str, Path]) -> np.ndarray:
+    """Z-score each modality with mean and std over brain voxels (sum over modalities > 0), whole crop."""
+    mask = volume.sum(0) > 0
+    out = np.empty_like(volume)
+    for m, x in enumerate(volume):
+        y = x[mask]
+        std = y.std() if y.size else 0.0
+        if std == 0:
+            raise BratsDataError(f"case {case_id}: {files[MODALITIES[m]]} is constant inside the brain; cannot z-score it")
+        out[m] = (x - y.mean()) / std
+    return out
+
+
+def shaspec_normalise(volume: np.ndarray, case_id: str, files: dict[str, Path]) -> np.ndarray:
+    """ShaSpec's ``truncate`` per modality: histogram clip, then z-score over non-background voxels.
+
+    As the code: the clip value is the *index* of the last bin with >= 50 voxels (equal to the
+    intensity when the minimum is 0 and bins are ~1 wide); background is the corner voxel's value;
+    the std is taken over the voxels that differ from that value after centring."""
+    out = np.empty_like(volume)
+    for m, x in enumerate(volume):
+        x = x.copy()
+        hist, _ = np.histogram(x, bins=max(int(x.max()), 1))
+        full = np.flatnonzero(hist >= SHASPEC_BIN_COUNT)
+        if len(full):
+            x = np.minimum(x, np.float32(full[-1]))
+        corner = x[0, 0, 0]
+        fg = x != corner
+        if not fg.any():
+            raise BratsDataError(f"case {case_id}: {files[MODALITIES[m]]} is constant; cannot z-score it")
+        x = np.where(fg, x - x[fg].mean(), 0).astype(np.float32)
+        fg = x != corner
+        std = x[fg].std() if fg.any() else 0.0
+        if std == 0:
+            raise BratsDataError(f"case {case_id}: {files[MODALITIES[m]]} is constant inside the brain; cannot z-score it")
+        out[m] = np.where(fg, x / std, 0)
+    return out
+
+
+class Brats2018(Dataset):
+    """BraTS 2018 (FLAIR, T1, T1c, T2) from the official NIfTI layout, via a preprocessed cache."""
+
+    name: ClassVar[str] = "brats2018"
+    task: ClassVar[str] = "segmentation"
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
+    description: ClassVar[str] = (
+        "Real BraTS 2018 NIfTI (root= or $MISSBENCH_BRATS2018); split=<U-HVED csv | RFNet txt> (protocol A) "
+        "or split=all (protocol B); run `bench.py prepare` first."
+    )
+    defaults: ClassVar[dict[str, Any]] = {
+        "root": None, "val_root": None, "split": None, "recipe": "rfnet", "crop": None, "cache": None,
+    }
+    et_threshold: ClassVar[int] = 500
+
+    def __init__(self, **params: Any) -> None:
+        self._setup(params)
+        missing = [c for c in self._used() if not self.is_prepared(c)]
+        if missing:
+            raise BratsDataError(
+                f"dataset {self.name!r}: {len(missing)} of {len(self._used())} cases are not in the cache {self.cache_folder}, or were "
+                f"cached from other files (first: {missing[0]}); run `python bench.py prepare --dataset {self.name}` with the same "
+                f"--dataset-param options (or --protocol and --budget)")
+
+    @classmethod
+    def for_prepare(cls, **params: Any) -> "Brats2018":
+        """An instance that checks the layout and split but not the cache (what `prepare` fills)."""
+        obj = cls.__new__(cls)
+        obj._setup(params, need_split=False)
+        return obj
+
+    # --- set-up: parameters, layout, split -------------------------------------------------------
+
+    def _setup(self, params: dict[str, Any], need_split: bool = True) -> None:
+        super().__init__(**params)
+        p = self.params
+        if p["recipe"] not in RECIPES:
+            raise BratsDataError(f"dataset {self.name!r}: unknown recipe {p['recipe']!r}; expected one of {list(RECIPES)}")
+        crop = RECIPES[p["recipe"]] if p["crop"] is None else p["crop"]
+        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
+            raise BratsDataError(f"dataset {self.name!r}: crop must be an integer >= 0 (0: no crop), got {p['crop']!r}")
+        self.recipe = {"name": p["recipe"], "crop": crop, "version": CACHE_VERSION}
+        root = p["root"] or os.environ.get(ENV_ROOT)
+        if not root:
+            raise BratsDataError(f"dataset {self.name!r}: no data folder; pass --data-root DIR (or --dataset-param root=DIR) "
+                                 f"or set ${ENV_ROOT} to the folder holding HGG/ and LGG/")
+        self.root = Path(root).expanduser()
+        val_root = p["val_root"] or os.environ.get(ENV_VAL)
+        self.val_root = Path(val_root).expanduser() if val_root else None
+        base = p["cache"] or os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "missbench"
+        self.cache_folder = cache.cache_folder(Path(base).expanduser(), self.name, self.recipe)
+        self.cases, problems = scan(self.root, labelled=True)
+        self.val_cases: dict[str, CaseFiles] = {}
+        if self.val_root is not None:
+            self.val_cases, val_problems = scan(self.val_root, labelled=False)
+            problems |= val_problems
+            both = sorted(set(self.cases) & set(self.val_cases))
+            if both:
+                raise BratsDataError(f"case {both[0]} is both in {self.root} and in {self.val_root}")
+        self.lists = self._split_lists(need_split)
+        bad = [msg for c in self._used() for msg in problems.get(c, [])]
+        if bad:
+            more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+            raise BratsDataError("; ".join(bad[:5]) + more)
+
+    def _split_lists(self, need_split: bool) -> dict[str, list[str]]:
+        split = self.params["split"]
+        every = sorted(self.cases)
+        export = sorted(self.val_cases)
+        if split is None and need_split:
+            raise BratsDataError(f"dataset {self.name!r}: give split=<dataset_split_k.csv | train_k.txt | folder of lists> "
+                                 f"(protocol A) or split=all (protocol B: train on every case, export the validation folder)")
+        if split is None or split == "all":
+            return {"train": every, "val": [], "test": [], "export": export}
+        try:
+            lists = read_split(split)
+        except SplitError as e:
+            raise BratsDataError(f"dataset {self.name!r}: split: {e}") from None
+        absent = [c for s in ("train", "val", "test") for c in lists.cases(s) if c not in self.cases]
+        if absent:
+            raise BratsDataError(f"split file {lists.source} names {len(absent)} cases not in {self.root} "
+                                 f"(first: {', '.join(absent[:3])})")
+        return {s: lists.cases(s) for s in ("train", "val", "test")} | {"export": export or lists.cases("test")}
+
+    def _used(self) -> list[str]:
+        return list(dict.fromkeys(c for ids in self.lists.values() for c in ids))
+
+    def _files(self, case_id: str) -> CaseFiles:
+        found = self.cases.get(case_id) or self.val_cases.get(case_id)
+        if found is None:
+            raise KeyError(f"dataset {self.name!r}: unknown case {case_id!r} (not in {self.root}"
+                           f"{' or ' + str(self.val_root) if self.val_root else ''})")
+        return found
+
+    # --- the Dataset contract --------------------------------------------------------------------
+
+    def case_ids(self, split: str) -> list[str]:
+        """'train', 'val', 'test' (the split's lists; empty val/test with split=all) or 'export'
+        (the validation folder's cases, else the test list): the cases `bench.py export` writes."""
+        if split not in self.lists:
+            raise ValueError(f"dataset {self.name!r}: unknown split {split!r}; expected one of {list(self.lists)}")
+        return list(self.lists[split])
+
+    def load(self, case_id: str) -> Case:
+        """The cached case, memory-mapped copy-on-write: pages are read on use, and writes by a caller
+        stay private (never reach the cache). ``target`` is None for unlabelled validation cases."""
+        files = self._files(case_id)
+        arrays, meta = cache.read_case(self.cache_folder, case_id)
+        info = {k: meta[k] for k in ("grade", "crop_box", "original_shape", "affine", "labelled", "recipe")}
+        return Case(case_id, arrays["image"], arrays.get("target"), tuple(meta["spacing"]), info | {"folder": str(files.folder)})
+
+    # --- preparation (missbench/prepare.py drives these) -----------------------------------------
+
+    def prepare_ids(self) -> list[str]:
+        """Every case the chosen split uses, plus the validation folder's."""
+        return self._used()
+
+    def is_prepared(self, case_id: str) -> bool:
+        return cache.has_case(self.cache_folder, case_id, self._sources(self._files(case_id)))
+
+    @staticmethod
+    def _sources(case: CaseFiles) -> dict[str, list]:
+        return {k: [p.name, p.stat().st_size] for k, p in case.files.items()}
+
+    def check_headers(self, case_id: str) -> None:
+        """Cheap checks before anything is written: readable headers, 3-D, same shape and affine."""
+        check_geometry(self._files(case_id))
+
+    def prepare_case(self, case_id: str) -> None:
+        """Read, check and preprocess one case, and store it in the cache atomically."""
+        case = self._files(case_id)
+        imgs = check_geometry(case)
+        volume = np.stack([_read_data(case, m, imgs[m]) for m in MODALITIES])
+        target = _read_data(case, "seg", imgs["seg"]) if case.labelled else None
+        if not volume.any():
+            raise BratsDataError(f"case {case_id}: every modality is all zero ({case.folder})")
+        crop = self.recipe["crop"]
+        box = rfnet_box(volume, crop) if crop else [(0, s) for s in volume.shape[1:]]
+        inside = (slice(None), *[slice(a, b) for a, b in box])
+        if self.recipe["name"] == "rfnet":  # RFNet normalises the crop, ShaSpec the whole volume
+            volume = rfnet_normalise(volume[inside], case_id, case.files)
+        else:
+            volume = shaspec_normalise(volume, case_id, case.files)[inside]
+        arrays = {"image": np.ascontiguousarray(volume.transpose(0, 3, 1, 2), dtype=np.float32)}
+        lost = 0
+        if target is not None:
+            inside = target[tuple(slice(a, b) for a, b in box)]
+            lost = int(np.count_nonzero(target)) - int(np.count_nonzero(inside))
+            arrays["target"] = np.ascontiguousarray(inside.transpose(2, 0, 1))
+        ref = imgs[MODALITIES[0]]
+        zooms = [round(float(z), 6) for z in ref.header.get_zooms()[:3]]
+        meta = {
+            "case_id": case_id, "grade": case.grade, "labelled": case.labelled, "recipe": self.recipe,
+            "crop_box": [list(b) for b in box], "original_shape": list(ref.shape), "affine": ref.affine.tolist(),
+            "header": ref.header.binaryblock.hex(), "header_class": type(ref.header).__name__,
+            "spacing": [zooms[2], zooms[0], zooms[1]], "axes": "D,H,W = NIfTI axes 2,0,1",
+            "label_voxels_outside_crop": lost, "sources": self._sources(case),
+        }
+        cache.write_case(self.cache_folder, case_id, arrays, meta)
+
+    # --- export ----------------------------------------------------------------------------------
+
+    def write_label_map(self, case: Case, labels: np.ndarray, path: Path) -> None:
+        """Save a label map of ``case`` (cached grid, D x H x W) as NIfTI in the original grid: pasted
+        into the crop box of a zero volume of the original shape, with the original affine and header."""
+        _, meta = cache.read_case(self.cache_folder, case.case_id)
+        box = [slice(a, b) for a, b in meta["crop_box"]]
+        labels = np.asarray(labels, dtype=np.uint8).transpose(1, 2, 0)
+        if labels.shape != tuple(s.stop - s.start for s in box):
+            raise ValueError(f"case {case.case_id}: label map of shape {labels.shape} (H, W, D) does not fit the crop box {meta['crop_box']}")
+        full = np.zeros(meta["original_shape"], dtype=np.uint8)
+        full[tuple(box)] = labels
+        image_cls = {"Nifti1Header": nib.Nifti1Image, "Nifti2Header": nib.Nifti2Image}[meta["header_class"]]
+        header = image_cls.header_class(binaryblock=bytes.fromhex(meta["header"]))
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1, 0)
+        img = image_cls(full, np.asarray(meta["affine"]), header)
+        cache.save_atomic(path, lambda tmp: nib.save(img, tmp))
+

@@ -1,0 +1,120 @@
+"""``bench.py prepare``: run a data set's preprocessing recipe once per case into the cache (missbench/cache.py).
+
+Resumable: finished cases are skipped (a case folder is complete or absent). Every case to do is
+checked first (headers: readable, 3-D, same shape and affine in all its files), before anything
+is written; then cases are processed in parallel (``--jobs`` worker processes). A case that fails
+its content checks (labels, non-finite voxels, unreadable voxels) is not written, the others are,
+and the command lists every failure and exits with status 2.
+
+A data set takes part by implementing ``for_prepare`` (an instance that does not yet require the
+cache), ``prepare_ids``, ``is_prepared``, ``check_headers``, ``prepare_case`` and ``cache_folder``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from typing import Any
+
+from tqdm import tqdm
+
+from missbench import cache, registry
+
+
+class PrepareError(ValueError):
+    """One or more cases failed their checks; the message lists each case and file."""
+
+
+def _failures(errors: dict[str, str], what: str) -> PrepareError:
+    return PrepareError(f"{len(errors)} case(s) failed {what}:\n" + "\n".join(f"  {msg}" for msg in errors.values()))
+
+
+def prepare(dataset: Any, jobs: int = 1, progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Fill ``dataset``'s cache; returns {folder, prepared, skipped, seconds}. Raises `PrepareError`
+    naming every failed case: after the header checks (nothing written) or after processing."""
+    t0 = time.perf_counter()
+    ids = dataset.prepare_ids()
+    todo = [c for c in ids if force or not dataset.is_prepared(c)]
+    errors: dict[str, str] = {}
+    for case_id in tqdm(todo, desc="check headers", disable=not progress, leave=False):
+        try:
+            dataset.check_headers(case_id)
+        except ValueError as e:
+            errors[case_id] = str(e)
+    if errors:
+        raise _failures(errors, "the header checks; nothing was written")
+    folder = dataset.cache_folder
+    folder.mkdir(parents=True, exist_ok=True)
+    cache.remove_dead_temporaries(folder)
+    if not (folder / "recipe.json").exists():
+        text = json.dumps({"dataset": dataset.name, "recipe": dataset.recipe}, indent=1, sort_keys=True) + "\n"
+        cache.save_atomic(folder / "recipe.json", lambda tmp: tmp.write_text(text))
+    bar = tqdm(total=len(todo), desc=f"prepare {dataset.name}", unit="case", disable=not progress)
+    if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        # fork: the workers inherit the plugin module that missbench/registry.py loaded by path.
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures: dict[Future, str] = {pool.submit(dataset.prepare_case, c): c for c in todo}
+            for fut in as_completed(futures):
+                err = fut.exception()
+                if err is not None:
+                    errors[futures[fut]] = str(err) if isinstance(err, ValueError) else f"case {futures[fut]}: {type(err).__name__}: {err}"
+                bar.update(1)
+    else:
+        for case_id in todo:
+            try:
+                dataset.prepare_case(case_id)
+            except ValueError as e:
+                errors[case_id] = str(e)
+            bar.update(1)
+    bar.close()
+    if errors:
+        raise _failures(errors, f"preprocessing; the other {len(todo) - len(errors)} were cached in {folder}")
+    return {"folder": folder, "prepared": len(todo), "skipped": len(ids) - len(todo), "seconds": time.perf_counter() - t0}
+
+
+def dataset_params(protocol_name: str | None, budget: str | None, cli_params: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(protocol's data set name, parameters): a protocol budget's ``dataset:`` block, then the command line's,
+    so `prepare` fills the cache that the run with the same options reads."""
+    if protocol_name is None:
+        return None, dict(cli_params)
+    from missbench.protocol import load_protocol
+
+    proto = load_protocol(registry.protocol_path(protocol_name))
+    _, _, overrides = proto.budget(budget)
+    return proto.data.get("dataset"), {**overrides, **cli_params}
+
+
+def prepare_command(argv: list[str]) -> int:
+    """``bench.py prepare --dataset NAME [--protocol P --budget B] [--dataset-param K=V ...] [--jobs N]``."""
+    from missbench.cli import _key_values
+
+    p = argparse.ArgumentParser(prog="bench.py prepare", description="Preprocess a data set once into its cache (resumable).")
+    p.add_argument("--dataset", default=None, help="data set name (default: the protocol's)")
+    p.add_argument("--protocol", default=None, help="take data set parameters from this protocol's budget")
+    p.add_argument("--budget", default=None, help="the protocol budget whose dataset: block applies")
+    p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="data set parameter, e.g. root=DIR, val_root=DIR, split=..., recipe=shaspec, cache=DIR")
+    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="cases processed in parallel")
+    p.add_argument("--force", action="store_true", help="redo cases already in the cache")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        proto_dataset, params = dataset_params(args.protocol, args.budget, _key_values(args.dataset_param, "--dataset-param"))
+        name = args.dataset or proto_dataset
+        if not name:
+            raise ValueError("--dataset: give a data set name (or --protocol)")
+        cls = registry.dataset_class(name)
+        if not hasattr(cls, "for_prepare"):
+            print(f"bench.py prepare: {name} has nothing to prepare")
+            return 0
+        done = prepare(cls.for_prepare(**params), max(1, args.jobs), not args.no_progress, args.force)
+    except ValueError as e:  # includes UsageError's siblings: UnknownName, ProtocolError, PrepareError
+        print(f"bench.py prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(f"prepared {done['prepared']} case(s), {done['skipped']} already cached, in {done['seconds']:.1f} s: {done['folder']}")
+    return 0

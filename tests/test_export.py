@@ -1,0 +1,96 @@
+"""Protocol B end to end on tiny NIfTI cases: train on every training case, export the validation
+cases as label maps in their original geometry."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from brats_files import AFFINE, SHAPE, SPACING, write_set
+
+from missbench import registry
+from missbench.cli import main
+from missbench.export import et_postprocess
+from missbench.store import load_rows
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("b")
+    write_set(tmp / "train", tmp / "val")
+    common = ["--data-root", str(tmp / "train"), "--dataset-param", f"val_root={tmp / 'val'}",
+              "--dataset-param", f"cache={tmp / 'cache'}", "--dataset-param", "crop=8"]
+    assert main(["prepare", "--protocol", "brats2018_b", "--budget", "smoke", "--no-progress", *common]) == 0
+    assert main(["--protocol", "brats2018_b", "--budget", "smoke", "--methods", "zero_fill", "--param", "zero_fill.width=2",
+                 "--param", "zero_fill.depth=2", "--no-progress", "--threads", "1", "--out", str(tmp / "sweep"), *common]) == 0
+    return tmp
+
+
+def test_protocol_b_trains_on_every_case_and_scores_nothing_locally(trained):
+    run = next(p for p in (trained / "sweep").iterdir() if p.is_dir())
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["dataset_params"]["split"] == "all" and spec["metric"]["empty"] == "brats"
+    assert load_rows(trained / "sweep").empty
+    assert json.loads((run / "meta.json").read_text())["n_test_cases"] == 0
+
+
+def test_export_writes_original_geometry_and_labels_and_resumes(trained, capsys):
+    out = trained / "export"
+    assert main(["export", str(trained / "sweep"), "--out", str(out), "--subsets", "T1c,FLAIR+T1+T1c+T2",
+                 "--et-postprocess", "--no-progress"]) == 0
+    run_out = next(out.iterdir())
+    record = json.loads((run_out / "export.json").read_text())
+    assert record["et_postprocess"] is True and record["et_threshold"] == 500 and record["subsets"] == ["T1c", "FLAIR+T1+T1c+T2"]
+    files = sorted(run_out.rglob("*.nii.gz"))
+    assert [f.relative_to(run_out).as_posix() for f in files] == [
+        "FLAIR+T1+T1c+T2/Brats18_V1_1.nii.gz", "FLAIR+T1+T1c+T2/Brats18_V2_1.nii.gz", "T1c/Brats18_V1_1.nii.gz", "T1c/Brats18_V2_1.nii.gz"]
+    cases = registry.dataset_class("brats2018")(**record["dataset_params"])
+    for f in files:
+        img = nib.load(f)
+        data = np.asarray(img.dataobj)
+        assert img.shape == SHAPE and np.allclose(img.affine, AFFINE) and img.header.get_zooms() == pytest.approx(SPACING)
+        assert set(np.unique(data)) <= {0, 1, 2, 4} and data.dtype == np.uint8
+        (x0, x1), (y0, y1), (z0, z1) = cases.load(f.name[: -len(".nii.gz")]).info["crop_box"]
+        outside = np.ones(SHAPE, bool)
+        outside[x0:x1, y0:y1, z0:z1] = False
+        assert outside.any() and not data[outside].any()  # pasted into the crop box of the original grid
+    before = {f: f.stat().st_mtime_ns for f in files}
+    assert main(["export", str(trained / "sweep"), "--out", str(out), "--subsets", "T1c,FLAIR+T1+T1c+T2",
+                 "--et-postprocess", "--no-progress"]) == 0
+    assert before == {f: f.stat().st_mtime_ns for f in files}  # nothing redone, nothing overwritten
+    capsys.readouterr()
+    assert main(["export", str(trained / "sweep"), "--out", str(out), "--subsets", "T1c,FLAIR+T1+T1c+T2", "--no-progress"]) == 2
+    assert "other options" in capsys.readouterr().err
+    assert before == {f: f.stat().st_mtime_ns for f in files}
+
+
+def test_paste_back_reproduces_the_original_label_file(trained, tmp_path):
+    ds = registry.dataset_class("brats2018")(root=str(trained / "train"), cache=str(trained / "cache"), crop=8, split="all")
+    case = ds.load("Brats18_B_1")  # plain .nii, float images
+    ds.write_label_map(case, case.target, tmp_path / "b.nii.gz")
+    original = nib.load(trained / "train" / "HGG" / "Brats18_B_1" / "Brats18_B_1_seg.nii")
+    again = nib.load(tmp_path / "b.nii.gz")
+    np.testing.assert_array_equal(np.asarray(again.dataobj), np.asarray(original.dataobj))
+    np.testing.assert_allclose(again.affine, original.affine)
+
+
+def test_unfinished_or_unexportable_runs_are_refused(trained, tmp_path, capsys):
+    run = next(p for p in (trained / "sweep").iterdir() if p.is_dir())
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "neither a finished run folder" in capsys.readouterr().err
+    (run / "DONE").rename(run / "DONE.bak")
+    try:
+        assert main(["export", str(run), "--out", str(tmp_path / "o")]) == 2
+        assert "has not finished" in capsys.readouterr().err
+    finally:
+        (run / "DONE.bak").rename(run / "DONE")
+    assert not (tmp_path / "o").exists()
+
+
+def test_et_postprocess_relabels_small_et_as_core():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[2:4, 2:4, 2:4] = 4
+    labels[5, 5, 5] = 2
+    small = et_postprocess(labels, 9)
+    assert (small[2:4, 2:4, 2:4] == 1).all() and small[5, 5, 5] == 2 and (labels[2:4, 2:4, 2:4] == 4).all()
+    assert (et_postprocess(labels, 8) == labels).all()
