@@ -1,0 +1,199 @@
+"""A sweep folder's bookkeeping: which job runs which run (``jobs.json``), each run's state, collect, cancel.
+
+Everything here works from a new process: states come from the run folders (DONE, FAILED) and, for
+runs whose job may still be alive, from ``squeue`` (SLURM) or the process table (local). sacct is
+never needed, so a cluster without accounting works too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+from submitit.core.utils import JobPaths
+
+from missbench.spec import RunSpec
+from missbench.store import DONE, load_rows, write_json, write_rows
+from missbench.tables import classification_summary, dice_summary, format_table
+
+JOBS = "jobs.json"
+SUBMITIT = ".submitit"
+FAILED = "FAILED"
+COLLECTED = "collected.parquet"
+#: squeue states of a job that is still coming or going; anything else has ended.
+_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED", "RESIZING"}
+_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+
+
+class SweepError(ValueError):
+    """A sweep folder that cannot be read (no such folder, no runs, a corrupt jobs.json)."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """One run's state: pending, running, done, failed (its FAILED holds the traceback) or stopped
+    (no result and no live job: killed, cancelled or interrupted; a rerun resumes it)."""
+
+    run_id: str
+    state: str
+    job_id: str | None
+    log: Path
+    detail: str = ""
+
+
+def read_jobs(sweep: Path) -> dict[str, Any]:
+    """``jobs.json`` of ``sweep`` ({"runs": {}} when there is none)."""
+    path = sweep / JOBS
+    if not path.exists():
+        return {"runs": {}}
+    try:
+        data = json.loads(path.read_text())
+        assert isinstance(data, dict) and isinstance(data.get("runs"), dict)
+    except (ValueError, AssertionError):
+        raise SweepError(f"{path}: not a MissBench jobs file (expected {{\"runs\": {{run_id: job}}}})") from None
+    return data
+
+
+def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[RunSpec, str | None]]) -> None:
+    """Add (spec, job id) pairs to ``jobs.json``: a resubmitted run's entry is replaced."""
+    data = read_jobs(sweep)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for spec, job_id in jobs:
+        data["runs"][spec.run_id] = {"job_id": job_id, "executor": executor, "submitted": now, "variant": spec.variant,
+                                     "train_subset": spec.train_subset or "random", "seed": spec.seed}
+    sweep.mkdir(parents=True, exist_ok=True)
+    write_json(sweep / JOBS, data)
+
+
+def job_log(sweep: Path, job_id: str) -> Path:
+    """The submitit stderr file of a job (the traceback of a failed task ends up there)."""
+    return JobPaths(sweep / SUBMITIT, job_id=job_id, task_id=0).stderr
+
+
+def _squeue() -> dict[str, str] | None:
+    """Job id (``123`` or ``123_4``) -> state of this user's jobs; None without squeue."""
+    try:
+        out = subprocess.run(["squeue", "-h", "--array", "-t", "all", "-u", str(os.getuid()), "-o", "%i|%T"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dict(line.split("|", 1) for line in out.split() if "|" in line)
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def states(sweep: Path) -> list[RunState]:
+    """The state of every run recorded in ``jobs.json`` or found as a run folder, in submission order."""
+    if not sweep.is_dir():
+        raise SweepError(f"{sweep}: no such sweep folder")
+    recorded = read_jobs(sweep)["runs"]
+    run_ids = list(recorded) + sorted(p.name for p in sweep.iterdir()
+                                      if p.is_dir() and not p.name.startswith(".") and p.name not in recorded)
+    if not run_ids:
+        raise SweepError(f"{sweep}: no runs recorded (no {JOBS} and no run folders)")
+    queue = _squeue() if any(r.get("executor") == "slurm" for r in recorded.values()) else {}
+    out = []
+    for run_id in run_ids:
+        entry = recorded.get(run_id, {})
+        job_id, executor = entry.get("job_id"), entry.get("executor")
+        run_dir = sweep / run_id
+        log = job_log(sweep, job_id) if job_id else run_dir / "log.txt"
+        failed = run_dir / FAILED
+        if (run_dir / DONE).exists():
+            out.append(RunState(run_id, "done", job_id, run_dir / "log.txt"))
+            continue
+        live, detail, slurm_state = None, "", ""
+        if executor == "slurm" and job_id and queue is None:
+            live, detail = "unknown", "squeue is not available here"
+        elif executor == "slurm" and job_id:
+            slurm_state = queue.get(job_id, "")
+            live = "pending" if slurm_state in _PENDING else "running" if slurm_state in _RUNNING else None
+        elif executor == "local" and job_id and _pid_alive(job_id):
+            live = "running"
+        if live:
+            out.append(RunState(run_id, live, job_id, log, detail))
+        elif failed.exists():
+            lines = failed.read_text().strip().splitlines()
+            out.append(RunState(run_id, "failed", job_id, log, f"{lines[-1] if lines else 'failed'} (traceback: {failed})"))
+        else:
+            ended = f"job {slurm_state or 'gone'}" if executor == "slurm" and job_id else "ended"
+            out.append(RunState(run_id, "stopped", job_id, log, f"{ended} without a result; a rerun resumes it"))
+    return out
+
+
+def summary(runs: list[RunState]) -> str:
+    """Counts per state, then a line per run that is not done, with its log."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    lines = [", ".join(f"{n} {s}" for s, n in counts.items())]
+    for r in runs:
+        if r.state != "done":
+            job = f" job {r.job_id}" if r.job_id else ""
+            lines.append(f"  {r.state:<8} {r.run_id}{job}  log {r.log}" + (f"\n           {r.detail}" if r.detail else ""))
+    return "\n".join(lines)
+
+
+def table_text(rows: pd.DataFrame) -> str:
+    """The Dice table of a sweep's rows with a header naming protocol, data set and budget."""
+    def names(col: str) -> str:
+        return ", ".join(str(v) for v in rows[col].unique())
+
+    seeds = " and seeds" if rows.seed.nunique() > 1 else ""
+    if (rows.metric == "correct").all():
+        return (f"Classification scores (%), {names('protocol')} protocol, {names('dataset')}, budget {names('budget')}, "
+                f"test split, per sample{seeds}; model selected on the validation split:\n"
+                + format_table(classification_summary(rows)))
+    return (f"Dice (%), {names('protocol')} protocol, {names('dataset')}, budget {names('budget')}, test split, "
+            f"mean over cases{seeds}; empty policy '{rows.empty_policy.iloc[0]}'; ET without post-processing:\n"
+            + format_table(dice_summary(rows)))
+
+
+def cancel(sweep: Path) -> list[str]:
+    """Cancel the pending and running jobs this sweep submitted; returns their ids."""
+    live = [r for r in states(sweep) if r.state in ("pending", "running") and r.job_id]
+    recorded = read_jobs(sweep)["runs"]
+    slurm = [r.job_id for r in live if recorded[r.run_id]["executor"] == "slurm"]
+    if slurm:
+        subprocess.run(["scancel", *slurm], check=True, timeout=60)
+    for r in live:
+        if recorded[r.run_id]["executor"] == "local":
+            os.kill(int(r.job_id), signal.SIGINT)  # what submitit's LocalJob.cancel sends its controller
+    return [r.job_id for r in live]
+
+
+def status_text(runs: list[RunState]) -> str:
+    """One line per run: state, run id, job id and log path (and the failure's last line)."""
+    lines = [f"{'state':<8} {'run':<44} {'job':<12} log"]
+    for r in runs:
+        lines.append(f"{r.state:<8} {r.run_id:<44} {r.job_id or '-':<12} {r.log}" + (f"\n{'':<9}{r.detail}" if r.detail else ""))
+    return "\n".join(lines)
+
+
+def report(sweep: Path, run_ids: list[str] | None = None, write: bool = False, say: Callable[[str], None] = print) -> int:
+    """Print the Dice table of the finished runs (of ``run_ids``, else all) and what did not finish,
+    with log paths; with ``write`` also save the rows to ``<sweep>/collected.parquet``.
+    Returns the exit status: 1 when a run failed or stopped, else 0."""
+    runs = [r for r in states(sweep) if run_ids is None or r.run_id in run_ids]
+    rows = load_rows(sweep, [r.run_id for r in runs if r.state == "done"])
+    if not rows.empty:
+        say("\n" + table_text(rows))
+        if write:
+            write_rows(sweep / COLLECTED, rows)
+            say(f"\nrows of {rows.run_id.nunique()} runs: {sweep / COLLECTED}")
+    say(f"\n{len(runs)} runs: " + summary(runs))
+    say(f"results: {sweep}")
+    return 1 if any(r.state in ("failed", "stopped") for r in runs) else 0
