@@ -1,25 +1,30 @@
-"""Command line: ``bench.py [run options]`` runs a protocol; ``bench.py list`` shows what is registered."""
+"""Command line: ``bench.py [run options]`` runs a protocol; ``bench.py list`` shows what is registered;
+``bench.py status|collect|cancel <sweep>`` follow a sweep from any process."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from missbench import registry
+from missbench import provenance, registry
 from missbench.method import count_parameters
-from missbench.protocol import ProtocolError, load_protocol
+from missbench.executors import EXECUTORS, Options, SubmissionError, execute, plan
+from missbench.executors.resources import ResourceError
+from missbench.executors.resources import load_file as load_resources
+from missbench.executors.resources import parse_flags as parse_resource_flags
+from missbench.executors.resources import resolve as resolve_resources
+from missbench.protocol import Protocol, ProtocolError, load_protocol
 from missbench.registry import ROOT, UnknownName
-from missbench.runner import run
 from missbench.spec import Execution
-from missbench.store import is_done, load_rows
-from missbench.tables import dice_summary, format_table
+from missbench.store import is_done
+from missbench.sweep import SweepError, cancel, report, states, status_text, summary
 from missbench.tasks import get_task
 
 
@@ -57,6 +62,25 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the runs and do nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-channels-last", action="store_true", help="keep 3-D tensors contiguous (channels-last is faster on CPU)")
+    p.add_argument("--amp", choices=("auto", "off", "bf16"), default="off",
+                   help="mixed precision: bf16 autocasts forward passes (changes rounding, so off by default); "
+                        "auto: bf16 on a GPU that supports it, else off")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="wrap each method's forward in torch.compile (backend default inductor)")
+    p.add_argument("--profile", action="store_true",
+                   help="time data, forward, backward, optimiser, encode, decode and metric phases into each run's profile.json")
+    x = p.add_argument_group("execution (README: Running on a cluster)")
+    x.add_argument("--executor", choices=EXECUTORS, default="inline",
+                   help="inline: in this process; local: submitit subprocesses; slurm: submitit array jobs")
+    x.add_argument("--jobs", type=int, default=1, help="local: runs at a time (one GPU each when there are GPUs)")
+    x.add_argument("--resources", type=Path, default=None, help="slurm: resources YAML (configs/slurm.example.yaml)")
+    x.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: resource override, e.g. time=02:00:00, partition=gpu, gpus=1, cpus=8, mem=32G")
+    x.add_argument("--array-parallelism", type=int, default=256, help="slurm: array tasks running at once")
+    x.add_argument("--max-array-size", type=int, default=None, help="slurm: tasks per array (default: the cluster's MaxArraySize)")
+    x.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print the table (default: return once queued)")
+    x.add_argument("--rerun-failed", action="store_true", help="rerun runs that failed before (default: report them, run nothing)")
+    x.add_argument("--allow-dirty", action="store_true", help="slurm: submit from a git tree with uncommitted changes")
     return p
 
 
@@ -95,13 +119,35 @@ def list_command(argv: list[str]) -> int:
     return 0
 
 
+def _data_root_alias(argv: list[str]) -> list[str]:
+    """``--data-root DIR`` (any command) is short for ``--dataset-param root=DIR`` (a real data set's folder)."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a == "--data-root" or a.startswith("--data-root="):
+            value = a.partition("=")[2] if "=" in a else next(it, "")
+            out += ["--dataset-param", f"root={json.dumps(value)}"]
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = _data_root_alias(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["list"]:
             return list_command(argv[1:])
+        if argv[:1] == ["prepare"]:
+            from missbench.prepare import prepare_command
+
+            return prepare_command(argv[1:])
+        if argv[:1] == ["export"]:
+            from missbench.export import export_command
+
+            return export_command(argv[1:])
+        if argv[:1] in (["status"], ["collect"], ["cancel"]):
+            return sweep_command(argv[0], argv[1:])
         return run_command(run_parser().parse_args(argv))
-    except (UsageError, UnknownName, ProtocolError) as e:
+    except (UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError) as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2
 
@@ -136,35 +182,79 @@ def run_command(args: argparse.Namespace) -> int:
     for spec in {(s.method, repr(s.method_params)): s for s in specs}.values():
         try:
             cls = registry.method_class(spec.method)
-            cls(get_task(dataset_cls.task), dataset_cls.modalities, **spec.method_params) if dataset_cls.task in cls.tasks else None
-            cls.training.replace(**spec.training)
-            dataset_cls(**spec.dataset_params)
+            ds = dataset_cls(**spec.dataset_params)
+            cls(get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params) if ds.task in cls.tasks else None
+            cls.training_for(ds.task).replace(**spec.training)
         except (ValueError, TypeError) as e:
             raise UsageError(str(e)) from None
     if args.dry_run:
         print(f"{len(specs)} runs into {sweep}:")
         for s in specs:
             state = "done" if is_done(sweep / s.run_id) else "todo"
-            print(f"  [{state}] {s.run_id}  {s.method} {s.method_params or ''} train={s.train_subset or 'random'} "
-                  f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it, patch {list(s.budget.patch)}, batch {s.budget.batch})")
+            rate = f" missing_rate={s.missing_rate:g}" if s.missing_rate is not None else ""
+            patch = f", patch {list(s.budget.patch)}" if s.budget.patch is not None else ""
+            print(f"  [{state}] {s.run_id}  {s.method} {s.method_params or ''} train={s.train_subset or 'random'}{rate} "
+                  f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it{patch}, batch {s.budget.batch})")
         return 0
+    opts = execution_options(args, protocol, methods)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    exe = Execution(args.device, not args.no_channels_last, not args.no_progress)
-    ran = []
+    exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
+                    compile=args.compile, profile=args.profile)
+    runnable = []
     for i, spec in enumerate(specs, 1):
-        cls = registry.method_class(spec.method)
-        if dataset_cls.task not in cls.tasks:
+        if dataset_cls.task not in registry.method_class(spec.method).tasks:
             print(f"[{i}/{len(specs)}] {spec.run_id}: skipped, {spec.method} does not support task {dataset_cls.task!r}")
-            continue
-        t0 = time.perf_counter()
-        state = run(spec, sweep, exe, args.force)
-        print(f"[{i}/{len(specs)}] {spec.run_id}: {state} ({time.perf_counter() - t0:.1f} s)", flush=True)
-        ran.append(spec.run_id)
-    rows = load_rows(sweep, ran)
-    if not rows.empty:
-        print(f"\nDice (%), {protocol.name} protocol, {dataset_cls.name}, budget {budget}, test split, "
-              f"mean over cases{' and seeds' if len({s.seed for s in specs}) > 1 else ''}; "
-              f"empty policy '{rows.empty_policy.iloc[0]}'; ET without post-processing:")
-        print(format_table(dice_summary(rows)))
-    print(f"\nresults: {sweep}")
+        else:
+            runnable.append(spec)
+    todo, left = plan(runnable, sweep, opts)
+    for run_id, state in left.items():
+        print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
+            state.state, f"already {state.state} as job {state.job_id}"))
+    if not execute(todo, sweep, exe, opts, lambda line: print(line, flush=True)):
+        print(f"\n{len(todo)} runs queued; `python bench.py status {sweep}` shows their states, "
+              f"`python bench.py collect {sweep}` gathers the results")
+        return 1 if any(state.state == "failed" for state in left.values()) else 0
+    return report(sweep, [s.run_id for s in runnable])
+
+
+def resolve_amp(amp: str, device: str) -> str:
+    """``--amp auto``: bf16 on a CUDA device that supports it, else off."""
+    if amp != "auto":
+        return amp
+    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "off"
+
+
+def execution_options(args: argparse.Namespace, protocol: Protocol, methods: list[str]) -> Options:
+    """Executor options with each method's resources (file < its method block < protocol < flags), checked
+    before anything is written; refuses a SLURM submission from a dirty git tree unless --allow-dirty."""
+    file = load_resources(args.resources, registry.method_names()) if args.resources else None
+    flags = parse_resource_flags(args.resource)
+    for m in methods:
+        resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
+    if args.jobs < 1 or args.array_parallelism < 1 or (args.max_array_size or 1) < 1:
+        raise UsageError("--jobs, --array-parallelism and --max-array-size must be positive")
+    if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(ROOT)["git_dirty"]:
+        raise UsageError(f"{ROOT} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
+                         "commit them or pass --allow-dirty (meta.json records the dirty flag)")
+    return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
+                   args.rerun_failed, args.threads,
+                   lambda m: resolve_resources(m, file, protocol.data.get("slurm", {}), flags))
+
+
+def sweep_command(name: str, argv: list[str]) -> int:
+    """``status``, ``collect`` or ``cancel`` of a sweep folder, from any process."""
+    p = argparse.ArgumentParser(prog=f"bench.py {name}", description={
+        "status": "Each run's state (pending, running, done, failed, stopped) with its log.",
+        "collect": "The table of the finished runs; their rows into <sweep>/collected.parquet.",
+        "cancel": "Cancel the sweep's queued and running jobs."}[name])
+    p.add_argument("sweep", type=Path, help="sweep folder (results/<protocol>_<dataset>_<budget>)")
+    folder = p.parse_args(argv).sweep
+    if name == "status":
+        runs = states(folder)
+        print(status_text(runs) + f"\n\n{len(runs)} runs: " + summary(runs).splitlines()[0])
+        return 1 if any(r.state == "failed" for r in runs) else 0
+    if name == "collect":
+        return report(folder, write=True)
+    cancelled = cancel(folder)
+    print(f"cancelled {len(cancelled)} jobs" + (f": {' '.join(cancelled)}" if cancelled else ""))
     return 0
