@@ -256,7 +256,7 @@ def dao_table(rows: pd.DataFrame, store: Store, subset: str = "T1", et_region: s
                  [("DAO loss", l) for l in losses], out, sorted(d.run_id.unique()))
 
 
-CLASSIFICATION_SCORES = (("accuracy", "Accuracy (%)", 100.0), ("f1_micro", "F1-micro (%)", 100.0), ("auc_macro_ovr", "AUC", 1.0))
+CLASSIFICATION_SCORES = (("accuracy", "Accuracy (%)", 100.0), ("f1_micro", "F1-micro (%)", 100.0), ("auc_macro_ovr", "AUC (%)", 100.0))
 
 
 def classification_table(rows: pd.DataFrame, store: Store) -> Table:

@@ -198,7 +198,7 @@ def test_classification_table_per_missing_rate(tmp_path):
     assert main([str(tmp_path / "s"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
     table = pd.read_csv(tmp_path / "t" / "classification_cls_avmnist_smoke.csv", header=[0, 1], index_col=0)
     assert list(table.index) == [0.2, 0.5]
-    assert list(dict.fromkeys(table.columns.get_level_values(0))) == ["Accuracy (%)", "F1-micro (%)", "AUC"]
+    assert list(dict.fromkeys(table.columns.get_level_values(0))) == ["Accuracy (%)", "F1-micro (%)", "AUC (%)"]
     rows = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "s").rglob("rows.parquet")))
     acc = rows[rows.method == "smil"].groupby(["seed", "missing_rate"]).value.mean().groupby("missing_rate").mean() * 100
     assert table[("Accuracy (%)", "smil")].to_numpy() == pytest.approx(acc.to_numpy(), abs=1e-3)
