@@ -38,7 +38,7 @@ from missbench.runner import build, classification_data, open_run_dir
 from missbench.spec import Execution, RunSpec
 from missbench.store import DONE, is_done, write_atomic, write_json, write_rows
 from missbench.subsets import Subset
-from missbench.train import _batch_sources, make_optimizer
+from missbench.train import batch_sources, make_optimizer
 
 #: GPU memory (MiB) held by other processes above which a GPU counts as shared.
 SHARED_GPU_MIB = 256.0
@@ -95,7 +95,7 @@ def time_training(method: Method, spec: RunSpec, dataset: object, cfg: Any, exe:
     """Seconds of each timed training iteration after the warm-up (batches sampled outside the timed region)."""
     data = classification_data(dataset, spec) if isinstance(dataset, ClassificationDataset) else None
     train_data = data.samples["train"] if data else [dataset.load(c) for c in dataset.case_ids("train")]
-    sample, _ = _batch_sources(method, train_data, spec, None, data.masks["train"] if data else None,
+    sample, _ = batch_sources(method, train_data, spec, None, data.masks["train"] if data else None,
                                np.random.default_rng(spec.derived_seed), exe)
     gen = torch.Generator().manual_seed(spec.derived_seed)
     optimizer = make_optimizer(method, cfg)

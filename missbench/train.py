@@ -208,7 +208,7 @@ def train(
     stages_done = state.get("stages_done", 0)
     stage_steps = method.stage_steps(budget.iterations)
     fixed = parse_subset(spec.train_subset, method.modalities).mask if spec.train_subset else None
-    sample, stage_batches = _batch_sources(method, cases, spec, fixed, masks, rng, exe)
+    sample, stage_batches = batch_sources(method, cases, spec, fixed, masks, rng, exe)
     warmup = int(round(cfg.warmup_fraction * budget.iterations))
     m = method.n_modalities
     method.train()
@@ -316,7 +316,7 @@ def _restore_extra(method: Method, state: dict[str, Any], selection: Selection |
 Batch = tuple[Inputs, torch.Tensor, torch.Tensor | None]
 
 
-def _batch_sources(
+def batch_sources(
     method: Method, data: list[Case] | Samples, spec: RunSpec, fixed: tuple[bool, ...] | None,
     masks: np.ndarray | None, rng: np.random.Generator, exe: Execution,
 ) -> tuple[Callable[[int], Batch], Callable[[], Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]]]:
