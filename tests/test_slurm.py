@@ -95,11 +95,11 @@ def test_a_failing_run_fails_its_job_alone_and_is_reported_with_its_log(sweeps):
     assert "JobState=FAILED" in job  # the task re-raised: SLURM sees the failure too
 
 
-def long_protocol(folder: Path) -> Path:
-    """Zero-fill trained for 150 iterations with no periodic checkpoint before the end."""
-    path = folder / "long.yaml"
+def long_protocol(folder: Path, iterations: int = 150) -> Path:
+    """Zero-fill trained for ``iterations`` iterations with no periodic checkpoint before the end."""
+    path = folder / f"long{iterations}.yaml"
     path.write_text(f"inherit: {registry.protocol_path('non_dedicated')}\nsubsets: [FLAIR, FLAIR+T1+T1c+T2]\n"
-                    "budgets:\n  long: {iterations: 150, patch: 16, batch: 1, checkpoint_every: 1000, log_every: 1,"
+                    f"budgets:\n  long: {{iterations: {iterations}, patch: 16, batch: 1, checkpoint_every: 100000, log_every: 1,"
                     " dataset: {size: 24, n_train: 3, n_val: 1, n_test: 2}}\n")
     return path
 
@@ -122,7 +122,8 @@ def test_a_preempted_run_checkpoints_requeues_and_ends_with_the_uninterrupted_nu
 
 
 def test_cancel_from_a_fresh_process_stops_the_queued_runs(sweeps):
-    args = ["--protocol", str(long_protocol(sweeps)), "--methods", "zero_fill", "--budget", "long", "--seeds", "0,1",
+    # Runs far longer than the test, so they cannot finish between submission and cancel on a quiet machine.
+    args = ["--protocol", str(long_protocol(sweeps, 50_000)), "--methods", "zero_fill", "--budget", "long", "--seeds", "0,1",
             "--no-progress", *SLURM, "--out", str(sweeps / "s")]
     assert bench(*args).returncode == 0
     out = bench("cancel", str(sweeps / "s"))
