@@ -55,14 +55,17 @@ def main() -> int:
         method.to(memory_format=torch.channels_last_3d)
         state = {k: v.clone() for k, v in method.state_dict().items()}
 
-        # Bare loop: pre-drawn batches, no sampling, no schedule, no checkpoints.
-        sampler = PatchSampler(cases, spec.budget.patch, np.random.default_rng(0))
-        gen = torch.Generator().manual_seed(0)
+        # Bare loop: pre-drawn batches, no sampling, no schedule, no checkpoints. The timed batches are
+        # the harness's own draws (same seeds, same order), so both loops do the same work even where
+        # it depends on the availability pattern (SMIL's meta step needs complete and incomplete samples).
         batches = []
-        for _ in range(args.iterations + 3):
-            x, y = sampler.sample(spec.budget.batch)
-            a = draw_available(cfg.dropout, spec.budget.batch, method.n_modalities, gen)
-            batches.append((exe.prepare(zero_missing(x, a)), y, a))
+        for seed, count in ((0, 3), (spec.derived_seed, args.iterations)):
+            sampler = PatchSampler(cases, spec.budget.patch, np.random.default_rng(seed))
+            gen = torch.Generator().manual_seed(seed)
+            for _ in range(count):
+                x, y = sampler.sample(spec.budget.batch)
+                a = draw_available(cfg.dropout, spec.budget.batch, method.n_modalities, gen)
+                batches.append((exe.prepare(zero_missing(x, a)), y, a))
         opt = make_optimizer(method, cfg)
         # A staged method (SMIL, UL4M4) fits its stages at the same iterations as in the harness.
         stages = method.stage_steps(args.iterations)
