@@ -64,7 +64,7 @@ from typing import Any
 
 import torch
 
-from missbench.method import Method, Output, TrainingDefaults
+from missbench.method import Method, Output
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, projected_encoders
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
@@ -90,11 +90,8 @@ class HeMIS(Method):
     output = "labels"
     defaults = {"backbone": "paper", "width": 8, "depth": 3, "l2": 1e-5, "features": 64}
     training = UHVED_TRAINING
-
-    @classmethod
-    def training_for(cls, task_name: str) -> TrainingDefaults:
-        """No paper trains it on classification: the avMNIST training the reference methods use (ShaSpec's)."""
-        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
+    #: No paper trains it on classification: the avMNIST training the reference methods use (ShaSpec's).
+    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
+from missbench.method import SHASPEC_TRAINING, Method, Output
 from missbench.nets import EncoderOutput
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, SharedEncoder, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
@@ -88,11 +88,8 @@ class ShaSpec(Method):
         "hidden": 64,
     }
     training = SHASPEC_TRAINING
-
-    @classmethod
-    def training_for(cls, task_name: str) -> TrainingDefaults:
-        """The BraTS training on segmentation, the avMNIST one on classification (paper §4.2)."""
-        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
+    #: The BraTS training on segmentation, the avMNIST one on classification (paper §4.2).
+    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)

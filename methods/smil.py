@@ -283,6 +283,8 @@ class SMIL(Method):
         "depth": 3,
     }
     training = SMIL_TRAINING
+    #: SMIL's Adam on classification; ShaSpec's training on segmentation, as the other common-backbone methods.
+    training_by_task = {"segmentation": SHASPEC_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -306,11 +308,6 @@ class SMIL(Method):
         self.register_buffer("frozen", torch.zeros(self.n_modalities, dtype=torch.bool))
         #: Modalities missing in some training batch so far (``freeze="missing"`` freezes their encoders).
         self.register_buffer("seen_missing", torch.zeros(self.n_modalities, dtype=torch.bool))
-
-    @classmethod
-    def training_for(cls, task_name: str) -> TrainingDefaults:
-        """SMIL's Adam on classification; ShaSpec's training on segmentation, as the other common-backbone methods."""
-        return SHASPEC_TRAINING if task_name == "segmentation" else cls.training
 
     # ---- stage: k-means priors, frozen encoders -------------------------------------------------
 

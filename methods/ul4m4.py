@@ -107,10 +107,7 @@ class UL4M4(Method):
     output = "regions"
     defaults = {"k": 64, "iterations": 50, "stage_fraction": 0.5, "head_width": 256, "heads": 4, "layers": 2, "width": 8, "depth": 3}
     training = SHASPEC_TRAINING
-
-    @classmethod
-    def training_for(cls, task_name: str) -> TrainingDefaults:
-        return CLASSIFICATION_TRAINING if task_name == "classification" else cls.training
+    training_by_task = {"classification": CLASSIFICATION_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from missbench.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
+from missbench.method import SHASPEC_TRAINING, Method, Output
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, encoders_for
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
@@ -31,10 +31,7 @@ class ZeroFill(Method):
     output = "regions"
     defaults = {"width": 8, "depth": 3, "hidden": 64}
     training = SHASPEC_TRAINING
-
-    @classmethod
-    def training_for(cls, task_name: str) -> TrainingDefaults:
-        return SHASPEC_AVMNIST_TRAINING if task_name == "classification" else cls.training
+    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
