@@ -213,23 +213,25 @@ def train(
     m = method.n_modalities
     method.train()
 
-    def extra() -> dict[str, Any]:
-        """What a checkpoint holds besides model, optimiser, step and the sampling RNGs."""
-        return {"torch_global_rng": torch.get_rng_state(), "stages_done": stages_done,
-                "frozen": [n for n, p in method.named_parameters() if not p.requires_grad],
-                "selection": selection.state() if selection is not None else None}
+    def checkpoint(**captured: Any) -> None:
+        """Write the current state to checkpoint.pt; ``captured`` replaces parts taken earlier (the iteration boundary)."""
+        _save_atomic({
+            "model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(), "torch_global_rng": torch.get_rng_state(),
+            "stages_done": stages_done, "frozen": [n for n, p in method.named_parameters() if not p.requires_grad],
+            "selection": selection.state() if selection is not None else None,
+        } | captured, ckpt_path)
 
     # The state at the start of the current iteration: parameters and optimiser change only in
-    # optimizer.step(), so until then they plus these RNG states and buffers are that state.
+    # optimizer.step(), so until then they plus these RNG states and buffers are that state (stages,
+    # frozen parameters and model selection change only between iterations).
     buffer_names = set(method.state_dict()) - {n for n, _ in method.named_parameters()}
     boundary: dict[str, Any] = {}
 
     def save_boundary() -> bool:
         if not boundary:
             return False
-        model = method.state_dict() | boundary["buffers"]
-        _save_atomic({"model": model, "optimizer": optimizer.state_dict(), "step": boundary["step"],
-                      "numpy_rng": boundary["numpy_rng"], "torch_rng": boundary["torch_rng"], **boundary["extra"]}, ckpt_path)
+        checkpoint(**{k: v for k, v in boundary.items() if k != "buffers"}, model=method.state_dict() | boundary["buffers"])
         log.info("saved the state at iteration %d on request", boundary["step"])
         return True
 
@@ -246,12 +248,12 @@ def train(
             method.train()
             stages_done += 1
             log.info("fit stage %d at iteration %d", stages_done - 1, step)
-            _save_atomic({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                          "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(), **extra()}, ckpt_path)
+            checkpoint()
         if step >= budget.iterations:
             break
         buffers = {k: v.clone() for k, v in method.state_dict().items() if k in buffer_names} if buffer_names else {}
-        boundary.update(step=step, numpy_rng=rng.bit_generator.state, torch_rng=gen.get_state(), buffers=buffers, extra=extra())
+        boundary.update(step=step, numpy_rng=rng.bit_generator.state, torch_rng=gen.get_state(),
+                        torch_global_rng=torch.get_rng_state(), buffers=buffers)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(cfg.schedule, step, budget.iterations, cfg.step_every, cfg.step_gamma)
         with timer.phase("data"):
@@ -289,10 +291,7 @@ def train(
                 selection.update(step, method)
         if step % budget.checkpoint_every == 0 or step == budget.iterations:
             with timer.phase("checkpoint"):
-                _save_atomic({
-                    "model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                    "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(), **extra(),
-                }, ckpt_path)
+                checkpoint()
     bar.close()
     _live_saver = None
     if selection is not None and selection.best_model is not None:
