@@ -70,13 +70,12 @@ from torch import nn
 from missbench.method import Method, Output, TrainingDefaults
 from missbench.nets.rfnet import (
     FusionDecoder,
-    PRMGenerator,
-    RegionAwareFusion,
     RFNetEncoder,
     SepDecoder,
     batch_dice_loss,
+    fuse_deepest,
     init_kaiming,
-    mask_modalities,
+    region_fusion_modules,
     softmax_weighted_ce,
 )
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
@@ -91,21 +90,14 @@ class CommonFusionDecoder(nn.Module):
 
     def __init__(self, skip_channels: list[int], bottleneck_channels: int, num_cls: int, n_modalities: int) -> None:
         super().__init__()
-        chans = [*skip_channels, bottleneck_channels]
-        top = len(chans) - 1
         self.decoder = UNetDecoder(1, skip_channels, bottleneck_channels, num_cls)
-        self.prms = nn.ModuleList(PRMGenerator(c, n_modalities, num_cls, with_decoder=k < top) for k, c in enumerate(chans))
-        self.rfms = nn.ModuleList(RegionAwareFusion(c, n_modalities, num_cls) for c in chans)
+        self.prms, self.rfms = region_fusion_modules([*skip_channels, bottleneck_channels], n_modalities, num_cls)
 
     def forward(self, levels: list[torch.Tensor], available: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        masked = [mask_modalities(x, available) for x in levels]
-        top = len(levels) - 1
-        prm = self.prms[top](masked[top])
-        prms = [prm]
-        d = self.rfms[top](masked[top], prm.detach())
+        masked, d, prms = fuse_deepest(self.prms, self.rfms, levels, available)
         dec = self.decoder
         for i, (up, proj, block) in enumerate(zip(dec.ups, dec.projs, dec.blocks)):
-            k = top - 1 - i
+            k = len(levels) - 2 - i
             x = up(d)
             if x.shape[2:] != masked[k].shape[3:]:
                 x = F.interpolate(x, size=masked[k].shape[3:], mode="trilinear", align_corners=False)

@@ -185,6 +185,22 @@ class RegionAwareFusion(nn.Module):
         return torch.cat([self.region_fusion(torch.cat(regions, 1)), self.short_cut(masked.flatten(1, 2))], 1)
 
 
+def region_fusion_modules(chans: list[int], n_modalities: int, num_cls: int) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """One region-map generator (PRM; the deepest has no decoder input) and one RFM per scale."""
+    top = len(chans) - 1
+    return (nn.ModuleList(PRMGenerator(c, n_modalities, num_cls, with_decoder=k < top) for k, c in enumerate(chans)),
+            nn.ModuleList(RegionAwareFusion(c, n_modalities, num_cls) for c in chans))
+
+
+def fuse_deepest(prms: nn.ModuleList, rfms: nn.ModuleList, levels: list[torch.Tensor],
+                 available: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """Where every RFNet-style decoder starts: the masked levels, the fused deepest feature and its
+    region map (the list of maps the decoder extends scale by scale)."""
+    masked = [mask_modalities(x, available) for x in levels]
+    prm = prms[-1](masked[-1])
+    return masked, rfms[-1](masked[-1], prm.detach()), [prm]
+
+
 class FusionDecoder(_LevelBlocks):
     """The code's ``Decoder_fuse``: an RFM at every scale, each fed by its own region map.
 
@@ -197,19 +213,13 @@ class FusionDecoder(_LevelBlocks):
     def __init__(self, width: int, stages: int, num_cls: int, n_modalities: int) -> None:
         chans = stage_channels(width, stages)
         super().__init__(chans, prenorm=False)
-        top = len(chans) - 1
-        self.prms = nn.ModuleList(PRMGenerator(c, n_modalities, num_cls, with_decoder=k < top) for k, c in enumerate(chans))
-        self.rfms = nn.ModuleList(RegionAwareFusion(c, n_modalities, num_cls) for c in chans)
+        self.prms, self.rfms = region_fusion_modules(chans, n_modalities, num_cls)
         self.head = nn.Conv3d(chans[0], num_cls, 1)
 
     def forward(self, levels: list[torch.Tensor], available: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``levels``: per scale B x M x C x ..., highest resolution first. Returns (logits, region maps)."""
-        masked = [mask_modalities(x, available) for x in levels]
-        top = len(levels) - 1
-        prm = self.prms[top](masked[top])
-        prms = [prm]
-        d = self.rfms[top](masked[top], prm.detach())
-        for k in reversed(range(top)):
+        masked, d, prms = fuse_deepest(self.prms, self.rfms, levels, available)
+        for k in reversed(range(len(levels) - 1)):
             d = self.up_conv[k](upsample_to(d, masked[k][:, 0]))
             prm = self.prms[k](masked[k], d)
             prms.append(prm)
