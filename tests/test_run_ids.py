@@ -1,0 +1,37 @@
+"""Run ids are the store's keys: a refactor must not change the id of any spec a shipped protocol expands to.
+
+tests/data/run_ids.json pins, per protocol x budget x method (on the protocol's own data set), the
+number of runs, the first and last id and a hash of the whole list. A deliberate change to a protocol
+file changes its entries; regenerate them then and say why in the commit.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from missbench import registry
+from missbench.protocol import load_protocol
+
+PINNED = json.loads((Path(__file__).parent / "data" / "run_ids.json").read_text())
+
+
+def expanded_ids() -> dict[str, dict]:
+    out = {}
+    for name in registry.protocol_names():
+        proto = load_protocol(registry.protocol_path(name))
+        ds = registry.dataset_class(proto.dataset)
+        for budget in proto.data["budgets"]:
+            for method in registry.method_names():
+                if ds.task not in registry.method_class(method).tasks:
+                    continue
+                ids = [s.run_id for s in proto.expand([method], ds, {}, budget)]
+                out[f"{name}/{budget}/{method}"] = {"n": len(ids), "first": ids[0], "last": ids[-1],
+                                                     "sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]}
+    return out
+
+
+def test_run_ids_of_every_shipped_protocol_are_unchanged():
+    current = expanded_ids()
+    assert sorted(current) == sorted(PINNED)
+    changed = [key for key in PINNED if current[key] != PINNED[key]]
+    assert not changed, f"run ids changed for {changed[:5]} ({len(changed)} of {len(PINNED)})"
