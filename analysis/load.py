@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from missbench.store import DONE
-from missbench.subsets import Subset, all_subsets
+from missbench.store.run_folder import DONE
+from missbench.core.subsets import Subset, all_subsets
 
 #: How deep below the given folder run folders are looked for (results/ -> sweep -> run).
 MAX_DEPTH = 3
@@ -72,7 +72,7 @@ def modality_order(labels: list[str], codes: list[int]) -> tuple[str, ...]:
 
 
 def canonical_subsets(rows: pd.DataFrame) -> list[Subset]:
-    """The evaluation subsets present in ``rows``, in the canonical order of missbench.subsets."""
+    """The evaluation subsets present in ``rows``, in the canonical order of missbench.core.subsets."""
     pairs = rows[["eval_subset", "eval_code"]].drop_duplicates()
     mods = modality_order(list(pairs.eval_subset), [int(c) for c in pairs.eval_code])
     present = set(pairs.eval_subset)

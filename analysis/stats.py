@@ -1,6 +1,6 @@
 """Statistics for the tables and figures: Holm correction, paired Wilcoxon tests against the best
 other method, patient-level bootstrap CIs of the Avg row, Friedman + Nemenyi critical difference
-(harness.md §5.2; Demsar, JMLR 2006). Classification scores are missbench.metrics.classification_scores."""
+(harness.md §5.2; Demsar, JMLR 2006). Classification scores are missbench.core.metrics.classification_scores."""
 
 from __future__ import annotations
 

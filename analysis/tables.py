@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.load import Store, canonical_subsets, natural_key, resolved_params
 from analysis.render import Cell, Row, Table, fmt, mean_std_text, presence_labels
 from analysis.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_mean_ci, compare_with_best_other
-from missbench.metrics import classification_scores
+from missbench.core.metrics import classification_scores
 
 REGIONS = ("ET", "TC", "WT")
 #: Significance level of the marked Wilcoxon tests (after Holm).

@@ -25,11 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from missbench import cache, registry  # noqa: E402
+from missbench.realdata import cache  # noqa: E402
+from missbench.experiment import registry  # noqa: E402
 from missbench.cli import _key_values  # noqa: E402
-from missbench.dataset import Case  # noqa: E402
-from missbench.protocol import load_protocol  # noqa: E402
-from missbench.train import PatchSampler  # noqa: E402
+from missbench.core.dataset import Case  # noqa: E402
+from missbench.experiment.protocol import load_protocol  # noqa: E402
+from missbench.engine.train import PatchSampler  # noqa: E402
 
 #: D x H x W of a typical RFNet crop of a BraTS2018 case (axes as the cache stores them).
 CROP = (146, 169, 134)

@@ -24,13 +24,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from missbench import registry  # noqa: E402
-from missbench.evaluate import evaluate  # noqa: E402
-from missbench.protocol import load_protocol  # noqa: E402
-from missbench.runner import build  # noqa: E402
-from missbench.spec import Execution, RunSpec  # noqa: E402
-from missbench.subsets import parse_subset  # noqa: E402
-from missbench.train import train  # noqa: E402
+from missbench.experiment import registry  # noqa: E402
+from missbench.engine.evaluate import evaluate  # noqa: E402
+from missbench.experiment.protocol import load_protocol  # noqa: E402
+from missbench.engine.run import build  # noqa: E402
+from missbench.experiment.spec import Execution, RunSpec  # noqa: E402
+from missbench.core.subsets import parse_subset  # noqa: E402
+from missbench.engine.train import train  # noqa: E402
 
 
 def rss_mib() -> float:

@@ -3,7 +3,7 @@
 
     python benchmarks/train_overhead.py --methods shaspec,zero_fill --iterations 40
 
-The harness path is `missbench.train.train` (patch sampling, modality dropping, zeroing, schedule,
+The harness path is `missbench.engine.train.train` (patch sampling, modality dropping, zeroing, schedule,
 progress bar off, checkpoints every 20 iterations); the bare loop trains the same initial model on
 pre-drawn batches with the same optimiser. Prints seconds per iteration and the ratio (target <= 1.05).
 """
@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from missbench import registry  # noqa: E402
-from missbench.dropout import draw_available, zero_missing  # noqa: E402
-from missbench.protocol import load_protocol  # noqa: E402
-from missbench.runner import build  # noqa: E402
-from missbench.spec import Execution  # noqa: E402
-from missbench.train import PatchSampler, batch_sources, make_optimizer, train  # noqa: E402
+from missbench.experiment import registry  # noqa: E402
+from missbench.core.availability import draw_available, zero_inputs  # noqa: E402
+from missbench.experiment.protocol import load_protocol  # noqa: E402
+from missbench.engine.run import build  # noqa: E402
+from missbench.experiment.spec import Execution  # noqa: E402
+from missbench.engine.train import PatchSampler, batch_sources, make_optimizer, train  # noqa: E402
 
 
 def restore(method: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -65,7 +65,7 @@ def main() -> int:
             for _ in range(count):
                 x, y = sampler.sample(spec.budget.batch)
                 a = draw_available(cfg.dropout, spec.budget.batch, method.n_modalities, gen)
-                batches.append((exe.prepare(zero_missing(x, a)), y, a))
+                batches.append((exe.prepare(zero_inputs(x, a)), y, a))
         opt = make_optimizer(method, cfg)
         # A staged method (SMIL, UL4M4) fits its stages at the same iterations as in the harness.
         stages = method.stage_steps(args.iterations)

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from missbench.audio import read_wav, smil_mfcc, standardise
-from missbench.dataset import ClassificationDataset, Samples
+from missbench.realdata.audio import read_wav, smil_mfcc, standardise
+from missbench.core.dataset import ClassificationDataset, Samples
 
 ENV = "MISSBENCH_AVMNIST_ROOT"
 DIGITS = [str(d) for d in range(10)]

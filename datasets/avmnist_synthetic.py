@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from missbench.audio import SR, smil_mfcc, standardise
-from missbench.dataset import ClassificationDataset, Samples
+from missbench.realdata.audio import SR, smil_mfcc, standardise
+from missbench.core.dataset import ClassificationDataset, Samples
 
 N_CLASSES = 10
 #: The digit templates' seed: the "words" are part of the data set's definition, not of a run.

@@ -37,9 +37,9 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 
-from missbench import cache
-from missbench.dataset import Case, Dataset
-from missbench.splits import SplitError, read_split
+from missbench.realdata import cache
+from missbench.core.dataset import Case, Dataset
+from missbench.realdata.splits import SplitError, read_split
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 #: File suffix of each modality (and of the label map) in the official layout.

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import ndimage
 
-from missbench.dataset import Case, Dataset
+from missbench.core.dataset import Case, Dataset
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 

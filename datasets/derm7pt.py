@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from missbench.dataset import ClassificationDataset, Samples
+from missbench.core.dataset import ClassificationDataset, Samples
 
 ENV = "MISSBENCH_DERM7PT_ROOT"
 CRITERIA = ("pigment_network", "streaks", "pigmentation", "regression_structures", "dots_and_globules",

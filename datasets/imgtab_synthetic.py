@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from missbench.dataset import ClassificationDataset, Samples
+from missbench.core.dataset import ClassificationDataset, Samples
 
 N_FEATURES = 12
 

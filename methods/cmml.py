@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output, TrainingDefaults
 from missbench.nets.classification import ClassifierHead, encoders_for
 
 #: Adam 1e-3, constant, uniform-subset dropping (see the module docstring: the paper's are unknown).

@@ -64,7 +64,7 @@ from typing import Any
 
 import torch
 
-from missbench.method import Method, Output
+from missbench.core.method import Method, Output
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, projected_encoders
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from missbench.method import SHASPEC_TRAINING, Method, Output
+from missbench.core.method import SHASPEC_TRAINING, Method, Output
 from missbench.nets import EncoderOutput
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, fill_missing_with_mean, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder

@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output, TrainingDefaults
 from missbench.nets.mmformer import (
     DecoderFuse,
     DecoderSep,
@@ -93,7 +93,7 @@ from missbench.nets.mmformer import (
 )
 from missbench.nets.rfnet import batch_dice_loss, mask_modalities, softmax_weighted_ce
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
-from missbench.tasks.segmentation import labels_onehot
+from missbench.core.tasks.segmentation import labels_onehot
 
 #: The code's modality prefixes (flair_encoder, t1ce_pos, ...) and the data set names they stand for.
 OFFICIAL_MODALITIES = {"flair": "flair", "t1ce": "t1c", "t1": "t1", "t2": "t2"}

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output, TrainingDefaults
 from missbench.nets.rfnet import (
     FusionDecoder,
     RFNetEncoder,
@@ -79,7 +79,7 @@ from missbench.nets.rfnet import (
     softmax_weighted_ce,
 )
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
-from missbench.tasks.segmentation import labels_onehot
+from missbench.core.tasks.segmentation import labels_onehot
 
 #: region_fusion_start_epoch / num_epochs in the official job.sh.
 FUSION_START = 20 / 300

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import SHASPEC_TRAINING, Method, Output
+from missbench.core.method import SHASPEC_TRAINING, Method, Output
 from missbench.nets import EncoderOutput
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, SharedEncoder, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder

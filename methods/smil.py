@@ -87,8 +87,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from missbench.imputation import partial_kmeans
-from missbench.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
+from missbench.nets.imputation import partial_kmeans
+from missbench.core.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
 from missbench.nets import EncoderOutput
 from missbench.nets.classification import ClassifierHead, encoders_for, fill_missing_with_mean
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder

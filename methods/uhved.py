@@ -83,7 +83,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from missbench.method import Method, Output
+from missbench.core.method import Method, Output
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, encoders_for
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
 from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2

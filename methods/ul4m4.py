@@ -69,8 +69,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from missbench.imputation import EmbeddingImputer
-from missbench.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
+from missbench.nets.imputation import EmbeddingImputer
+from missbench.core.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
 from missbench.nets import EncoderOutput
 from missbench.nets.classification import encoders_for, fill_missing_with_mean
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from missbench.method import SHASPEC_TRAINING, Method, Output
+from missbench.core.method import SHASPEC_TRAINING, Method, Output
 from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, encoders_for
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 

@@ -38,7 +38,7 @@ def format_table(table: pd.DataFrame, scale: float = 100.0, digits: int = 1) -> 
     return "\n\n".join(blocks)
 
 
-#: Classification table columns: the keys of `missbench.metrics.classification_scores`, in this order.
+#: Classification table columns: the keys of `missbench.core.metrics.classification_scores`, in this order.
 CLASSIFICATION_METRICS = ("accuracy", "f1_micro", "f1_macro", "auc_macro_ovr")
 
 
@@ -50,7 +50,7 @@ def classification_summary(rows: pd.DataFrame, metrics: tuple[str, ...] = CLASSI
     availability), or both, in canonical order (rates ascending, subsets by size, then modality
     order); "Avg" is the unweighted mean over conditions. Columns are (metric, variant), as `dice_summary`'s (region, variant).
     """
-    from missbench.metrics import classification_scores
+    from missbench.core.metrics import classification_scores
 
     d = rows[rows.metric == "correct"].copy()
     rated = d.missing_rate.notna().any() if "missing_rate" in d else False
@@ -59,7 +59,7 @@ def classification_summary(rows: pd.DataFrame, metrics: tuple[str, ...] = CLASSI
         rate = d.missing_rate.map(lambda r: f"r={r:g}")
         labels = rate if (d.condition == "masks").all() or d.condition.nunique() == 1 else rate + " " + labels
     d["_row"] = labels
-    # Canonical order: rate, then subsets by size and modality order (as missbench.subsets.all_subsets).
+    # Canonical order: rate, then subsets by size and modality order (as missbench.core.subsets.all_subsets).
     def bits(code: int) -> tuple[int, ...]:
         return tuple(i for i in range(int(code).bit_length()) if int(code) >> i & 1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from missbench.tasks import get_task
+from missbench.core.tasks import get_task
 
 MODS = ("FLAIR", "T1", "T1c", "T2")
 
@@ -52,8 +52,8 @@ def toy_losses(model: torch.nn.Module, steps: int = 60, size: int = 16) -> list[
 
 def assert_shared_encoding_matches(model: torch.nn.Module, **tolerance: float) -> None:
     """Encoding once and decoding per subset gives what one full pass per subset gives, for all 15 subsets."""
-    from missbench.evaluate import subset_predictor
-    from missbench.subsets import all_subsets
+    from missbench.engine.evaluate import subset_predictor
+    from missbench.core.subsets import all_subsets
 
     x, _ = tiny_batch()
     subsets = all_subsets(MODS)
@@ -68,24 +68,24 @@ def assert_shared_encoding_matches(model: torch.nn.Module, **tolerance: float) -
 def assert_every_pattern_ignores_missing(model: torch.nn.Module, out_channels: int, unzeroed: bool = False) -> None:
     """A forward with each of the 15 availability patterns has the right shape, and changing a missing
     modality's input changes nothing: after the harness zeroes it, or, with ``unzeroed``, even without."""
-    from missbench.dropout import zero_missing
-    from missbench.subsets import all_subsets
+    from missbench.core.availability import zero_inputs
+    from missbench.core.subsets import all_subsets
 
     x, _ = tiny_batch()
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask] * x.shape[0])
         other = x + 3 * (~available)[:, :, None, None, None]
         with torch.no_grad():
-            a = model(zero_missing(x, available), available).logits
-            b = model(other if unzeroed else zero_missing(other, available), available).logits
+            a = model(zero_inputs(x, available), available).logits
+            b = model(other if unzeroed else zero_inputs(other, available), available).logits
         assert a.shape == (x.shape[0], out_channels, *x.shape[2:])
         torch.testing.assert_close(a, b)
 
 
 def smoke_spec(method: str):
     """The non-dedicated protocol's run spec for ``method`` at the smoke budget (4 iterations, checkpoint every 2)."""
-    from missbench import registry
-    from missbench.protocol import load_protocol
+    from missbench.experiment import registry
+    from missbench.experiment.protocol import load_protocol
 
     proto = load_protocol(registry.protocol_path("non_dedicated"))
     return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
@@ -96,9 +96,9 @@ def run_killed_then_resumed(spec, tmp_path, monkeypatch):
     iteration 2 (checking what the kill left), then rerun it. Returns the two run folders."""
     import pytest
 
-    from missbench.runner import run
-    from missbench.spec import Execution
-    from missbench.train import PatchSampler
+    from missbench.engine.run import run
+    from missbench.experiment.spec import Execution
+    from missbench.engine.train import PatchSampler
 
     exe = Execution(progress=False)
     assert run(spec, tmp_path / "a", exe) == "done"
@@ -144,8 +144,8 @@ def tiny_classification_batch(task, batch: int = 8, seed: int = 0) -> tuple[list
 def assert_classification_ignores_missing(model: torch.nn.Module, task, unzeroed: bool = False) -> None:
     """For every non-empty availability pattern the logits are B x n_classes, and changing a missing
     modality's input changes nothing: after the harness zeroes it, or, with ``unzeroed``, even without."""
-    from missbench.inputs import zero_inputs
-    from missbench.subsets import all_subsets
+    from missbench.core.availability import zero_inputs
+    from missbench.core.subsets import all_subsets
 
     x, _ = tiny_classification_batch(task)
     b = x[0].shape[0]
@@ -161,7 +161,7 @@ def assert_classification_ignores_missing(model: torch.nn.Module, task, unzeroed
 
 def classification_toy_losses(model: torch.nn.Module, task, steps: int = 40, batch: int = 16) -> list[float]:
     """Total loss per step of Adam (3e-3) on `tiny_classification_batch`, about a third of the slots missing."""
-    from missbench.inputs import zero_inputs
+    from missbench.core.availability import zero_inputs
 
     model.train()
     x, y = tiny_classification_batch(task, batch)
@@ -183,7 +183,7 @@ def assert_protocol_error(tmp_path, text: str, message: str) -> None:
     """Loading a protocol file holding ``text`` fails with ``message`` and names the file."""
     import re
 
-    from missbench.protocol import ProtocolError, load_protocol
+    from missbench.experiment.protocol import ProtocolError, load_protocol
 
     path = tmp_path / "bad.yaml"
     path.write_text(text)

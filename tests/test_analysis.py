@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.make_tables import main  # noqa: E402
-from missbench.store import DONE  # noqa: E402
-from missbench.subsets import all_subsets  # noqa: E402
+from missbench.store.run_folder import DONE  # noqa: E402
+from missbench.core.subsets import all_subsets  # noqa: E402
 
 MODS = ("FLAIR", "T1", "T1c", "T2")
 LABELS = [s.label for s in all_subsets(MODS)]

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from scipy.io import wavfile
 
-from missbench import registry
+from missbench.experiment import registry
 
 AV = registry.dataset_class("avmnist")
 SMALL = {"per_class_train": 3, "n_val": 1, "per_class_test": 2}

@@ -4,8 +4,8 @@ but weaker than the pair (so missing audio costs accuracy)."""
 import numpy as np
 import pytest
 
-from missbench import registry
-from missbench.audio import mfcc, smil_mfcc
+from missbench.experiment import registry
+from missbench.realdata.audio import mfcc, smil_mfcc
 
 AVS = registry.dataset_class("avmnist_synthetic")
 

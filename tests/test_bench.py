@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import run_killed_then_resumed, smoke_spec
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
-from missbench.protocol import load_protocol
-from missbench.store import load_rows
+from missbench.experiment.protocol import load_protocol
+from missbench.store.run_folder import load_rows
 
 ROOT = registry.ROOT
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]

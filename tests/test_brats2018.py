@@ -9,13 +9,13 @@ import pytest
 import torch
 from brats_files import write_case, write_lists, write_set
 
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
-from missbench.metrics import BRATS_MAX_HD95, EMPTY_POLICIES, dice_and_hd95
-from missbench.prepare import prepare
-from missbench.protocol import ProtocolError, load_protocol
-from missbench.store import load_rows
-from missbench.tasks.segmentation import gaussian_weights, sliding_window
+from missbench.core.metrics import BRATS_MAX_HD95, EMPTY_POLICIES, dice_and_hd95
+from missbench.realdata.prepare import prepare
+from missbench.experiment.protocol import ProtocolError, load_protocol
+from missbench.store.run_folder import load_rows
+from missbench.core.tasks.segmentation import gaussian_weights, sliding_window
 
 Brats = registry.dataset_class("brats2018")
 

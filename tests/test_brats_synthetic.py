@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from missbench.dataset import Case, Dataset
-from missbench.registry import load_plugin
+from missbench.core.dataset import Case, Dataset
+from missbench.experiment.registry import load_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 32

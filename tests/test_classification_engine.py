@@ -9,18 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
-from missbench.evaluate import subset_predictor
-from missbench.method import Method, Output, TrainingDefaults
-from missbench.metrics import classification_scores
-from missbench.protocol import load_protocol
-from missbench.runner import run
-from missbench.spec import Execution
-from missbench.store import load_rows
-from missbench.subsets import all_subsets
-from missbench.tasks import get_task
-from missbench.train import SampleSampler
+from missbench.engine.evaluate import subset_predictor
+from missbench.core.method import Method, Output, TrainingDefaults
+from missbench.core.metrics import classification_scores
+from missbench.experiment.protocol import load_protocol
+from missbench.engine.run import run
+from missbench.experiment.spec import Execution
+from missbench.store.run_folder import load_rows
+from missbench.core.subsets import all_subsets
+from missbench.core.tasks import get_task
+from missbench.engine.train import SampleSampler
 
 TASK = dict(n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
 
@@ -92,7 +92,7 @@ def test_task_contract():
 
 
 def test_sampler_walks_epochs_without_state():
-    from missbench.dataset import Samples
+    from missbench.core.dataset import Samples
 
     s = Samples([str(i) for i in range(10)], [np.zeros((10, 2), np.float32)], np.arange(10) % 3)
     sampler = SampleSampler(s, seed=1)

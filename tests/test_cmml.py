@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import assert_classification_ignores_missing, classification_task, classification_toy_losses, tiny_classification_batch
-from missbench.inputs import zero_inputs
-from missbench.method import count_parameters
-from missbench.registry import method_class
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
+from missbench.experiment.registry import method_class
 
 CMML = method_class("cmml")
 module = sys.modules[CMML.__module__]
@@ -30,7 +30,7 @@ def test_parameter_count_at_avmnist_sizes_and_declared_as_a_reconstruction():
     assert "reconstruction" in CMML.citation and "RECONSTRUCTION" in sys.modules[CMML.__module__].__doc__
     assert CMML.tasks == ("classification",)
     with pytest.raises(ValueError, match="does not support task 'segmentation'"):
-        from missbench.tasks import get_task
+        from missbench.core.tasks import get_task
         CMML(get_task("segmentation"), ("FLAIR", "T1", "T1c", "T2"))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from missbench import registry
+from missbench.experiment import registry
 
 D7 = registry.dataset_class("derm7pt")
 COLUMNS = ["case_num", "diagnosis", "seven_point_score", "pigment_network", "streaks", "pigmentation",

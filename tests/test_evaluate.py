@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from conftest import MODS, assert_shared_encoding_matches
-from missbench.metrics import dice_and_hd95, score_case
-from missbench.registry import method_class
-from missbench.tasks.segmentation import labels_from_regions, regions_from_labels, sliding_window, window_starts
+from missbench.core.metrics import dice_and_hd95, score_case
+from missbench.experiment.registry import method_class
+from missbench.core.tasks.segmentation import labels_from_regions, regions_from_labels, sliding_window, window_starts
 
 
 def test_shared_encoding_equals_one_pass_per_subset(task):

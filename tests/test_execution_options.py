@@ -7,9 +7,9 @@ import pytest
 
 from conftest import smoke_spec
 from missbench.cli import main, resolve_amp
-from missbench.profile import PhaseTimer
-from missbench.runner import run
-from missbench.spec import Execution
+from missbench.engine.profile import PhaseTimer
+from missbench.engine.run import run
+from missbench.experiment.spec import Execution
 
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 

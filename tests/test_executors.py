@@ -14,17 +14,17 @@ import pytest
 import torch
 
 from conftest import smoke_spec
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
 from missbench.executors import Options, plan
-from missbench.executors.resources import (DEFAULTS, ResourceError, load_file, parse_flags, resolve,
+from missbench.experiment.resources import (DEFAULTS, ResourceError, load_file, parse_flags, resolve,
                                            slurm_parameters, time_minutes)
 from missbench.executors.task import RunTask
-from missbench.protocol import ProtocolError, load_protocol
-from missbench.spec import Execution
-from missbench.store import load_rows
-from missbench.sweep import record_jobs, states
-from missbench.train import PatchSampler
+from missbench.experiment.protocol import ProtocolError, load_protocol
+from missbench.experiment.spec import Execution
+from missbench.store.run_folder import load_rows
+from missbench.store.sweep import record_jobs, states
+from missbench.engine.train import PatchSampler
 
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress", "--threads", "1"]
 #: ShaSpec with a NaN DAO weight passes every check up front and fails at its first training step.
@@ -94,7 +94,7 @@ def test_protocol_slurm_block_is_checked(tmp_path):
 
 
 def test_slurm_refuses_a_dirty_tree_unless_allowed(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("missbench.provenance.git_state", lambda root: {"git_sha": "x", "git_dirty": True})
+    monkeypatch.setattr("missbench.store.provenance.git_state", lambda root: {"git_sha": "x", "git_dirty": True})
     assert main([*SMOKE, "--methods", "zero_fill", "--executor", "slurm", "--out", str(tmp_path / "s")]) == 2
     assert "--allow-dirty" in capsys.readouterr().err and not (tmp_path / "s").exists()
 
@@ -152,8 +152,8 @@ def fake_sweep(tmp_path, monkeypatch):
     (sweep / specs[1].run_id / "FAILED").write_text("Traceback ...\nValueError: boom\n")
     queue = {"999999_2": "RUNNING", "999999_3": "PENDING", "999999_4": "CANCELLED"}
     calls = []
-    monkeypatch.setattr("missbench.sweep._squeue", lambda: queue)
-    monkeypatch.setattr("missbench.sweep.subprocess", SimpleNamespace(run=lambda cmd, **kw: calls.append(cmd)))
+    monkeypatch.setattr("missbench.store.sweep._squeue", lambda: queue)
+    monkeypatch.setattr("missbench.store.sweep.subprocess", SimpleNamespace(run=lambda cmd, **kw: calls.append(cmd)))
     return sweep, specs, calls
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from brats_files import AFFINE, SHAPE, SPACING, write_set
 
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
-from missbench.export import et_postprocess
-from missbench.store import load_rows
+from missbench.realdata.export import et_postprocess
+from missbench.store.run_folder import load_rows
 
 
 @pytest.fixture(scope="module")

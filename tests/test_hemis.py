@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, tiny_batch, toy_losses
-from missbench.dropout import zero_missing
-from missbench.method import count_parameters
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
 from missbench.nets.uhemis import niftynet_l2
-from missbench.registry import method_class
+from missbench.experiment.registry import method_class
 
 HeMIS = method_class("hemis")
 hemis_moments = sys.modules[HeMIS.__module__].hemis_moments
@@ -40,8 +40,8 @@ def test_decoder_is_fed_the_moments_of_the_available_encodings(task):
     seen = {}
     handle = model.decoder.register_forward_pre_hook(lambda mod, args: seen.update(skips=args[0]))
     with torch.no_grad():
-        model(zero_missing(x, available), available)
-        feats = model.encode(zero_missing(x, available))
+        model(zero_inputs(x, available), available)
+        feats = model.encode(zero_inputs(x, available))
     handle.remove()
     assert [s.shape[1] for s in seen["skips"]] == [4, 8, 16, 32]  # [mean, var] of (2, 4, 8, 16) at width 4
     for k, fused in enumerate(seen["skips"]):
@@ -66,7 +66,7 @@ def test_loss_terms_are_ce_dice_and_the_code_l2(task):
     model = make(task)
     x, y = tiny_batch()
     available = torch.tensor([[True, False, False, True], [True, True, True, True]])
-    out = model(zero_missing(x, available), available, y)
+    out = model(zero_inputs(x, available), available, y)
     assert set(out.losses) == {"ce", "dice", "l2"}
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
     kernels = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv3d)]

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from missbench import registry
+from missbench.experiment import registry
 
 IT = registry.dataset_class("imgtab_synthetic")
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from missbench.imputation import (
+from missbench.nets.imputation import (
     EmbeddingImputer, complete, kmeans_plus_plus, modality_statistics, normalise, partial_distance, partial_kmeans,
 )
 

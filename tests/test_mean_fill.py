@@ -3,7 +3,7 @@ import sys
 import torch
 
 from conftest import MODS, assert_every_pattern_ignores_missing, toy_losses
-from missbench.registry import method_class
+from missbench.experiment.registry import method_class
 
 
 def test_missing_features_are_the_mean_of_the_available_ones():
@@ -28,8 +28,8 @@ def test_mean_fill_forward_invariance_and_learning(task):
 
 def test_mean_fill_on_classification_fills_feature_vectors():
     from conftest import assert_classification_ignores_missing, classification_task, classification_toy_losses
-    from missbench.method import count_parameters
-    from missbench.tasks import get_task
+    from missbench.core.method import count_parameters
+    from missbench.core.tasks import get_task
 
     avmnist = get_task("classification", n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
     assert count_parameters(method_class("mean_fill")(avmnist, ("image", "audio"))) == 27_150 + 61_772 + 21_194

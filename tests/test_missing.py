@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_protocol_error
-from missbench import registry
-from missbench.missing import missing_share, modality_rate_masks, slot_masks, split_masks
-from missbench.protocol import ProtocolError, load_protocol
+from missbench.experiment import registry
+from missbench.core.availability import missing_share, modality_rate_masks, slot_masks, split_masks
+from missbench.experiment.protocol import ProtocolError, load_protocol
 
 AVS = registry.dataset_class("avmnist_synthetic")
 

@@ -2,11 +2,11 @@ import pytest
 import torch
 
 from conftest import MODS, assert_shared_encoding_matches, tiny_batch
-from missbench.dropout import zero_missing
-from missbench.method import count_parameters
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
 from missbench.nets.mmformer import resize_positions
-from missbench.registry import method_class
-from missbench.subsets import all_subsets
+from missbench.experiment.registry import method_class
+from missbench.core.subsets import all_subsets
 
 MMFormer = method_class("mmformer")
 # Tiny sizes for speed; the mechanism (masking, token grid, both transformers, all decoders) is the paper's.
@@ -34,7 +34,7 @@ def test_forward_with_every_availability_pattern(task, backbone):
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask])
         with torch.no_grad():
-            out = model(zero_missing(x, available), available)
+            out = model(zero_inputs(x, available), available)
         assert out.logits.shape == (1, 4, 16, 16, 16) and torch.isfinite(out.logits).all()
         assert out.losses == {}
 
@@ -47,8 +47,8 @@ def test_missing_input_cannot_change_the_output(task, backbone):
     other = x.clone()
     other[~available] = torch.randn_like(other[~available]) * 5
     with torch.no_grad():
-        a = model(zero_missing(x, available), available).logits
-        b = model(zero_missing(other, available), available).logits
+        a = model(zero_inputs(x, available), available).logits
+        b = model(zero_inputs(other, available), available).logits
         # Masking is on features (the code's MaskModal): even an unzeroed missing input changes nothing.
         c = model(other, available).logits
     torch.testing.assert_close(a, b)
@@ -106,7 +106,7 @@ def test_loss_terms_and_auxiliary_masking(task, backbone):
     model = make(task, backbone).train()
     x, y = tiny_batch()
     available = torch.tensor([[True, False, False, False], [True, False, True, False]])
-    out = model(zero_missing(x, available), available, y)
+    out = model(zero_inputs(x, available), available, y)
     assert set(out.losses) == {"fuse_ce", "fuse_dice", "deep_ce", "deep_dice", "sep_ce", "sep_dice"}
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
     # The auxiliary decoder only sees the modalities present (FLAIR in both samples, T1c in one);
@@ -115,7 +115,7 @@ def test_loss_terms_and_auxiliary_masking(task, backbone):
         calls = []
         first = (lambda a: a[0][0]) if backbone == "paper" else (lambda a: a[0])
         handle = model.decoder_sep.register_forward_pre_hook(lambda mod, args: calls.append(first(args).shape[0]))
-        model(zero_missing(x, available), available, y)
+        model(zero_inputs(x, available), available, y)
         handle.remove()
         return calls
 
@@ -135,7 +135,7 @@ def test_loss_falls_on_a_toy_problem(task, backbone):
     available = torch.tensor([[True, True, False, True], [True, False, True, False]])
     totals, fused = [], []
     for _ in range(40):
-        terms = model(zero_missing(x, available), available, y).losses
+        terms = model(zero_inputs(x, available), available, y).losses
         loss = sum(terms.values())
         opt.zero_grad()
         loss.backward()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from missbench.method import count_parameters
+from missbench.core.method import count_parameters
 from missbench.nets.classification import (
     ClassifierHead, SharedEncoder, encoder_for, encoders_for, fill_missing_with_mean, projected_encoders,
 )

@@ -17,9 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import MODS, classification_task, tiny_batch, tiny_classification_batch  # noqa: E402
-from missbench import registry  # noqa: E402
-from missbench.inputs import zero_inputs  # noqa: E402
-from missbench.tasks import get_task  # noqa: E402
+from missbench.experiment import registry  # noqa: E402
+from missbench.core.availability import zero_inputs  # noqa: E402
+from missbench.core.tasks import get_task  # noqa: E402
 
 EXPECTED = Path(__file__).parent / "data" / "parity.json"
 #: Flat indices of the logits whose values are pinned besides the sums.

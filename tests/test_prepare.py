@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from brats_files import AFFINE, case_arrays, save, write_case, write_lists, write_set
 
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
 
 Brats = registry.dataset_class("brats2018")

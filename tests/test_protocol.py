@@ -2,9 +2,9 @@ import re
 
 import pytest
 
-from missbench import registry
-from missbench.protocol import ProtocolError, load_protocol
-from missbench.subsets import all_subsets
+from missbench.experiment import registry
+from missbench.experiment.protocol import ProtocolError, load_protocol
+from missbench.core.subsets import all_subsets
 
 BRATS = registry.dataset_class("brats_synthetic")
 

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from missbench import registry
+from missbench.experiment import registry
 
 
 def test_plugins_are_found_by_folder_without_shadowing_site_packages():

@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from conftest import MODS, assert_shared_encoding_matches, tiny_batch
-from missbench.dropout import zero_missing
-from missbench.method import count_parameters
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
 from missbench.nets.rfnet import RegionAwareFusion, RFNetEncoder, batch_dice_loss, mask_modalities, softmax_weighted_ce
-from missbench.registry import method_class
-from missbench.subsets import all_subsets
-from missbench.tasks.segmentation import labels_onehot
+from missbench.experiment.registry import method_class
+from missbench.core.subsets import all_subsets
+from missbench.core.tasks.segmentation import labels_onehot
 
 RFNet = method_class("rfnet")
 BACKBONES = [{"backbone": "paper", "width": 4}, {"backbone": "common", "width": 4, "depth": 2}]
@@ -36,7 +36,7 @@ def test_forward_with_every_availability_pattern(task, params):
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask])
         with torch.no_grad():
-            out = model(zero_missing(x, available), available)
+            out = model(zero_inputs(x, available), available)
         assert out.logits.shape == (1, 4, 16, 16, 16) and not out.losses
 
 
@@ -48,10 +48,10 @@ def test_missing_input_cannot_change_the_output(task, params):
     other = x.clone()
     other[~available] = torch.randn_like(other[~available]) * 5
     with torch.no_grad():
-        a = model(zero_missing(x, available), available).logits
-        b = model(zero_missing(other, available), available).logits
+        a = model(zero_inputs(x, available), available).logits
+        b = model(zero_inputs(other, available), available).logits
         # Features (not only inputs) are masked: a missing modality's features cannot leak either.
-        feats = model.encode(zero_missing(x, available))
+        feats = model.encode(zero_inputs(x, available))
         noisy = [[f + 3 * (m in (1, 3)) for f in fm] for m, fm in enumerate(feats)]  # modalities missing in sample 0
         c = model.decode(noisy, available).logits
     torch.testing.assert_close(a, b)
@@ -110,7 +110,7 @@ def test_loss_terms_fusion_start_and_separate_decoder_pairs(task):
     model = make(task)
     x, y = tiny_batch()
     available = torch.tensor([[True, False, True, False], [False, False, True, False]])
-    x = zero_missing(x, available)
+    x = zero_inputs(x, available)
     names = {"fuse_ce", "fuse_dice", "prm_ce", "prm_dice", "sep_ce", "sep_dice"}
     model.set_step(0, 150)  # the fused term is off for the first 20/300 of the budget
     out = model(x, available, y)

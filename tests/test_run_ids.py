@@ -9,8 +9,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from missbench import registry
-from missbench.protocol import load_protocol
+from missbench.experiment import registry
+from missbench.experiment.protocol import load_protocol
 
 PINNED = json.loads((Path(__file__).parent / "data" / "run_ids.json").read_text())
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from conftest import MODS, tiny_batch, toy_losses
-from missbench.dropout import zero_missing
-from missbench.method import count_parameters
-from missbench.registry import method_class
-from missbench.subsets import all_subsets
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
+from missbench.experiment.registry import method_class
+from missbench.core.subsets import all_subsets
 
 ShaSpec = method_class("shaspec")
 
@@ -32,7 +32,7 @@ def test_missing_modality_is_filled_from_available_shared_features(task, fill):
     model = make(task, fill=fill)
     x, _ = tiny_batch()
     available = torch.tensor([[True, False, True, False], [False, False, False, True]])
-    x = zero_missing(x, available)
+    x = zero_inputs(x, available)
     fused = fused_bottleneck(model, x, available)
     with torch.no_grad():
         shared = torch.stack([f[0].bottleneck for f in model.encode(x)], 1)
@@ -52,8 +52,8 @@ def test_missing_input_cannot_change_the_output(task):
     other = x.clone()
     other[~available] = torch.randn_like(other[~available]) * 5
     with torch.no_grad():
-        a = model(zero_missing(x, available), available).logits
-        b = model(zero_missing(other, available), available).logits
+        a = model(zero_inputs(x, available), available).logits
+        b = model(zero_inputs(other, available), available).logits
     torch.testing.assert_close(a, b)
 
 
@@ -73,15 +73,15 @@ def test_loss_terms_are_named_weighted_and_masked(task):
     torch.testing.assert_close(out.losses["dco"], 0.02 * ce)
     # One available modality: no pair to align (paper); the code's "all" still aligns the zero inputs.
     single = torch.tensor([[False, False, True, False]] * 2)
-    assert model(zero_missing(x, single), single, y).losses["dao"] == 0
-    assert make(task, aux_over="all")(zero_missing(x, single), single, y).losses["dao"] > 0
+    assert model(zero_inputs(x, single), single, y).losses["dao"] == 0
+    assert make(task, aux_over="all")(zero_inputs(x, single), single, y).losses["dao"] > 0
 
 
 @pytest.mark.parametrize("dao", ["l1", "kl", "mse", "ce"])
 def test_every_dao_variant_is_finite(task, dao):
     x, y = tiny_batch()
     available = torch.tensor([[True, True, False, True], [True, False, True, False]])
-    loss = make(task, dao=dao)(zero_missing(x, available), available, y).losses["dao"]
+    loss = make(task, dao=dao)(zero_inputs(x, available), available, y).losses["dao"]
     assert torch.isfinite(loss) and loss >= 0
 
 
@@ -104,7 +104,7 @@ def test_forward_with_every_availability_pattern(task):
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask])
         with torch.no_grad():
-            out = model(zero_missing(x, available), available)
+            out = model(zero_inputs(x, available), available)
         assert out.logits.shape == (1, 3, 16, 16, 16)
 
 
@@ -115,7 +115,7 @@ def test_official_backbone_has_the_code_parameter_count(task):
 
 # Classification (issue #4): the paper's avMNIST model.
 def test_classification_parameter_count_at_avmnist_sizes():
-    from missbench.tasks import get_task
+    from missbench.core.tasks import get_task
 
     task = get_task("classification", n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
     # specific 27,150 + 61,772, shared 27,150, proj 51,200, decoder 21,194, DCO 322 (the paper: "0.22M").

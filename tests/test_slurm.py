@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from missbench import registry
+from missbench.experiment import registry
 from missbench.cli import main
-from missbench.store import load_rows
-from missbench.sweep import cancel, states
+from missbench.store.run_folder import load_rows
+from missbench.store.sweep import cancel, states
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("sbatch") is None,

@@ -9,10 +9,10 @@ from conftest import (
     MODS, assert_classification_ignores_missing, assert_every_pattern_ignores_missing, assert_shared_encoding_matches,
     classification_task, tiny_batch, tiny_classification_batch, toy_losses,
 )
-from missbench.dropout import zero_missing
-from missbench.method import count_parameters
-from missbench.registry import method_class
-from missbench.tasks import get_task
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
+from missbench.experiment.registry import method_class
+from missbench.core.tasks import get_task
 
 SMIL = method_class("smil")
 smil_module = sys.modules[SMIL.__module__]
@@ -190,12 +190,12 @@ def test_segmentation_reconstructs_at_the_bottleneck():
     assert_every_pattern_ignores_missing(model, 3, unzeroed=True)
     x, y = tiny_batch()
     available = torch.tensor([[True, False, True, False], [True, True, True, True]])
-    fitted(model, zero_missing(x, available), available, y)
+    fitted(model, zero_inputs(x, available), available, y)
     assert model.frozen.all() and model.net.recon.centroids(1).abs().sum() > 0
     assert_every_pattern_ignores_missing(model.eval(), 3, unzeroed=True)
     assert_shared_encoding_matches(model)
     model.train().set_step(60, 100)
-    out = model(zero_missing(x, available), available, y)
+    out = model(zero_inputs(x, available), available, y)
     assert set(out.losses) == {"task", "outer_task", "fused_mse"} and out.logits.shape == (2, 3, 16, 16, 16)
 
 

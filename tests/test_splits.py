@@ -2,8 +2,8 @@
 
 import pytest
 
-from missbench.registry import ROOT
-from missbench.splits import SplitError, read_split, strip_grade
+from missbench.experiment.registry import ROOT
+from missbench.realdata.splits import SplitError, read_split, strip_grade
 
 # U-HVED's files sit beside the checkout in the development workspace (they cannot be shipped);
 # a fresh clone (CI) does not have them.

@@ -1,6 +1,6 @@
 import pytest
 
-from missbench.subsets import all_subsets, parse_subset
+from missbench.core.subsets import all_subsets, parse_subset
 
 MODS = ("FLAIR", "T1", "T1c", "T2")
 

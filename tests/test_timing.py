@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from missbench import registry
-from missbench.protocol import ProtocolError, load_protocol
-from missbench.store import load_rows
-from missbench.timing import shared_device
+from missbench.experiment import registry
+from missbench.experiment.protocol import ProtocolError, load_protocol
+from missbench.store.run_folder import load_rows
+from missbench.engine.timing import shared_device
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

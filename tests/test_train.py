@@ -2,8 +2,8 @@
 
 import torch
 
-from missbench.dropout import draw_available
-from missbench.train import lr_factor
+from missbench.core.availability import draw_available
+from missbench.engine.train import lr_factor
 
 
 def test_dropout_schemes_never_drop_everything():
@@ -26,8 +26,8 @@ def test_schedules():
 
 def test_forced_rerun_trains_from_scratch(tmp_path):
     from conftest import smoke_spec
-    from missbench.runner import run
-    from missbench.spec import Execution
+    from missbench.engine.run import run
+    from missbench.experiment.spec import Execution
 
     spec = smoke_spec("zero_fill")
     exe = Execution(progress=False)

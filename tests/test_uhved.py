@@ -9,9 +9,9 @@ from conftest import (
     MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, run_killed_then_resumed, smoke_spec, tiny_batch,
     toy_losses,
 )
-from missbench.dropout import zero_missing
-from missbench.method import count_parameters
-from missbench.registry import method_class
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
+from missbench.experiment.registry import method_class
 
 UHVED = method_class("uhved")
 module = sys.modules[UHVED.__module__]
@@ -106,7 +106,7 @@ def test_posterior_mean_at_evaluation_and_a_reparameterised_sample_in_training(t
     model = make(task)
     x, _ = tiny_batch()
     available = torch.tensor([[True, False, True, False], [False, False, False, True]])
-    x = zero_missing(x, available)
+    x = zero_inputs(x, available)
     with torch.no_grad():
         feats = model.encode(x)
     posts = [module.product_of_experts(torch.stack([f.mu[k] for f in feats], 1), torch.stack([f.logvar[k] for f in feats], 1), available)
@@ -155,7 +155,7 @@ def test_loss_terms_and_reconstruction_over_available_modalities(task):
     model = make(task)
     x, y = tiny_batch()
     available = torch.tensor([[True, False, False, True], [False, True, True, True]])
-    xz = zero_missing(x, available)
+    xz = zero_inputs(x, available)
     out = model(xz, available, y)
     assert set(out.losses) == {"ce", "dice", "kl", "recon", "l2"}
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())

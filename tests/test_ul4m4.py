@@ -7,10 +7,10 @@ from conftest import (
     MODS, assert_classification_ignores_missing, assert_every_pattern_ignores_missing, assert_shared_encoding_matches,
     classification_task, tiny_batch, tiny_classification_batch, toy_losses,
 )
-from missbench.dropout import zero_missing
-from missbench.inputs import zero_inputs
-from missbench.method import count_parameters
-from missbench.registry import method_class
+from missbench.core.availability import zero_inputs
+from missbench.core.availability import zero_inputs
+from missbench.core.method import count_parameters
+from missbench.experiment.registry import method_class
 
 UL4M4 = method_class("ul4m4")
 module = sys.modules[UL4M4.__module__]
@@ -151,7 +151,7 @@ def make_seg(task, fitted: bool = True):
         x, y = tiny_batch()
         available = torch.tensor([[True, False, True, False], [False, True, True, True]])
         model.eval()
-        model.fit_stage(0, lambda: iter([(zero_missing(x, available), available, y)]))
+        model.fit_stage(0, lambda: iter([(zero_inputs(x, available), available, y)]))
     return model.eval()
 
 
@@ -161,7 +161,7 @@ def test_segmentation_imputes_the_bottleneck_per_voxel(task):
     assert model.imputer.dims == [16] * 4 and int(model.imputer.centre_present.any(1).sum()) == 8
     x, _ = tiny_batch()
     available = torch.tensor([[True, False, False, False], [False, False, True, True]])
-    feats = model.encode(zero_missing(x, available))
+    feats = model.encode(zero_inputs(x, available))
     maps = torch.stack([f.bottleneck for f in feats], 1)
     filled = model._impute_bottleneck(maps, available)
     assert filled.shape == maps.shape

@@ -1,8 +1,8 @@
 import torch
 
 from conftest import MODS, tiny_batch, toy_losses
-from missbench.dropout import zero_missing
-from missbench.registry import method_class
+from missbench.core.availability import zero_inputs
+from missbench.experiment.registry import method_class
 
 
 def test_zero_fill_sees_only_available_inputs_and_learns(task):
@@ -14,16 +14,16 @@ def test_zero_fill_sees_only_available_inputs_and_learns(task):
     other = x + 5 * (~available)[:, :, None, None, None]
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(zero_missing(x, available), available).logits,
-                                   model(zero_missing(other, available), available).logits)
+        torch.testing.assert_close(model(zero_inputs(x, available), available).logits,
+                                   model(zero_inputs(other, available), available).logits)
     history = toy_losses(model)
     assert history[-1]["total"] < 0.6 * history[0]["total"]
 
 
 def test_zero_fill_on_classification_is_smils_fusion_model():
     from conftest import assert_classification_ignores_missing, classification_task, classification_toy_losses
-    from missbench.method import count_parameters
-    from missbench.tasks import get_task
+    from missbench.core.method import count_parameters
+    from missbench.core.tasks import get_task
 
     avmnist = get_task("classification", n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
     model = method_class("zero_fill")(avmnist, ("image", "audio"))

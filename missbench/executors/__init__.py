@@ -1,4 +1,4 @@
-"""Executors: where ``missbench.runner.run`` is called, never what it does (DESIGN invariant 4).
+"""Executors: where ``missbench.engine.run.run`` is called, never what it does (DESIGN invariant 4).
 
 ``inline`` calls it in this process (progress bars); ``local`` in submitit subprocesses, ``--jobs``
 at a time, one GPU each when there are GPUs; ``slurm`` as submitit array jobs, one array per
@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from missbench import registry
-from missbench.executors.resources import DEFAULTS, slurm_parameters, time_minutes
+from missbench.experiment import registry
+from missbench.experiment.resources import DEFAULTS, slurm_parameters, time_minutes
 from missbench.executors.task import RunTask
-from missbench.spec import Execution, RunSpec, canonical
-from missbench.sweep import SUBMITIT, RunState, SweepError, record_jobs, states
+from missbench.experiment.spec import Execution, RunSpec, canonical
+from missbench.store.sweep import SUBMITIT, RunState, SweepError, record_jobs, states
 
 EXECUTORS = ("inline", "local", "slurm")
 #: Array size when ``scontrol`` cannot tell the cluster's MaxArraySize.
@@ -45,7 +45,7 @@ class Options:
     force: bool = False
     rerun_failed: bool = False
     threads: int | None = None
-    #: Resolved resources of a method's runs (missbench.executors.resources.resolve).
+    #: Resolved resources of a method's runs (missbench.experiment.resources.resolve).
     resources: Callable[[str], dict[str, Any]] = field(default=lambda method: dict(DEFAULTS))
 
 

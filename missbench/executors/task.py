@@ -1,4 +1,4 @@
-"""The callable every executor runs: ``missbench.runner.run`` plus a FAILED marker and requeue support."""
+"""The callable every executor runs: ``missbench.engine.run.run`` plus a FAILED marker and requeue support."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import submitit
 import torch
 
-from missbench.runner import run
-from missbench.spec import Execution, RunSpec
-from missbench.store import write_atomic
-from missbench.sweep import FAILED
-from missbench.train import save_live_state
+from missbench.engine.run import run
+from missbench.experiment.spec import Execution, RunSpec
+from missbench.store.run_folder import write_atomic
+from missbench.store.sweep import FAILED
+from missbench.engine.train import save_live_state
 
 log = logging.getLogger("missbench")
 

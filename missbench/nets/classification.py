@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import TrainingDefaults
+from missbench.core.method import TrainingDefaults
 
 KINDS = ("image", "spectrogram", "tabular")
 

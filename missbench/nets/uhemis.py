@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.method import TrainingDefaults
+from missbench.core.method import TrainingDefaults
 
 #: NiftyNet's ``leaky_relu``: (0.5 + 0.01) x + (0.5 - 0.01) |x|, i.e. slope 0.02 below zero.
 LEAKY_SLOPE = 0.02

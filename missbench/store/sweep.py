@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 from submitit.core.utils import JobPaths
 
-from missbench.spec import RunSpec
-from missbench.store import DONE, load_rows, write_json, write_rows
+from missbench.experiment.spec import RunSpec
+from missbench.store.run_folder import DONE, load_rows, write_json, write_rows
 from missbench.tables import classification_summary, dice_summary, format_table
 
 JOBS = "jobs.json"

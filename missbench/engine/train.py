@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from missbench.dataset import Case, Samples
-from missbench.dropout import draw_available
-from missbench.evaluate import EVAL_BATCH
-from missbench.inputs import Inputs, zero_inputs
-from missbench.method import Method, TrainingDefaults
-from missbench.profile import PhaseTimer
-from missbench.spec import Execution, RunSpec
-from missbench.subsets import parse_subset
+from missbench.core.dataset import Case, Samples
+from missbench.core.availability import draw_available
+from missbench.engine.evaluate import EVAL_BATCH
+from missbench.core.availability import Inputs, zero_inputs
+from missbench.core.method import Method, TrainingDefaults
+from missbench.engine.profile import PhaseTimer
+from missbench.experiment.spec import Execution, RunSpec
+from missbench.core.subsets import parse_subset
 
 log = logging.getLogger("missbench")
 

@@ -58,7 +58,7 @@ class PhaseTimer:
 
 def write_profile(path: Path, timers: dict[str, PhaseTimer], walls: dict[str, float]) -> None:
     """``profile.json`` ({part: {phase: {seconds, calls, share}}}) and a readable table in the log."""
-    from missbench.store import write_atomic
+    from missbench.store.run_folder import write_atomic
 
     out = {part: timer.summary(walls[part]) for part, timer in timers.items()}
     write_atomic(path, (json.dumps(out, indent=2) + "\n").encode())

@@ -28,17 +28,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from missbench import provenance, registry
-from missbench.dataset import ClassificationDataset
-from missbench.dropout import draw_available
-from missbench.evaluate import predict_case, subset_predictor
-from missbench.inputs import zero_inputs
-from missbench.method import Method, count_parameters
-from missbench.runner import build, classification_data, open_run_dir
-from missbench.spec import Execution, RunSpec
-from missbench.store import DONE, is_done, write_atomic, write_json, write_rows
-from missbench.subsets import Subset
-from missbench.train import batch_sources, make_optimizer
+from missbench.store import provenance
+from missbench.experiment import registry
+from missbench.core.dataset import ClassificationDataset
+from missbench.core.availability import draw_available
+from missbench.engine.evaluate import predict_case, subset_predictor
+from missbench.core.availability import zero_inputs
+from missbench.core.method import Method, count_parameters
+from missbench.engine.run import build, classification_data, open_run_dir
+from missbench.experiment.spec import Execution, RunSpec
+from missbench.store.run_folder import DONE, is_done, write_atomic, write_json, write_rows
+from missbench.core.subsets import Subset
+from missbench.engine.train import batch_sources, make_optimizer
 
 #: GPU memory (MiB) held by other processes above which a GPU counts as shared.
 SHARED_GPU_MIB = 256.0

@@ -19,15 +19,15 @@ from typing import Any
 
 import yaml
 
-from missbench import registry
-from missbench.dataset import Dataset
-from missbench.executors.resources import ResourceError
-from missbench.executors.resources import check as check_resources
-from missbench.method import TrainingDefaults
-from missbench.metrics import EMPTY_POLICIES
-from missbench.spec import Budget, RunSpec
-from missbench.missing import EVALS, SCHEMES
-from missbench.subsets import all_subsets, parse_subset
+from missbench.experiment import registry
+from missbench.core.dataset import Dataset
+from missbench.experiment.resources import ResourceError
+from missbench.experiment.resources import check as check_resources
+from missbench.core.method import TrainingDefaults
+from missbench.core.metrics import EMPTY_POLICIES
+from missbench.experiment.spec import Budget, RunSpec
+from missbench.core.availability import EVALS, MISSING_SCHEMES
+from missbench.core.subsets import all_subsets, parse_subset
 
 MODES = ("non_dedicated", "dedicated", "timing")
 TOP_KEYS = {
@@ -237,8 +237,8 @@ def _check_missing(path: Path, data: dict[str, Any]) -> None:
     for key in ("scheme", "rates"):
         if key not in block:
             raise ProtocolError(f"{where}: missing required key {key!r}")
-    if block["scheme"] not in SCHEMES:
-        raise ProtocolError(f"{where}.scheme {block['scheme']!r}; expected one of {list(SCHEMES)}")
+    if block["scheme"] not in MISSING_SCHEMES:
+        raise ProtocolError(f"{where}.scheme {block['scheme']!r}; expected one of {list(MISSING_SCHEMES)}")
     if block["scheme"] == "modality_rate" and "modality" not in block:
         raise ProtocolError(f"{where}: scheme modality_rate needs the key 'modality' (the rarely present one)")
     if block["scheme"] == "slots" and "modality" in block:

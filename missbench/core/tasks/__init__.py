@@ -21,8 +21,8 @@ class Task:
 
 def get_task(name: str, **params: Any) -> Task:
     """The task called ``name``."""
-    from missbench.tasks.classification import Classification
-    from missbench.tasks.segmentation import Segmentation
+    from missbench.core.tasks.classification import Classification
+    from missbench.core.tasks.segmentation import Segmentation
 
     tasks = {Segmentation.name: Segmentation, Classification.name: Classification}
     if name not in tasks:

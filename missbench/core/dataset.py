@@ -50,7 +50,7 @@ class Dataset:
         self.params: dict[str, Any] = {**self.defaults, **params}
 
     def task_params(self) -> dict[str, Any]:
-        """Keyword arguments of `missbench.tasks.get_task` for this data set's task (none for segmentation)."""
+        """Keyword arguments of `missbench.core.tasks.get_task` for this data set's task (none for segmentation)."""
         return {}
 
     def case_ids(self, split: str) -> list[str]:

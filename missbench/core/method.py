@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from missbench.dropout import SCHEMES
-from missbench.tasks import Task
+from missbench.core.availability import DROPOUT_SCHEMES
+from missbench.core.tasks import Task
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "poly", "constant", "step")
@@ -20,7 +20,7 @@ SCHEDULES = ("cosine", "poly", "constant", "step")
 class TrainingDefaults:
     """Optimiser, schedule and modality-dropout scheme a method's paper or official code uses.
 
-    ``dropout`` names a scheme in `missbench.dropout`; ``warmup_fraction`` of the budget is trained
+    ``dropout`` names a scheme in `missbench.core.availability`; ``warmup_fraction`` of the budget is trained
     with every modality present before dropping starts (ShaSpec's run.sh: 80k of 180k iterations).
     """
 
@@ -38,7 +38,7 @@ class TrainingDefaults:
     warmup_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dropout", SCHEMES)):
+        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dropout", DROPOUT_SCHEMES)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"training {key} {getattr(self, key)!r}; expected one of {list(allowed)}")
         if not 0 <= self.warmup_fraction <= 1:

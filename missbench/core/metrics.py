@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from medpy.metric.binary import hd95 as medpy_hd95
 
-from missbench.tasks.segmentation import REGION_LABELS
+from missbench.core.tasks.segmentation import REGION_LABELS
 
 #: HD95 (mm) of the BraTS rule when exactly one of prediction and reference is empty.
 BRATS_MAX_HD95 = 373.13

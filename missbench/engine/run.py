@@ -14,17 +14,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from missbench import provenance, registry
-from missbench.dataset import ClassificationDataset, Samples
-from missbench.evaluate import evaluate
-from missbench.method import Method, count_parameters
-from missbench.missing import missing_share, split_masks
-from missbench.profile import PhaseTimer, write_profile
-from missbench.spec import Execution, RunSpec, canonical
-from missbench.store import DONE, is_done, write_atomic, write_json, write_rows
-from missbench.subsets import Subset, parse_subset
-from missbench.tasks import get_task
-from missbench.train import Selection, train
+from missbench.store import provenance
+from missbench.experiment import registry
+from missbench.core.dataset import ClassificationDataset, Samples
+from missbench.engine.evaluate import evaluate
+from missbench.core.method import Method, count_parameters
+from missbench.core.availability import missing_share, split_masks
+from missbench.engine.profile import PhaseTimer, write_profile
+from missbench.experiment.spec import Execution, RunSpec, canonical
+from missbench.store.run_folder import DONE, is_done, write_atomic, write_json, write_rows
+from missbench.core.subsets import Subset, parse_subset
+from missbench.core.tasks import get_task
+from missbench.engine.train import Selection, train
 
 log = logging.getLogger("missbench")
 
@@ -94,7 +95,7 @@ def open_run_dir(spec: RunSpec, run_dir: Path) -> None:
 def run(spec: RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: bool = False) -> str:
     """Run one spec into ``sweep_dir/<run_id>``; returns "done", or "skipped" if it had finished before."""
     if spec.mode == "timing":
-        from missbench.timing import run_timing  # late import: timing builds on this module
+        from missbench.engine.timing import run_timing  # late import: timing builds on this module
 
         return run_timing(spec, sweep_dir, exe, force)
     run_dir = sweep_dir / spec.run_id

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from missbench.tasks import Task
+from missbench.core.tasks import Task
 
 KINDS = ("image", "spectrogram", "tabular")
 

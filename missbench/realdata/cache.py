@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from missbench.spec import canonical
+from missbench.experiment.spec import canonical
 
 META = "meta.json"
 

@@ -23,7 +23,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from missbench import cache, registry
+from missbench.realdata import cache
+from missbench.experiment import registry
 
 
 class PrepareError(ValueError):
@@ -82,7 +83,7 @@ def dataset_params(protocol_name: str | None, budget: str | None, cli_params: di
     so `prepare` fills the cache that the run with the same options reads."""
     if protocol_name is None:
         return None, dict(cli_params)
-    from missbench.protocol import load_protocol
+    from missbench.experiment.protocol import load_protocol
 
     proto = load_protocol(registry.protocol_path(protocol_name))
     _, _, overrides = proto.budget(budget)

@@ -14,10 +14,10 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
-from missbench.dataset import Dataset
-from missbench.method import Method
+from missbench.core.dataset import Dataset
+from missbench.core.method import Method
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = {"methods": (ROOT / "methods", Method), "datasets": (ROOT / "datasets", Dataset)}
 PROTOCOLS = ROOT / "protocols"
 

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from missbench import provenance
-from missbench.registry import ROOT
-from missbench.evaluate import predict_case, subset_predictor
-from missbench.runner import build
-from missbench.spec import Execution, RunSpec
-from missbench.store import is_done, write_json
-from missbench.subsets import parse_subset
-from missbench.tasks.segmentation import REGION_LABELS
+from missbench.store import provenance
+from missbench.experiment.registry import ROOT
+from missbench.engine.evaluate import predict_case, subset_predictor
+from missbench.engine.run import build
+from missbench.experiment.spec import Execution, RunSpec
+from missbench.store.run_folder import is_done, write_json
+from missbench.core.subsets import parse_subset
+from missbench.core.tasks.segmentation import REGION_LABELS
 
 
 class ExportError(ValueError):

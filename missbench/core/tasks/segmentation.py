@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from missbench.tasks import Task
+from missbench.core.tasks import Task
 
 LABELS = (0, 1, 2, 4)
 REGIONS = ("ET", "TC", "WT")

@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from missbench.dataset import Case, Samples
-from missbench.inputs import Inputs, batch_size, device, shape_key, zero_inputs, zeros_like
-from missbench.method import Method
-from missbench.metrics import score_case
-from missbench.profile import PhaseTimer
-from missbench.spec import Execution, RunSpec
-from missbench.subsets import Subset, subset_from_mask
-from missbench.tasks.segmentation import sliding_window
+from missbench.core.dataset import Case, Samples
+from missbench.core.availability import Inputs, batch_size, device, shape_key, zero_inputs, zeros_like
+from missbench.core.method import Method
+from missbench.core.metrics import score_case
+from missbench.engine.profile import PhaseTimer
+from missbench.experiment.spec import Execution, RunSpec
+from missbench.core.subsets import Subset, subset_from_mask
+from missbench.core.tasks.segmentation import sliding_window
 
 
 def subset_predictor(method: Method, subsets: list[Subset], shared: bool = True,

@@ -13,19 +13,20 @@ from typing import Any
 import torch
 import yaml
 
-from missbench import provenance, registry
-from missbench.method import count_parameters
+from missbench.store import provenance
+from missbench.experiment import registry
+from missbench.core.method import count_parameters
 from missbench.executors import EXECUTORS, Options, SubmissionError, execute, plan
-from missbench.executors.resources import ResourceError
-from missbench.executors.resources import load_file as load_resources
-from missbench.executors.resources import parse_flags as parse_resource_flags
-from missbench.executors.resources import resolve as resolve_resources
-from missbench.protocol import Protocol, ProtocolError, load_protocol
-from missbench.registry import ROOT, UnknownName
-from missbench.spec import Execution
-from missbench.store import is_done
-from missbench.sweep import SweepError, cancel, report, states, status_text, summary
-from missbench.tasks import get_task
+from missbench.experiment.resources import ResourceError
+from missbench.experiment.resources import load_file as load_resources
+from missbench.experiment.resources import parse_flags as parse_resource_flags
+from missbench.experiment.resources import resolve as resolve_resources
+from missbench.experiment.protocol import Protocol, ProtocolError, load_protocol
+from missbench.experiment.registry import ROOT, UnknownName
+from missbench.experiment.spec import Execution
+from missbench.store.run_folder import is_done
+from missbench.store.sweep import SweepError, cancel, report, states, status_text, summary
+from missbench.core.tasks import get_task
 
 
 class UsageError(Exception):
@@ -137,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["list"]:
             return list_command(argv[1:])
         if argv[:1] == ["prepare"]:
-            from missbench.prepare import prepare_command
+            from missbench.realdata.prepare import prepare_command
 
             return prepare_command(argv[1:])
         if argv[:1] == ["export"]:
-            from missbench.export import export_command
+            from missbench.realdata.export import export_command
 
             return export_command(argv[1:])
         if argv[:1] in (["status"], ["collect"], ["cancel"]):
