@@ -23,7 +23,7 @@ from analysis import figures  # noqa: E402
 from analysis.load import Store, load_store  # noqa: E402
 from analysis.render import Table, write_table  # noqa: E402
 from analysis.tables import Skip, classification_table, cost_table, dao_table, gap_table, seg_table, timing_table  # noqa: E402
-from missbench.tables import dice_summary, format_table  # noqa: E402
+from missbench.report.summary import dice_summary, format_table  # noqa: E402
 
 GROUP = ["protocol", "dataset", "budget"]
 

@@ -301,7 +301,8 @@ def _median_iqr(values: pd.Series, digits: int) -> Cell:
 
 
 MEMORY_KINDS = {"peak_cuda_allocated_mib": "CUDA max allocated", "peak_process_rss_mib": "process peak RSS",
-                "peak_process_rss_mib_lifetime": "process peak RSS (lifetime)"}
+                "peak_process_rss_mib_lifetime": "process peak RSS (lifetime)",
+                "peak_rss_above_phase_start_mib": "process peak RSS above the phase's start"}
 
 
 def timing_table(rows: pd.DataFrame, store: Store) -> Table:

@@ -4,7 +4,7 @@
     python benchmarks/data_loading.py                       # synthetic cases of real cropped BraTS size
     python benchmarks/data_loading.py --dataset-param root=/data/BraTS2018/train --dataset-param split=all
 
-The trainer samples patches in-process (missbench/train.py PatchSampler: crop, flips, padding,
+The trainer samples patches in-process (missbench/core/tasks/segmentation.py PatchSampler: crop, flips, padding,
 stacking) from `Brats2018.load`'s copy-on-write memory maps. This times that path at the BraTS
 protocols' paper budgets (A: 80^3, batch 2; B: 80x160x160, batch 1), so the cost per training step
 can be set against a GPU step. Without --dataset-param root=..., it writes ``--cases`` random cases of
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from missbench.realdata import cache  # noqa: E402
 from missbench.experiment import registry  # noqa: E402
-from missbench.cli import _key_values  # noqa: E402
+from missbench.cli.args import key_values  # noqa: E402
 from missbench.core.dataset import Case  # noqa: E402
 from missbench.experiment.protocol import load_protocol  # noqa: E402
-from missbench.engine.train import PatchSampler  # noqa: E402
+from missbench.core.tasks.segmentation import PatchSampler  # noqa: E402
 
 #: D x H x W of a typical RFNet crop of a BraTS2018 case (axes as the cache stores them).
 CROP = (146, 169, 134)
@@ -60,7 +60,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         if args.dataset_param:
-            params = _key_values(args.dataset_param, "--dataset-param")
+            params = key_values(args.dataset_param, "--dataset-param")
             ds = registry.dataset_class("brats2018")(**params)
             cases = [ds.load(c) for c in ds.case_ids("train")]
             source = f"{len(cases)} cached brats2018 training cases ({ds.cache_folder})"

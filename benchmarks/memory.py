@@ -24,13 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from missbench.experiment import registry  # noqa: E402
-from missbench.engine.evaluate import evaluate  # noqa: E402
-from missbench.experiment.protocol import load_protocol  # noqa: E402
-from missbench.engine.run import build  # noqa: E402
-from missbench.experiment.spec import Execution, RunSpec  # noqa: E402
+from missbench.core.execution import Execution  # noqa: E402
 from missbench.core.subsets import parse_subset  # noqa: E402
+from missbench.core.tasks.segmentation import Cases  # noqa: E402
+from missbench.engine.context import build, eval_settings  # noqa: E402
 from missbench.engine.train import train  # noqa: E402
+from missbench.experiment import registry  # noqa: E402
+from missbench.experiment.protocol import load_protocol  # noqa: E402
+from missbench.experiment.spec import RunSpec  # noqa: E402
+from missbench.store.run_folder import RunFolder  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -46,11 +48,9 @@ def child(method: str, phase: str, device: str, iterations: int) -> dict[str, fl
     exe = Execution(device=device, progress=False)
     dataset, model = build(spec)
     model.to(exe.torch_device, memory_format=torch.channels_last_3d)
-    cfg = type(model).training.replace(warmup_fraction=0.0)
-    if phase == "train":
-        cases = [dataset.load(c) for c in dataset.case_ids("train")[:8]]
-    else:
-        cases = [dataset.load(dataset.case_ids("test")[0])]
+    cfg = type(model).training_for("segmentation").replace(warmup_fraction=0.0)
+    ids = dataset.case_ids("train")[:8] if phase == "train" else dataset.case_ids("test")[:1]
+    cases = Cases(ids, dataset.load)
     subsets = [parse_subset(s, dataset.modalities) for s in spec.eval_subsets]
     cuda = exe.torch_device.type == "cuda"
     if cuda:
@@ -59,9 +59,9 @@ def child(method: str, phase: str, device: str, iterations: int) -> dict[str, fl
     base = rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         if phase == "train":
-            train(model, cases, spec, cfg, Path(tmp), exe)
+            train(model, model.task, cases, None, spec, cfg, RunFolder(Path(tmp)), exe)
         else:
-            evaluate(model, iter(cases), subsets, spec, exe)
+            model.task.evaluate(model, cases, subsets, eval_settings(spec), exe)
     if cuda:
         torch.cuda.synchronize()
         return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20, "kind": "CUDA allocated"}

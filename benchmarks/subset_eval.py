@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from missbench.engine.evaluate import subset_predictor  # noqa: E402
+from missbench.core.inference import subset_predictor  # noqa: E402
 from missbench.experiment.registry import dataset_class, method_class  # noqa: E402
-from missbench.experiment.spec import Execution  # noqa: E402
+from missbench.core.execution import Execution  # noqa: E402
 from missbench.core.subsets import all_subsets  # noqa: E402
 from missbench.core.tasks import get_task  # noqa: E402
 from missbench.core.tasks.segmentation import sliding_window  # noqa: E402

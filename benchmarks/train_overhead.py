@@ -21,12 +21,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from missbench.experiment import registry  # noqa: E402
 from missbench.core.availability import draw_available, zero_inputs  # noqa: E402
+from missbench.core.execution import Execution  # noqa: E402
+from missbench.core.tasks.segmentation import Cases, PatchSampler  # noqa: E402
+from missbench.engine.context import build  # noqa: E402
+from missbench.engine.train import fit_stage, train  # noqa: E402
+from missbench.experiment import registry  # noqa: E402
 from missbench.experiment.protocol import load_protocol  # noqa: E402
-from missbench.engine.run import build  # noqa: E402
-from missbench.experiment.spec import Execution  # noqa: E402
-from missbench.engine.train import PatchSampler, batch_sources, make_optimizer, train  # noqa: E402
+from missbench.store.run_folder import RunFolder  # noqa: E402
 
 
 def restore(method: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -50,8 +52,9 @@ def main() -> int:
         spec = proto.expand([name], registry.dataset_class("brats_synthetic"), {}, "default")[0]
         spec = type(spec).from_dict(spec.to_dict() | {"budget": spec.to_dict()["budget"] | {"iterations": args.iterations, "checkpoint_every": 20}})
         dataset, method = build(spec)
-        cases = [dataset.load(c) for c in dataset.case_ids("train")[:8]]
-        cfg = type(method).training.replace(warmup_fraction=0.0)
+        ids = dataset.case_ids("train")[:8]
+        cases = [dataset.load(c) for c in ids]
+        cfg = type(method).training_for("segmentation").replace(warmup_fraction=0.0)
         method.to(memory_format=torch.channels_last_3d)
         state = {k: v.clone() for k, v in method.state_dict().items()}
 
@@ -66,19 +69,18 @@ def main() -> int:
                 x, y = sampler.sample(spec.budget.batch)
                 a = draw_available(cfg.dropout, spec.budget.batch, method.n_modalities, gen)
                 batches.append((exe.prepare(zero_inputs(x, a)), y, a))
-        opt = make_optimizer(method, cfg)
+        opt = cfg.make_optimizer(p for p in method.parameters() if p.requires_grad)
         # A staged method (SMIL, UL4M4) fits its stages at the same iterations as in the harness.
         stages = method.stage_steps(args.iterations)
-        _, stage_batches = batch_sources(method, cases, spec, None, None, np.random.default_rng(0), exe)
+        stage_data = method.task.batches(Cases(ids, dataset.load), spec.budget.batch, spec.budget.patch,
+                                         np.random.default_rng(0), spec.derived_seed)
+        every = torch.ones(1, method.n_modalities, dtype=torch.bool)
         method.train()
         for i, (x, y, a) in enumerate(batches):
             if i == 3:
                 t0 = time.perf_counter()
             if i - 3 in stages:
-                method.eval()
-                with torch.no_grad():
-                    method.fit_stage(stages.index(i - 3), stage_batches)
-                method.train()
+                fit_stage(method, stages.index(i - 3), stage_data, every, exe)
             loss = sum(method(x, a, y).losses.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,12 +89,13 @@ def main() -> int:
 
         restore(method, state)
         with tempfile.TemporaryDirectory() as tmp:
+            folder, data = RunFolder(Path(tmp)), Cases(ids, dataset.load)
             warm = type(spec).from_dict(spec.to_dict() | {"budget": spec.to_dict()["budget"] | {"iterations": 3}})
-            train(method, cases, warm, cfg, Path(tmp), exe)
-            (Path(tmp) / "checkpoint.pt").unlink()
+            train(method, method.task, data, None, warm, cfg, folder, exe)
+            folder.checkpoint_path.unlink()
             restore(method, state)
             t0 = time.perf_counter()
-            train(method, cases, spec, cfg, Path(tmp), exe)
+            train(method, method.task, data, None, spec, cfg, folder, exe)
             harness = (time.perf_counter() - t0) / args.iterations
         print(f"{name:<12} {harness:13.4f} {bare:10.4f} {harness / bare:7.3f}")
     return 0

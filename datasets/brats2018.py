@@ -364,6 +364,9 @@ class Brats2018(Dataset):
         }
         cache.write_case(self.cache_folder, case_id, arrays, meta)
 
+    def run_meta(self) -> dict[str, Any]:
+        return {"cache": {"folder": str(self.cache_folder), "recipe": self.recipe}}
+
     # --- export ----------------------------------------------------------------------------------
 
     def write_label_map(self, case: Case, labels: np.ndarray, path: Path) -> None:

@@ -60,7 +60,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output
+from missbench.core.params import Between
+from missbench.core.training import TrainingDefaults
 from missbench.nets.classification import ClassifierHead, encoders_for
 
 #: Adam 1e-3, constant, uniform-subset dropping (see the module docstring: the paper's are unknown).
@@ -103,7 +105,6 @@ class CMML(Method):
     name = "cmml"
     citation = "Liu et al., arXiv 2605.25968 (CMML); reconstruction from the paper's description, no public code"
     tasks = ("classification",)
-    output = "labels"
     defaults = {
         "width": 64,
         "heads": 4,
@@ -116,7 +117,12 @@ class CMML(Method):
         "con_weight": 0.1,
         "hidden": 64,
     }
-    training = CMML_TRAINING
+    constraints = {
+        **{key: Between(1, integer=True) for key in ("width", "heads", "context", "blocks", "hidden")},
+        "momentum": Between(0, 1, high_open=True), "temperature": Between(0, low_open=True),
+        "rec_weight": Between(0), "align_weight": Between(0), "con_weight": Between(0),
+    }
+    training_defaults = {"classification": CMML_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -124,9 +130,6 @@ class CMML(Method):
         width, m, n_classes = p["width"], self.n_modalities, task.out_channels(self.output)
         if width % p["heads"] or width % 2:
             raise ValueError(f"cmml: parameter width={width!r} must be even and divisible by heads={p['heads']!r}")
-        if not 0 <= p["momentum"] < 1 or p["temperature"] <= 0:
-            raise ValueError(f"cmml: parameters momentum={p['momentum']!r} (expected [0, 1)), "
-                             f"temperature={p['temperature']!r} (expected > 0)")
         self.encoders = encoders_for(task.inputs, self.modalities)
         self.projections = nn.ModuleList(nn.Linear(enc.out_features, width) for enc in self.encoders)
         self.modality_embedding = nn.Parameter(torch.randn(m, width) * 0.02)
@@ -142,7 +145,7 @@ class CMML(Method):
         self.register_buffer("prototypes", torch.zeros(m, n_classes, width))
         self.register_buffer("bank_ready", torch.zeros(m, n_classes, dtype=torch.bool))
         # Drawn after the weights, from the run's seeded generator: the pseudo-missing draws are the run's.
-        self.noise_seed = int(torch.randint(0, 2**31 - 1, ()))
+        self.noise_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
 
     def encode(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per modality: its encoder's feature projected to the common width (B x width)."""

@@ -65,33 +65,24 @@ from typing import Any
 import torch
 
 from missbench.core.method import Method, Output
-from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, projected_encoders
+from missbench.nets.fusion import moments_over_available
+from missbench.core.params import Between, OneOf
+from missbench.core.training import SHASPEC_AVMNIST_TRAINING, UHVED_TRAINING
+from missbench.nets.classification import ClassifierHead, projected_encoders
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
-from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
-
-
-def hemis_moments(maps: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """HeMIS abstraction of B x M x C x ... per-modality maps: [mean, population variance] over the available ones.
-
-    Missing modalities are left out with ``torch.where`` (not multiplied by 0), so nothing a missing
-    map holds, not even a NaN, reaches the output. Returns B x 2C x ...
-    """
-    mask = available.to(maps.device).view(*available.shape, *[1] * (maps.ndim - 2))
-    n = mask.sum(1).clamp_min(1).to(maps.dtype)
-    mean = torch.where(mask, maps, 0).sum(1) / n
-    var = torch.where(mask, (maps - mean.unsqueeze(1)).pow(2), 0).sum(1) / n
-    return torch.cat([mean, var], 1)
+from missbench.nets.uhemis import UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
 
 
 class HeMIS(Method):
     name = "hemis"
     citation = "Havaei et al., MICCAI 2016 (HeMIS); U-HeMIS of Dorent et al., MICCAI 2019; code github.com/ReubenDo/U-HVED"
     tasks = ("segmentation", "classification")
-    output = "labels"
+    outputs = {"segmentation": "labels", "classification": "labels"}
     defaults = {"backbone": "paper", "width": 8, "depth": 3, "l2": 1e-5, "features": 64}
-    training = UHVED_TRAINING
+    constraints = {"backbone": OneOf("paper", "common"), "l2": Between(0),
+                   **{key: Between(1, integer=True) for key in ("width", "depth", "features")}}
     #: No paper trains it on classification: the avMNIST training the reference methods use (ShaSpec's).
-    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
+    training_defaults = {"segmentation": UHVED_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -104,11 +95,9 @@ class HeMIS(Method):
             self.encoders = torch.nn.ModuleList(UHeMISEncoder(w, split_output=False) for _ in modalities)
             self.decoder = UHeMISDecoder([2 * c for c in self.encoders[0].out_channels], out, w)
             init_he_truncated(self)
-        elif self.params["backbone"] == "common":
+        else:
             self.encoders = torch.nn.ModuleList(PyramidEncoder(1, w, self.params["depth"]) for _ in modalities)
             self.decoder = PyramidDecoder([2 * c for c in self.encoders[0].out_channels], out)
-        else:
-            raise ValueError(f"hemis: parameter backbone={self.params['backbone']!r}; expected one of ['paper', 'common']")
 
     def encode(self, x: torch.Tensor | list[torch.Tensor]) -> list[Any]:
         """Per modality: its four skip maps (full resolution first); on classification its feature vector."""
@@ -118,9 +107,9 @@ class HeMIS(Method):
 
     def decode(self, features: list[Any], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
         if self.classification:
-            out = Output(self.classifier(hemis_moments(torch.stack(features, 1), available)))
+            out = Output(self.classifier(moments_over_available(torch.stack(features, 1), available)))
         else:
-            fused = [hemis_moments(torch.stack([f[k] for f in features], 1), available) for k in range(len(features[0]))]
+            fused = [moments_over_available(torch.stack([f[k] for f in features], 1), available) for k in range(len(features[0]))]
             out = Output(self.decoder(fused))
         if target is not None:
             out.losses.update(self.task_loss(out.logits, target))

@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from missbench.core.method import SHASPEC_TRAINING, Method, Output
+from missbench.core.method import Method, Output
+from missbench.nets.fusion import fill_missing_with_mean
+from missbench.core.params import Between
+from missbench.core.training import SHASPEC_AVMNIST_TRAINING, SHASPEC_TRAINING
 from missbench.nets import EncoderOutput
-from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, fill_missing_with_mean, projected_encoders
+from missbench.nets.classification import ClassifierHead, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 
@@ -30,15 +33,13 @@ class MeanFill(Method):
     name = "mean_fill"
     citation = "reference method (no paper)"
     tasks = ("segmentation", "classification")
-    output = "regions"
     defaults = {"width": 8, "depth": 3, "dim": 160, "hidden": 64}
-    training = SHASPEC_TRAINING
-    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
+    constraints = {key: Between(1, integer=True) for key in ("width", "depth", "dim", "hidden")}
+    training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         if task.name == "classification":
-            self.output = "labels"
             p = self.params
             self.encoders = projected_encoders(task.inputs, self.modalities, p["dim"])
             self.decoder = ClassifierHead(self.n_modalities * p["dim"], task.n_classes, p["hidden"])

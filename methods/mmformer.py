@@ -81,7 +81,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output
+from missbench.core.params import Between, OneOf
+from missbench.core.training import TrainingDefaults
 from missbench.nets.mmformer import (
     DecoderFuse,
     DecoderSep,
@@ -112,7 +114,7 @@ class MMFormer(Method):
     name = "mmformer"
     citation = "Zhang et al., MICCAI 2022, arXiv 2206.02425; code github.com/YaoZhang93/mmFormer"
     tasks = ("segmentation",)
-    output = "labels"
+    outputs = {"segmentation": "labels"}
     defaults = {
         "backbone": "paper",
         "width": 8,  # basic_dims (paper); the U-Net width (common)
@@ -128,21 +130,19 @@ class MMFormer(Method):
         "sep_weight": 1.0,
         "deep_weight": 1.0,
     }
-    training = TrainingDefaults(
+    constraints = {
+        "backbone": OneOf("paper", "common"), "token_layout": OneOf("official", "aligned"), "aux_over": OneOf("available", "all"),
+        **{key: Between(1, integer=True) for key in ("width", "depth", "dim", "mlp_dim", "heads", "layers", "pos_grid")},
+        "dropout": Between(0, 1, high_open=True), "sep_weight": Between(0), "deep_weight": Between(0),
+    }
+    training_defaults = {"segmentation": TrainingDefaults(
         optimizer="adam", lr=2e-4, momentum=0.9, nesterov=False, weight_decay=1e-4, amsgrad=True,
         schedule="poly", dropout="uniform_subset", warmup_fraction=0.0,
-    )
+    )}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         p = self.params
-        for key, allowed in (("backbone", ("paper", "common")), ("token_layout", ("official", "aligned")),
-                             ("aux_over", ("available", "all"))):
-            if p[key] not in allowed:
-                raise ValueError(f"mmformer: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
-        for key in ("width", "depth", "dim", "mlp_dim", "heads", "layers", "pos_grid"):
-            if not isinstance(p[key], int) or p[key] < 1:
-                raise ValueError(f"mmformer: parameter {key}={p[key]!r}; expected a positive integer")
         if p["dim"] % p["heads"]:
             raise ValueError(f"mmformer: dim {p['dim']} is not divisible by heads {p['heads']}")
         m, w, d, g = self.n_modalities, p["width"], p["dim"], p["pos_grid"]

@@ -67,7 +67,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output
+from missbench.core.params import Between, OneOf
+from missbench.core.training import TrainingDefaults
 from missbench.nets.rfnet import (
     FusionDecoder,
     RFNetEncoder,
@@ -111,7 +113,7 @@ class RFNet(Method):
     name = "rfnet"
     citation = "Ding, Yu, Yang, ICCV 2021; code github.com/dyh127/RFNet"
     tasks = ("segmentation",)
-    output = "labels"
+    outputs = {"segmentation": "labels"}
     defaults = {
         "backbone": "paper",
         "width": None,
@@ -119,25 +121,18 @@ class RFNet(Method):
         "fusion_start": FUSION_START,
         "sep_over": "available",
     }
-    training = TrainingDefaults(
+    constraints = {"backbone": OneOf("paper", "common"), "sep_over": OneOf("available", "all"),
+                   "width": Between(4, even=True), "depth": Between(1, integer=True), "fusion_start": Between(0, 1)}
+    training_defaults = {"segmentation": TrainingDefaults(
         optimizer="adam", lr=2e-4, weight_decay=1e-4, amsgrad=True, schedule="poly", dropout="uniform_subset",
         warmup_fraction=0.0,
-    )
+    )}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         p = self.params
-        for key, allowed in (("backbone", ("paper", "common")), ("sep_over", ("available", "all"))):
-            if p[key] not in allowed:
-                raise ValueError(f"rfnet: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
         if p["width"] is None:
             p["width"] = 16 if p["backbone"] == "paper" else 8
-        if not isinstance(p["width"], int) or p["width"] < 4 or p["width"] % 2:
-            raise ValueError(f"rfnet: parameter width={p['width']!r}; expected an even integer >= 4")
-        if not isinstance(p["depth"], int) or p["depth"] < 1:
-            raise ValueError(f"rfnet: parameter depth={p['depth']!r}; expected an integer >= 1")
-        if not 0 <= p["fusion_start"] <= 1:
-            raise ValueError(f"rfnet: parameter fusion_start={p['fusion_start']!r}; expected a fraction in [0, 1]")
         m, out, w, stages = self.n_modalities, task.out_channels(self.output), p["width"], p["depth"] + 1
         if p["backbone"] == "paper":
             self.encoders = nn.ModuleList(RFNetEncoder(1, w, stages) for _ in range(m))

@@ -60,9 +60,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import SHASPEC_TRAINING, Method, Output
+from missbench.core.method import Method, Output
+from missbench.nets.fusion import availability_mask, mean_over_available
+from missbench.core.params import Between, OneOf
+from missbench.core.training import SHASPEC_AVMNIST_TRAINING, SHASPEC_TRAINING
 from missbench.nets import EncoderOutput
-from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, SharedEncoder, projected_encoders
+from missbench.nets.classification import ClassifierHead, SharedEncoder, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 DAO_LOSSES = ("l1", "kl", "mse", "ce")
@@ -72,7 +75,6 @@ class ShaSpec(Method):
     name = "shaspec"
     citation = "Wang et al., CVPR 2023, arXiv 2307.14126; code github.com/billhhh/ShaSpec"
     tasks = ("segmentation", "classification")
-    output = "regions"
     defaults = {
         "backbone": "common",
         "width": 8,
@@ -87,17 +89,17 @@ class ShaSpec(Method):
         "dim": 160,
         "hidden": 64,
     }
-    training = SHASPEC_TRAINING
+    constraints = {
+        "backbone": OneOf("common", "official"), "dao": OneOf(*DAO_LOSSES), "fill": OneOf("mean", "first"),
+        "aux_over": OneOf("available", "all"), "alpha": Between(0), "beta": Between(0),
+        **{key: Between(1, integer=True) for key in ("width", "depth", "kl_dim", "proj_kernel", "dim", "hidden")},
+    }
     #: The BraTS training on segmentation, the avMNIST one on classification (paper §4.2).
-    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
+    training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         p = self.params
-        for key, allowed in (("dao", DAO_LOSSES), ("fill", ("mean", "first")), ("aux_over", ("available", "all")),
-                             ("backbone", ("common", "official"))):
-            if p[key] not in allowed:
-                raise ValueError(f"shaspec: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
         if task.name == "classification":
             self._init_classification(task)
             return
@@ -128,7 +130,6 @@ class ShaSpec(Method):
 
     def _init_classification(self, task) -> None:
         """The avMNIST model: feature vectors of ``dim`` in place of bottleneck maps, FC-dropout-FC decoder."""
-        self.output = "labels"
         p, m, d = self.params, self.n_modalities, self.params["dim"]
         if p["backbone"] != "common":
             raise ValueError(f"shaspec: backbone={p['backbone']!r} is a segmentation network; classification has one model")
@@ -167,13 +168,12 @@ class ShaSpec(Method):
         specific = torch.stack([f[1].bottleneck for f in features], 1)
         b, m = shared.shape[:2]
         fused = self.proj(torch.cat([shared, specific], 2).flatten(0, 1)).view_as(shared) + shared
-        avail = available.to(shared.device).view(b, m, *[1] * (shared.ndim - 2)).to(shared.dtype)
         if self.params["fill"] == "mean":
-            fill = (shared * avail).sum(1, keepdim=True) / avail.sum(1, keepdim=True).clamp_min(1)
+            fill = mean_over_available(shared, available).unsqueeze(1)
         else:
             first = available.float().argmax(1).to(shared.device)
             fill = shared[torch.arange(b, device=shared.device), first].unsqueeze(1)
-        fused = torch.where(avail.bool(), fused, fill)
+        fused = torch.where(availability_mask(available, shared), fused, fill)
         if self.task.name == "classification":
             logits = self.decoder(fused.flatten(1, 2))
         else:

@@ -88,9 +88,12 @@ from torch import nn
 from torch.func import functional_call
 
 from missbench.nets.imputation import partial_kmeans
-from missbench.core.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output
+from missbench.nets.fusion import fill_missing_with_mean
+from missbench.core.params import Between, OneOf
+from missbench.core.training import SHASPEC_TRAINING, TrainingDefaults
 from missbench.nets import EncoderOutput
-from missbench.nets.classification import ClassifierHead, encoders_for, fill_missing_with_mean
+from missbench.nets.classification import ClassifierHead, encoders_for
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 #: Share of the budget before the stage on classification (the code's pre-training scripts; a harness choice).
@@ -270,7 +273,6 @@ class SMIL(Method):
     name = "smil"
     citation = "Ma et al., AAAI 2021, arXiv 2103.05677; code github.com/mengmenm/SMIL"
     tasks = ("segmentation", "classification")
-    output = "regions"
     defaults = {
         "k": 10,
         "mse_weight": 0.01,
@@ -282,9 +284,13 @@ class SMIL(Method):
         "width": 8,
         "depth": 3,
     }
-    training = SMIL_TRAINING
+    constraints = {
+        "freeze": OneOf("missing", "all", "none"), "pretrain_fraction": Between(0, 1, high_open=True),
+        "mse_weight": Between(0), "inner_lr": Between(0),
+        **{key: Between(1, integer=True) for key in ("k", "hidden", "width", "depth")},
+    }
     #: SMIL's Adam on classification; ShaSpec's training on segmentation, as the other common-backbone methods.
-    training_by_task = {"segmentation": SHASPEC_TRAINING}
+    training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SMIL_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -293,17 +299,10 @@ class SMIL(Method):
         if p["pretrain_fraction"] is None:
             p["pretrain_fraction"] = SHASPEC_TRAINING.warmup_fraction if seg else PRETRAIN_FRACTION
         p["freeze"] = p["freeze"] or ("all" if seg else "missing")
-        if p["freeze"] not in ("missing", "all", "none"):
-            raise ValueError(f"smil: parameter freeze={p['freeze']!r}; expected one of ['missing', 'all', 'none']")
-        if not 0 <= p["pretrain_fraction"] < 1:
-            raise ValueError(f"smil: parameter pretrain_fraction={p['pretrain_fraction']!r}; expected a number in [0, 1)")
-        if int(p["k"]) < 1:
-            raise ValueError(f"smil: parameter k={p['k']!r}; expected an integer >= 1")
         if seg:
             self.net: ClassifierNet | SegmenterNet = SegmenterNet(
                 task, self.modalities, task.out_channels(self.output), p["width"], p["depth"], int(p["k"]), p["weight_noise"])
         else:
-            self.output = "labels"
             self.net = ClassifierNet(task, self.modalities, int(p["k"]), p["hidden"], p["weight_noise"])
         self.register_buffer("frozen", torch.zeros(self.n_modalities, dtype=torch.bool))
         #: Modalities missing in some training batch so far (``freeze="missing"`` freezes their encoders).

@@ -84,14 +84,15 @@ import torch
 from torch import nn
 
 from missbench.core.method import Method, Output
-from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, encoders_for
+from missbench.core.params import Between, OneOf
+from missbench.core.training import SHASPEC_AVMNIST_TRAINING, UHVED_TRAINING
+from missbench.nets.classification import ClassifierHead, encoders_for
+from missbench.nets.fusion import POE_EPS, product_of_experts
 from missbench.nets.unet3d import PyramidDecoder, PyramidEncoder
-from missbench.nets.uhemis import UHVED_TRAINING, UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
+from missbench.nets.uhemis import UHeMISDecoder, UHeMISEncoder, init_he_truncated, niftynet_l2
 
 #: The code's clip of log-variances, "so that variances = exp(logvars) behaves well".
 LOGVAR_CLIP = 50.0
-#: The code's eps in 1/(σ² + eps), log(σ² + eps) and the KL denominator.
-EPS = 1e-7
 
 
 class Posterior(NamedTuple):
@@ -103,24 +104,10 @@ class Posterior(NamedTuple):
     image: torch.Tensor
 
 
-def product_of_experts(mu: torch.Tensor, logvar: torch.Tensor, available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Product of the available Gaussian experts (B x M x C x ...) and N(0, I): posterior mean and log-variance.
-
-    T = 1 + Σ_avail 1/(σ²_m + 1e-7), μ = Σ_avail μ_m/(σ²_m + 1e-7) / T, logvar = log(1/T + 1e-7), as
-    the code's ``Product_Gaussian_main``. ``available`` is B x M (or M) booleans; a missing expert is
-    left out with ``torch.where``, so nothing it holds reaches the result.
-    """
-    mask = available.to(mu.device)
-    mask = (mask if mask.ndim == 2 else mask[None]).view(-1, mu.shape[1], *[1] * (mu.ndim - 2))
-    precision = torch.where(mask, 1 / (logvar.exp() + EPS), 0)
-    weighted = torch.where(mask, mu * precision, 0)
-    total = precision.sum(1) + 1  # the prior expert: precision 1, mean 0
-    return weighted.sum(1) / total, torch.log(1 / total + EPS)
-
 
 def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """Element-wise KL(N(mu1, e^logvar1) ‖ N(mu2, e^logvar2)) with the code's 1e-7 in the denominator."""
-    return 0.5 * (-1 + logvar2 - logvar1 + (logvar1.exp() + (mu1 - mu2).pow(2)) / (logvar2.exp() + EPS))
+    return 0.5 * (-1 + logvar2 - logvar1 + (logvar1.exp() + (mu1 - mu2).pow(2)) / (logvar2.exp() + POE_EPS))
 
 
 def nonempty_subsets(m: int) -> torch.Tensor:
@@ -132,7 +119,7 @@ class UHVED(Method):
     name = "uhved"
     citation = "Dorent et al., MICCAI 2019, arXiv 1907.11150; code github.com/ReubenDo/U-HVED"
     tasks = ("segmentation", "classification")
-    output = "labels"
+    outputs = {"segmentation": "labels", "classification": "labels"}
     defaults = {
         "backbone": "paper",
         "width": 8,
@@ -144,16 +131,15 @@ class UHVED(Method):
         "kl_over": "available",
         "features": 64,
     }
-    training = UHVED_TRAINING
+    constraints = {"backbone": OneOf("paper", "common"), "inference": OneOf("mean", "sample"), "kl_over": OneOf("available", "all"),
+                   "kl_weight": Between(0), "recon_weight": Between(0), "l2": Between(0),
+                   **{key: Between(1, integer=True) for key in ("width", "depth", "features")}}
     #: No paper trains it on classification: the avMNIST training the reference methods use (ShaSpec's).
-    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
+    training_defaults = {"segmentation": UHVED_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         p = self.params
-        for key, allowed in (("backbone", ("paper", "common")), ("inference", ("mean", "sample")), ("kl_over", ("available", "all"))):
-            if p[key] not in allowed:
-                raise ValueError(f"uhved: parameter {key}={p[key]!r}; expected one of {list(allowed)}")
         w, out = p["width"], task.out_channels(self.output)
         self.classification = task.name == "classification"
         if self.classification:
@@ -179,7 +165,7 @@ class UHVED(Method):
             self.image_decoders = nn.ModuleList(PyramidDecoder(self.latent_channels, 1) for _ in modalities)
         self.register_buffer("subsets", nonempty_subsets(self.n_modalities), persistent=False)
         # Drawn after the weights, from the seeded global generator: the noise stream is the run's.
-        self.noise_seed = int(torch.randint(0, 2**31 - 1, ()))
+        self.noise_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
 
     def encode(self, x: torch.Tensor | list[torch.Tensor]) -> list[Posterior]:
         """Per modality: means and clipped log-variances at the 4 scales (on classification: of the one
@@ -252,10 +238,10 @@ class UHVED(Method):
         for mu, logvar in zip(mus, logvars):
             full_mu, full_logvar = product_of_experts(mu, logvar, available)
             weights = subsets.to(mu.dtype)
-            precision = 1 / (logvar.exp() + EPS)
+            precision = 1 / (logvar.exp() + POE_EPS)
             sub_total = 1 + torch.einsum("sm,bm...->bs...", weights, precision)  # the prior's precision 1
             sub_mu = torch.einsum("sm,bm...->bs...", weights, mu * precision) / sub_total
-            sub_logvar = torch.log(1 / sub_total + EPS)
+            sub_logvar = torch.log(1 / sub_total + POE_EPS)
             zero = mu.new_zeros(())
             inter = gaussian_kl(full_mu.unsqueeze(1), full_logvar.unsqueeze(1), sub_mu, sub_logvar).flatten(2).mean(2)
             prior = gaussian_kl(sub_mu, sub_logvar, zero, zero).flatten(2).mean(2)  # B x S

@@ -70,9 +70,12 @@ import torch
 from torch import nn
 
 from missbench.nets.imputation import EmbeddingImputer
-from missbench.core.method import SHASPEC_TRAINING, Method, Output, TrainingDefaults
+from missbench.core.method import Method, Output
+from missbench.nets.fusion import fill_missing_with_mean
+from missbench.core.params import Between
+from missbench.core.training import SHASPEC_TRAINING, TrainingDefaults
 from missbench.nets import EncoderOutput
-from missbench.nets.classification import encoders_for, fill_missing_with_mean
+from missbench.nets.classification import encoders_for
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 #: Classification training (see the module docstring): Adam 1e-3, constant, no extra modality dropping.
@@ -104,18 +107,14 @@ class UL4M4(Method):
     citation = ("Ismkhan and Bouchachia, arXiv 2606.15743 (UL4M4); "
                 "code github.com/h-ismkhan/Multimodal-Learning-with-Missing-Modalities-via-Unsupervised-Learning")
     tasks = ("segmentation", "classification")
-    output = "regions"
     defaults = {"k": 64, "iterations": 50, "stage_fraction": 0.5, "head_width": 256, "heads": 4, "layers": 2, "width": 8, "depth": 3}
-    training = SHASPEC_TRAINING
-    training_by_task = {"classification": CLASSIFICATION_TRAINING}
+    constraints = {"stage_fraction": Between(0, 1, low_open=True, high_open=True),
+                   **{key: Between(1, integer=True) for key in ("k", "iterations", "head_width", "heads", "layers", "width", "depth")}}
+    training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": CLASSIFICATION_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         p = self.params
-        if not 0 < p["stage_fraction"] < 1:
-            raise ValueError(f"ul4m4: parameter stage_fraction={p['stage_fraction']!r}; expected a number in (0, 1)")
-        if int(p["k"]) < 1 or int(p["iterations"]) < 1:
-            raise ValueError(f"ul4m4: parameters k={p['k']!r}, iterations={p['iterations']!r}; expected integers >= 1")
         self.segmentation = task.name == "segmentation"
         if self.segmentation:
             self.encoders = nn.ModuleList(UNetEncoder(1, p["width"], p["depth"]) for _ in modalities)
@@ -123,7 +122,6 @@ class UL4M4(Method):
             self.decoder = UNetDecoder(self.n_modalities, enc.skip_channels, enc.bottleneck_channels, task.out_channels(self.output))
             dims = [enc.bottleneck_channels] * self.n_modalities
         else:
-            self.output = "labels"
             n_classes = task.out_channels(self.output)
             self.encoders = encoders_for(task.inputs, self.modalities)
             dims = [enc.out_features for enc in self.encoders]
@@ -131,7 +129,7 @@ class UL4M4(Method):
             self.head = TaskNet(dims, n_classes, p["head_width"], p["heads"], p["layers"])
         self.imputer = EmbeddingImputer(dims, int(p["k"]), int(p["iterations"]))
         # Drawn after the weights, from the run's seeded generator: the k-means seed is the run's.
-        self.kmeans_seed = int(torch.randint(0, 2**31 - 1, ()))
+        self.kmeans_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu"))
 
     @property
     def fitted(self) -> bool:

@@ -19,8 +19,10 @@ from typing import Any
 
 import torch
 
-from missbench.core.method import SHASPEC_TRAINING, Method, Output
-from missbench.nets.classification import SHASPEC_AVMNIST_TRAINING, ClassifierHead, encoders_for
+from missbench.core.method import Method, Output
+from missbench.core.params import Between
+from missbench.core.training import SHASPEC_AVMNIST_TRAINING, SHASPEC_TRAINING
+from missbench.nets.classification import ClassifierHead, encoders_for
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 
@@ -28,15 +30,13 @@ class ZeroFill(Method):
     name = "zero_fill"
     citation = "reference method (no paper)"
     tasks = ("segmentation", "classification")
-    output = "regions"
     defaults = {"width": 8, "depth": 3, "hidden": 64}
-    training = SHASPEC_TRAINING
-    training_by_task = {"classification": SHASPEC_AVMNIST_TRAINING}
+    constraints = {key: Between(1, integer=True) for key in ("width", "depth", "hidden")}
+    training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
         if task.name == "classification":
-            self.output = "labels"
             self.encoders = encoders_for(task.inputs, self.modalities)
             self.head = ClassifierHead(sum(e.out_features for e in self.encoders), task.n_classes, self.params["hidden"])
             return

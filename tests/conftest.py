@@ -33,15 +33,23 @@ def tiny_batch(batch: int = 2, size: int = 16, seed: int = 0) -> tuple[torch.Ten
 
 
 def toy_losses(model: torch.nn.Module, steps: int = 60, size: int = 16) -> list[dict[str, float]]:
-    """Named loss terms per step of Adam (3e-3) on a tiny case whose FLAIR shows the tumour, all modalities present."""
+    """Named loss terms per step of Adam (3e-3) on a tiny case whose FLAIR shows the tumour, each step
+    with a random availability per sample (seeded, never empty; FLAIR kept in half the samples so
+    the task stays learnable), zeroed as the harness does. Every term must be finite at every step."""
+    from missbench.core.availability import draw_available, zero_inputs
+
     model.train()
     x, y = tiny_batch(size=size)
     x[:, 0] += 3 * (y > 0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    available = torch.ones(x.shape[0], x.shape[1], dtype=torch.bool)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
     history = []
-    for _ in range(steps):
-        losses = model(x, available, y).losses
+    for step in range(steps):
+        available = draw_available("count_then_subset", x.shape[0], x.shape[1], gen)
+        available[0, 0] = True
+        model.set_step(step, steps)
+        losses = model(zero_inputs(x, available), available, y).losses
+        assert losses and all(torch.isfinite(v) for v in losses.values()), f"step {step}: {losses}"
         total = sum(losses.values())
         opt.zero_grad()
         total.backward()
@@ -52,7 +60,7 @@ def toy_losses(model: torch.nn.Module, steps: int = 60, size: int = 16) -> list[
 
 def assert_shared_encoding_matches(model: torch.nn.Module, **tolerance: float) -> None:
     """Encoding once and decoding per subset gives what one full pass per subset gives, for all 15 subsets."""
-    from missbench.engine.evaluate import subset_predictor
+    from missbench.core.inference import subset_predictor
     from missbench.core.subsets import all_subsets
 
     x, _ = tiny_batch()
@@ -65,21 +73,28 @@ def assert_shared_encoding_matches(model: torch.nn.Module, **tolerance: float) -
         torch.testing.assert_close(a, b, **tolerance)
 
 
-def assert_every_pattern_ignores_missing(model: torch.nn.Module, out_channels: int, unzeroed: bool = False) -> None:
-    """A forward with each of the 15 availability patterns has the right shape, and changing a missing
-    modality's input changes nothing: after the harness zeroes it, or, with ``unzeroed``, even without."""
+def assert_every_pattern_ignores_missing(model: torch.nn.Module, out_channels: int, masks_itself: bool = False) -> None:
+    """For each of the 15 availability patterns: the logits have the right shape, and two inputs that differ
+    only, and by a lot, in the missing modalities give the same predictions through the harness's inference
+    (`subset_predictor`: its plain passes zero missing inputs, its shared encoding substitutes the features of
+    zeros); with ``masks_itself``, also through the method's own forward on the raw inputs (it never reads a
+    missing modality, whatever the input holds)."""
     from missbench.core.availability import zero_inputs
+    from missbench.core.inference import subset_predictor
     from missbench.core.subsets import all_subsets
 
     x, _ = tiny_batch()
     for s in all_subsets(MODS):
         available = torch.tensor([s.mask] * x.shape[0])
         other = x + 3 * (~available)[:, :, None, None, None]
+        assert len(s) == len(MODS) or not torch.equal(other, x)
         with torch.no_grad():
-            a = model(zero_inputs(x, available), available).logits
-            b = model(other if unzeroed else zero_inputs(other, available), available).logits
-        assert a.shape == (x.shape[0], out_channels, *x.shape[2:])
-        torch.testing.assert_close(a, b)
+            assert model(zero_inputs(x, available), available).logits.shape == (x.shape[0], out_channels, *x.shape[2:])
+            for shared in (True, False):
+                predict = subset_predictor(model, [s], shared)
+                torch.testing.assert_close(predict(x)[0], predict(other)[0])
+            if masks_itself:
+                torch.testing.assert_close(model(x, available).logits, model(other, available).logits)
 
 
 def smoke_spec(method: str):
@@ -97,8 +112,8 @@ def run_killed_then_resumed(spec, tmp_path, monkeypatch):
     import pytest
 
     from missbench.engine.run import run
-    from missbench.experiment.spec import Execution
-    from missbench.engine.train import PatchSampler
+    from missbench.core.execution import Execution
+    from missbench.core.tasks.segmentation import PatchSampler
 
     exe = Execution(progress=False)
     assert run(spec, tmp_path / "a", exe) == "done"
@@ -141,10 +156,12 @@ def tiny_classification_batch(task, batch: int = 8, seed: int = 0) -> tuple[list
     return x, y
 
 
-def assert_classification_ignores_missing(model: torch.nn.Module, task, unzeroed: bool = False) -> None:
-    """For every non-empty availability pattern the logits are B x n_classes, and changing a missing
-    modality's input changes nothing: after the harness zeroes it, or, with ``unzeroed``, even without."""
+def assert_classification_ignores_missing(model: torch.nn.Module, task, masks_itself: bool = False) -> None:
+    """For every non-empty availability pattern the logits are B x n_classes, and inputs that differ only, and
+    by a lot, in the missing modalities give the same predictions through the harness's inference and, with
+    ``masks_itself``, through the method's own forward on the raw inputs."""
     from missbench.core.availability import zero_inputs
+    from missbench.core.inference import subset_predictor
     from missbench.core.subsets import all_subsets
 
     x, _ = tiny_classification_batch(task)
@@ -152,11 +169,14 @@ def assert_classification_ignores_missing(model: torch.nn.Module, task, unzeroed
     for s in all_subsets(tuple(task.inputs)):
         available = torch.tensor([s.mask] * b)
         other = [xm + 3 * (not a) for xm, a in zip(x, s.mask)]
+        assert all(s.mask) or any(not torch.equal(o, xm) for o, xm in zip(other, x))
         with torch.no_grad():
-            first = model(zero_inputs(x, available), available).logits
-            second = model(other if unzeroed else zero_inputs(other, available), available).logits
-        assert first.shape == (b, task.n_classes)
-        torch.testing.assert_close(first, second)
+            assert model(zero_inputs(x, available), available).logits.shape == (b, task.n_classes)
+            for shared in (True, False):
+                predict = subset_predictor(model, [s], shared)
+                torch.testing.assert_close(predict(x)[0], predict(other)[0])
+            if masks_itself:
+                torch.testing.assert_close(model(x, available).logits, model(other, available).logits)
 
 
 def classification_toy_losses(model: torch.nn.Module, task, steps: int = 40, batch: int = 16) -> list[float]:
@@ -171,7 +191,9 @@ def classification_toy_losses(model: torch.nn.Module, task, steps: int = 40, bat
     history = []
     for step in range(steps):
         model.set_step(step, steps)
-        total = sum(model(zero_inputs(x, available), available, y).losses.values())
+        losses = model(zero_inputs(x, available), available, y).losses
+        assert losses and all(torch.isfinite(v) for v in losses.values()), f"step {step}: {losses}"
+        total = sum(losses.values())
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -190,3 +212,9 @@ def assert_protocol_error(tmp_path, text: str, message: str) -> None:
     with pytest.raises(ProtocolError, match=re.escape(message)) as err:
         load_protocol(path)
     assert str(path) in str(err.value)
+
+
+def direct_poe(mu, var, kept):
+    """mu = Σ mu_i/var_i / (1 + Σ 1/var_i), var = 1 / (1 + Σ 1/var_i) over the kept experts and the N(0, 1) prior."""
+    precision = 1 + sum(1 / var[i] for i in kept)
+    return sum(mu[i] / var[i] for i in kept) / precision, 1 / precision

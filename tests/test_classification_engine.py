@@ -11,16 +11,17 @@ from torch import nn
 
 from missbench.experiment import registry
 from missbench.cli import main
-from missbench.engine.evaluate import subset_predictor
-from missbench.core.method import Method, Output, TrainingDefaults
+from missbench.core.inference import subset_predictor
+from missbench.core.method import Method, Output
+from missbench.core.training import TrainingDefaults
 from missbench.core.metrics import classification_scores
 from missbench.experiment.protocol import load_protocol
 from missbench.engine.run import run
-from missbench.experiment.spec import Execution
+from missbench.core.execution import Execution
 from missbench.store.run_folder import load_rows
 from missbench.core.subsets import all_subsets
 from missbench.core.tasks import get_task
-from missbench.engine.train import SampleSampler
+from missbench.core.tasks.classification import SampleBatches
 
 TASK = dict(n_classes=10, inputs={"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))})
 
@@ -33,7 +34,7 @@ class Tiny(Method):
     name = "tiny"
     tasks = ("classification",)
     output = "labels"
-    training = TrainingDefaults(optimizer="adam", lr=1e-2, schedule="constant", dropout="uniform_subset")
+    training_defaults = {"classification": TrainingDefaults(optimizer="adam", lr=1e-2, schedule="constant", dropout="uniform_subset")}
     fits: list[int] = []
 
     def __init__(self, task, modalities, **params):
@@ -95,10 +96,10 @@ def test_sampler_walks_epochs_without_state():
     from missbench.core.dataset import Samples
 
     s = Samples([str(i) for i in range(10)], [np.zeros((10, 2), np.float32)], np.arange(10) % 3)
-    sampler = SampleSampler(s, seed=1)
-    first = np.concatenate([sampler.indices(k, 4) for k in range(5)])  # 20 = two epochs
+    sampler = SampleBatches(s, 4, seed=1, masks=None)
+    first = np.concatenate([sampler.indices(k) for k in range(5)])  # 20 = two epochs
     assert sorted(first[:10]) == list(range(10)) and sorted(first[10:]) == list(range(10))
-    assert (SampleSampler(s, seed=1).indices(3, 4) == first[12:16]).all()
+    assert (SampleBatches(s, 4, seed=1, masks=None).indices(3) == first[12:16]).all()
 
 
 def test_shared_encoding_equals_one_pass_per_subset_on_lists():
@@ -161,20 +162,20 @@ def test_killed_classification_run_resumes_without_refitting_its_stage(tiny, tmp
     spec = spec_of("missing_slots")[0]
     exe = Execution(progress=False)
     run(spec, tmp_path / "a", exe)
-    original, calls = SampleSampler.indices, {"n": 0}
+    original, calls = SampleBatches.indices, {"n": 0}
 
-    def dying(self, step, batch):
+    def dying(self, step):
         calls["n"] += 1
         if calls["n"] == 4:  # after the stage at 2 and the checkpoint at 2
             raise KeyboardInterrupt
-        return original(self, step, batch)
+        return original(self, step)
 
-    monkeypatch.setattr(SampleSampler, "indices", dying)
+    monkeypatch.setattr(SampleBatches, "indices", dying)
     Tiny.fits = []
     with pytest.raises(KeyboardInterrupt):
         run(spec, tmp_path / "b", exe)
     assert Tiny.fits == [0]
-    monkeypatch.setattr(SampleSampler, "indices", original)
+    monkeypatch.setattr(SampleBatches, "indices", original)
     run(spec, tmp_path / "b", exe)
     assert Tiny.fits == [0]  # not refit on resume, and the encoder it froze stays frozen:
     assert torch.load(tmp_path / "b" / spec.run_id / "checkpoint.pt", weights_only=False)["frozen"] == ["enc.1.weight", "enc.1.bias"]

@@ -97,7 +97,7 @@ def test_missing_inputs_cannot_leak_even_unzeroed_after_the_banks_fill():
     x, y = tiny_classification_batch(task)
     model(x, torch.ones(8, 3, dtype=torch.bool), y)  # fills the banks
     model.eval()
-    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert_classification_ignores_missing(model, task, masks_itself=True)
 
 
 def test_state_dict_round_trip_carries_the_banks():

@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 
 from conftest import smoke_spec
-from missbench.cli import main, resolve_amp
-from missbench.engine.profile import PhaseTimer
+from missbench.cli import main
+from missbench.cli.run import resolve_amp
+from missbench.core.execution import PhaseTimer
 from missbench.engine.run import run
-from missbench.experiment.spec import Execution
+from missbench.core.execution import Execution
 
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 

@@ -1,5 +1,3 @@
-import sys
-
 import pytest
 import torch
 
@@ -10,27 +8,11 @@ from missbench.nets.uhemis import niftynet_l2
 from missbench.experiment.registry import method_class
 
 HeMIS = method_class("hemis")
-hemis_moments = sys.modules[HeMIS.__module__].hemis_moments
 
 
 def make(task, **params):
     torch.manual_seed(0)
     return HeMIS(task, MODS, **{"width": 4, "depth": 2, **params}).eval()
-
-
-def test_moments_are_mean_and_population_variance_over_available_modalities_only():
-    torch.manual_seed(0)
-    maps = torch.randn(3, 4, 2, 5, 5, 5)
-    available = torch.tensor([[True, False, True, True], [False, False, True, False], [True, True, True, True]])
-    maps[~available] = float("nan")  # whatever a missing slot holds must not reach the result
-    out = hemis_moments(maps, available)
-    assert out.shape == (3, 4, 5, 5, 5)
-    for b in range(3):
-        kept = maps[b, available[b]]  # n x C x ...
-        torch.testing.assert_close(out[b, :2], kept.mean(0))
-        torch.testing.assert_close(out[b, 2:], kept.var(0, unbiased=False))  # tf.nn.moments: population variance
-    assert torch.equal(out[1, 2:], torch.zeros(2, 5, 5, 5))  # one modality: variance 0
-    torch.testing.assert_close(out[1, :2], maps[1, 2])
 
 
 def test_decoder_is_fed_the_moments_of_the_available_encodings(task):
@@ -53,7 +35,7 @@ def test_decoder_is_fed_the_moments_of_the_available_encodings(task):
 @pytest.mark.parametrize("backbone", ["paper", "common"])
 def test_forward_with_every_availability_pattern_ignores_missing_inputs(task, backbone):
     model = make(task, backbone=backbone)
-    assert_every_pattern_ignores_missing(model, 4, unzeroed=True)
+    assert_every_pattern_ignores_missing(model, 4, masks_itself=True)
 
 
 @pytest.mark.parametrize("backbone", ["paper", "common"])
@@ -87,9 +69,9 @@ def test_paper_width_parameter_count_and_training_defaults(task):
     assert count_parameters(model.encoders[0]) == 111_776
     assert count_parameters(model.decoder) == 118_784
     assert count_parameters(model) == 565_888
-    cfg = HeMIS.training
+    cfg = HeMIS.training_defaults["segmentation"]
     assert (cfg.optimizer, cfg.lr, cfg.dropout, cfg.warmup_fraction, cfg.weight_decay) == ("adam", 1e-3, "count_then_subset", 0.0, 0.0)
-    assert HeMIS.output == "labels"
+    assert HeMIS.outputs == {"segmentation": "labels", "classification": "labels"}
 
 
 def test_bad_parameter_is_refused(task):
@@ -125,7 +107,7 @@ def test_classification_fuses_moments_of_projected_feature_vectors():
     handle.remove()
     kept = torch.stack([feats[0], feats[2]])
     torch.testing.assert_close(seen["fused"], torch.cat([kept.mean(0), kept.var(0, unbiased=False)], 1))
-    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert_classification_ignores_missing(model, task, masks_itself=True)
     assert "l2" not in model.train()(x, available, torch.zeros(8, dtype=torch.long)).losses
     history = classification_toy_losses(HeMIS(task, tuple(task.inputs)), task)
     assert history[-1] < 0.5 * history[0]

@@ -48,11 +48,9 @@ def test_missing_input_cannot_change_the_output(task, backbone):
     other[~available] = torch.randn_like(other[~available]) * 5
     with torch.no_grad():
         a = model(zero_inputs(x, available), available).logits
-        b = model(zero_inputs(other, available), available).logits
         # Masking is on features (the code's MaskModal): even an unzeroed missing input changes nothing.
-        c = model(other, available).logits
+        b = model(other, available).logits
     torch.testing.assert_close(a, b)
-    torch.testing.assert_close(a, c)
 
 
 def test_masking_and_inter_modal_tokens_match_a_direct_computation(task):

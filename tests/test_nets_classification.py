@@ -3,7 +3,7 @@ import torch
 
 from missbench.core.method import count_parameters
 from missbench.nets.classification import (
-    ClassifierHead, SharedEncoder, encoder_for, encoders_for, fill_missing_with_mean, projected_encoders,
+    ClassifierHead, SharedEncoder, encoder_for, encoders_for, projected_encoders,
 )
 
 
@@ -66,12 +66,3 @@ def test_shared_encoder_reads_every_modality_into_one_feature_size():
 def test_projected_encoders_give_equal_sizes():
     encs = projected_encoders({"image": ("image", (1, 28, 28)), "table": ("tabular", (5,))}, ("image", "table"), 24)
     assert [e(torch.randn(2, *s)).shape for e, s in zip(encs, [(1, 28, 28), (5,)])] == [(2, 24), (2, 24)]
-
-
-def test_fill_with_mean_never_reads_missing_features():
-    feats = torch.randn(2, 3, 4)
-    feats[0, 1] = float("nan")
-    available = torch.tensor([[True, False, True], [False, True, False]])
-    out = fill_missing_with_mean(feats, available)
-    torch.testing.assert_close(out[0, 1], (feats[0, 0] + feats[0, 2]) / 2)
-    assert torch.equal(out[1, 0], feats[1, 1]) and torch.equal(out[1, 2], feats[1, 1])

@@ -85,7 +85,7 @@ def test_dedicated_array_job_gives_the_inline_rows_and_status_collect_work_later
 
 
 def test_a_failing_run_fails_its_job_alone_and_is_reported_with_its_log(sweeps):
-    out = bench("--protocol", "non_dedicated", "--methods", "shaspec,zero_fill", "--param", "shaspec.alpha=.nan",
+    out = bench("--protocol", "non_dedicated", "--methods", "shaspec,zero_fill", "--param", "shaspec.alpha=1e30",
                 *COMMON, *SLURM, "--wait", "--out", str(sweeps / "s"))
     assert out.returncode == 1, out.stderr
     assert "2 runs: 1 failed, 1 done" in out.stdout
@@ -140,7 +140,7 @@ def test_a_refused_submission_is_one_line_and_exit_2(sweeps):
 
 
 def test_max_array_size_comes_from_the_cluster():
-    from missbench.executors import max_array_size
+    from missbench.executors.slurm import max_array_size
 
     config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
     assert max_array_size(None) == int(re.search(r"MaxArraySize\s*=\s*(\d+)", config).group(1))

@@ -144,10 +144,10 @@ def test_inner_step_is_differentiated_through():
 def test_missing_inputs_cannot_reach_the_output_before_and_after_the_stage():
     task = classification_task()
     model = SMIL(task, tuple(task.inputs)).eval()
-    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert_classification_ignores_missing(model, task, masks_itself=True)
     x, y = tiny_classification_batch(task)
     fitted(model, x, torch.tensor([[True, True], [True, False]] * 4), y).eval()
-    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert_classification_ignores_missing(model, task, masks_itself=True)
     # Shared encoding: the full inputs encoded once, decoded for one pattern, equal the zeroed forward.
     available = torch.tensor([[True, False]] * 8)
     with torch.no_grad():
@@ -187,12 +187,12 @@ def test_segmentation_reconstructs_at_the_bottleneck():
     torch.manual_seed(0)
     model = SMIL(task, MODS, width=4, depth=2).eval()
     assert count_parameters(model) == 69_919
-    assert_every_pattern_ignores_missing(model, 3, unzeroed=True)
+    assert_every_pattern_ignores_missing(model, 3, masks_itself=True)
     x, y = tiny_batch()
     available = torch.tensor([[True, False, True, False], [True, True, True, True]])
     fitted(model, zero_inputs(x, available), available, y)
     assert model.frozen.all() and model.net.recon.centroids(1).abs().sum() > 0
-    assert_every_pattern_ignores_missing(model.eval(), 3, unzeroed=True)
+    assert_every_pattern_ignores_missing(model.eval(), 3, masks_itself=True)
     assert_shared_encoding_matches(model)
     model.train().set_step(60, 100)
     out = model(zero_inputs(x, available), available, y)

@@ -3,7 +3,7 @@
 import torch
 
 from missbench.core.availability import draw_available
-from missbench.engine.train import lr_factor
+from missbench.core.training import TrainingDefaults
 
 
 def test_dropout_schemes_never_drop_everything():
@@ -18,16 +18,18 @@ def test_dropout_schemes_never_drop_everything():
 
 
 def test_schedules():
-    assert lr_factor("cosine", 0, 100) == 1 and abs(lr_factor("cosine", 50, 100) - 0.5) < 1e-9
-    assert abs(lr_factor("poly", 50, 100) - 0.5**0.9) < 1e-9
+    cosine, poly = TrainingDefaults(schedule="cosine"), TrainingDefaults(schedule="poly")
+    assert cosine.lr_factor(0, 100) == 1 and abs(cosine.lr_factor(50, 100) - 0.5) < 1e-9
+    assert abs(poly.lr_factor(50, 100) - 0.5**0.9) < 1e-9
     # U-HeMIS: divide by 4 every 10k of 60k iterations.
-    assert [lr_factor("step", s, 60_000) for s in (0, 9_999, 10_000, 59_999)] == [1, 1, 0.25, 0.25**5]
+    step = TrainingDefaults(schedule="step", step_every=1 / 6, step_gamma=0.25)
+    assert [step.lr_factor(s, 60_000) for s in (0, 9_999, 10_000, 59_999)] == [1, 1, 0.25, 0.25**5]
 
 
 def test_forced_rerun_trains_from_scratch(tmp_path):
     from conftest import smoke_spec
     from missbench.engine.run import run
-    from missbench.experiment.spec import Execution
+    from missbench.core.execution import Execution
 
     spec = smoke_spec("zero_fill")
     exe = Execution(progress=False)

@@ -6,7 +6,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from conftest import (
-    MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, run_killed_then_resumed, smoke_spec, tiny_batch,
+    MODS, assert_every_pattern_ignores_missing, assert_shared_encoding_matches, direct_poe, run_killed_then_resumed, smoke_spec,
+    tiny_batch,
     toy_losses,
 )
 from missbench.core.availability import zero_inputs
@@ -20,34 +21,6 @@ module = sys.modules[UHVED.__module__]
 def make(task, **params):
     torch.manual_seed(0)
     return UHVED(task, MODS, **{"width": 4, "depth": 2, **params}).eval()
-
-
-def direct_poe(mu, var, kept):
-    """mu = Σ mu_i/var_i / (1 + Σ 1/var_i), var = 1 / (1 + Σ 1/var_i) over the kept experts and the N(0, 1) prior."""
-    precision = 1 + sum(1 / var[i] for i in kept)
-    return sum(mu[i] / var[i] for i in kept) / precision, 1 / precision
-
-
-def test_product_of_experts_with_the_prior_matches_the_direct_formula():
-    torch.manual_seed(0)
-    mu = torch.randn(3, 4, 2, 3, 3, 3, dtype=torch.float64)
-    logvar = torch.randn(3, 4, 2, 3, 3, 3, dtype=torch.float64)
-    available = torch.tensor([[True, False, True, True], [False, False, True, False], [True, True, True, True]])
-    mu[~available] = float("nan")  # a missing expert's numbers must not reach the result
-    logvar[~available] = float("nan")
-    post_mu, post_logvar = module.product_of_experts(mu, logvar, available)
-    for b in range(3):
-        kept = available[b].nonzero().flatten().tolist()
-        expected_mu, expected_var = direct_poe(mu[b], logvar[b].exp(), kept)
-        # the code's 1e-7 in 1/(var + 1e-7) and log(var + 1e-7) is the only difference
-        torch.testing.assert_close(post_mu[b], expected_mu, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(post_logvar[b].exp() - 1e-7, expected_var, rtol=1e-5, atol=1e-6)
-    # one expert: mu_1 / (1 + var_1); the prior always shrinks the mean and the variance
-    torch.testing.assert_close(post_mu[1], mu[1, 2] / (1 + logvar[1, 2].exp()), rtol=1e-5, atol=1e-6)
-    assert (post_logvar.exp() < 1).all()
-    # a single subset mask (M booleans) applies to every sample
-    sub_mu, _ = module.product_of_experts(mu[2:], logvar[2:], torch.tensor([True, False, False, True]))
-    torch.testing.assert_close(sub_mu[0], direct_poe(mu[2], logvar[2].exp(), [0, 3])[0], rtol=1e-5, atol=1e-6)
 
 
 def test_gaussian_kl_is_the_closed_form_kl():
@@ -142,7 +115,7 @@ def test_log_variances_are_clipped_to_50(task):
 @pytest.mark.parametrize("backbone", ["paper", "common"])
 def test_forward_with_every_availability_pattern_ignores_missing_inputs(task, backbone):
     model = make(task, backbone=backbone)
-    assert_every_pattern_ignores_missing(model, 4, unzeroed=True)
+    assert_every_pattern_ignores_missing(model, 4, masks_itself=True)
 
 
 @pytest.mark.parametrize("backbone", ["paper", "common"])
@@ -193,7 +166,7 @@ def test_paper_width_has_the_code_parameter_count(task):
     assert count_parameters(model.seg_decoder) == 72_872
     assert count_parameters(model.image_decoders[0]) == 72_860
     assert count_parameters(model) == 1_250_552  # 1.25M
-    cfg = UHVED.training
+    cfg = UHVED.training_defaults["segmentation"]
     assert (cfg.optimizer, cfg.lr, cfg.dropout, cfg.warmup_fraction) == ("adam", 1e-3, "count_then_subset", 0.0)
 
 
@@ -234,7 +207,7 @@ def test_classification_product_of_experts_over_feature_vectors():
     mus = torch.stack([f.mu[0] for f in feats], 1)
     logvars = torch.stack([f.logvar[0] for f in feats], 1)
     torch.testing.assert_close(seen["z"], module.product_of_experts(mus, logvars, available)[0])  # the posterior mean
-    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert_classification_ignores_missing(model, task, masks_itself=True)
     out = model.train()(x, available, y)
     assert set(out.losses) == {"ce", "kl", "recon"}
     history = classification_toy_losses(UHVED(task, tuple(task.inputs)), task)

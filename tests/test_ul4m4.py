@@ -8,7 +8,6 @@ from conftest import (
     classification_task, tiny_batch, tiny_classification_batch, toy_losses,
 )
 from missbench.core.availability import zero_inputs
-from missbench.core.availability import zero_inputs
 from missbench.core.method import count_parameters
 from missbench.experiment.registry import method_class
 
@@ -58,7 +57,7 @@ def test_defaults_are_the_papers_and_training_differs_per_task():
     assert UL4M4.defaults["k"] == 64 and UL4M4.defaults["iterations"] == 50
     cls = UL4M4.training_for("classification")
     assert (cls.optimizer, cls.lr, cls.schedule, cls.dropout) == ("adam", 1e-3, "constant", "full")
-    assert UL4M4.training_for("segmentation") == method_class("mean_fill").training
+    assert UL4M4.training_for("segmentation") == method_class("mean_fill").training_for("segmentation")
     model = make_cls()
     assert model.output == "labels" and model.stage_steps(100) == [50] and model.stage_steps(2) == [1]
     assert sum(p.numel() for p in model.imputer.parameters()) == 0
@@ -141,7 +140,7 @@ def test_missing_inputs_cannot_leak_on_classification(fitted):
         x, y = tiny_classification_batch(task)
         fit(model, x, availability(8, 3), y)
     model.eval()
-    assert_classification_ignores_missing(model, task, unzeroed=True)
+    assert_classification_ignores_missing(model, task, masks_itself=True)
 
 
 def make_seg(task, fitted: bool = True):
@@ -177,7 +176,7 @@ def test_segmentation_imputes_the_bottleneck_per_voxel(task):
 @pytest.mark.parametrize("fitted", [False, True])
 def test_segmentation_every_pattern_ignores_missing_and_shares_encoding(task, fitted):
     model = make_seg(task, fitted)
-    assert_every_pattern_ignores_missing(model, 3, unzeroed=True)
+    assert_every_pattern_ignores_missing(model, 3, masks_itself=True)
     assert_shared_encoding_matches(model)
 
 

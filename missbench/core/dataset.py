@@ -1,4 +1,6 @@
-"""The `Dataset` contract: cases (modality arrays, target, id), modalities, task and fixed splits."""
+"""The `Dataset` contract: cases (modality arrays, target, id), modalities, task and fixed splits, and the
+optional hooks of ``bench.py prepare`` (a preprocessing cache), ``bench.py export`` (label maps in the
+original geometry) and meta.json, each declared here with its default."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from missbench.core.params import Rule, check_params
 
 
 @dataclass
@@ -27,26 +31,24 @@ class Case:
 class Dataset:
     """Base class of every data set plugin in ``datasets/``.
 
-    Subclasses set ``name``, ``task``, ``modalities`` and ``defaults`` (parameters as data), and
-    implement ``case_ids`` and ``load``. Splits are frozen: the same parameters give the same lists.
+    Subclasses set ``name``, ``task``, ``modalities`` and ``defaults`` (parameters as data, with
+    ``constraints`` where the type is not enough), and implement ``case_ids`` and ``load``. Splits are
+    frozen: the same parameters give the same lists.
     """
 
     name: ClassVar[str]
     task: ClassVar[str] = "segmentation"
     modalities: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
-    #: Parameters with their defaults; ``__init__`` refuses names not listed here.
+    #: Parameters with their defaults; a default's type is the parameter's type.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Allowed values of parameters where the type is not enough (missbench.core.params).
+    constraints: ClassVar[dict[str, Rule]] = {}
     #: Predicted ET components below this many voxels count as empty (BraTS post-processing).
     et_threshold: ClassVar[int] = 500
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"dataset {self.name!r}: unknown parameter {unknown[0]!r}; "
-                f"expected one of {sorted(self.defaults)}"
-            )
+        check_params(f"dataset {self.name!r}", params, self.defaults, self.constraints)
         self.params: dict[str, Any] = {**self.defaults, **params}
 
     def task_params(self) -> dict[str, Any]:
@@ -60,6 +62,49 @@ class Dataset:
     def load(self, case_id: str) -> Case:
         """Load one case; raises a clear error naming the case and file on bad input."""
         raise NotImplementedError
+
+    # --- optional hook: bench.py prepare (missbench/realdata/prepare.py) ----------------------
+
+    #: Data sets with a preprocessing cache set its folder and the recipe that fills it.
+    cache_folder: Path | None = None
+    recipe: dict[str, Any] | None = None
+
+    @classmethod
+    def for_prepare(cls, **params: Any) -> "Dataset | None":
+        """An instance for ``bench.py prepare`` that does not yet require its cache; None: nothing to prepare (default)."""
+        return None
+
+    def prepare_ids(self) -> list[str]:
+        """The cases ``prepare`` fills."""
+        return []
+
+    def is_prepared(self, case_id: str) -> bool:
+        """Whether the case is in the cache, made from the same source files."""
+        return True
+
+    def check_headers(self, case_id: str) -> None:
+        """Cheap checks of a case's files before anything is written; a clear error naming the file."""
+
+    def prepare_case(self, case_id: str) -> None:
+        """Preprocess one case into the cache, atomically."""
+        raise NotImplementedError(f"dataset {self.name!r} has nothing to prepare")
+
+    # --- optional hook: bench.py export (missbench/realdata/export.py) ------------------------
+
+    def write_label_map(self, case: Case, labels: np.ndarray, path: Path) -> None:
+        """Write a predicted label map of ``case`` to ``path`` in the data's original geometry."""
+        raise NotImplementedError(f"dataset {self.name!r} cannot write label maps")
+
+    @classmethod
+    def can_export(cls) -> bool:
+        """Whether the data set implements `write_label_map`."""
+        return cls.write_label_map is not Dataset.write_label_map
+
+    # --- optional hook: meta.json ----------------------------------------------------------------
+
+    def run_meta(self) -> dict[str, Any]:
+        """What a run's meta.json records about the data besides its parameters (e.g. the cache recipe)."""
+        return {}
 
 
 SPLITS = ("train", "val", "test")

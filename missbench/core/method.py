@@ -1,64 +1,31 @@
-"""The `Method` contract every file in ``methods/`` implements, and the paper defaults it declares."""
+"""The `Method` contract every file in ``methods/`` implements: every hook the engine may call, with its default.
+
+The harness zeroes missing modalities in ``x`` before any call and passes ``available`` (B x M
+booleans, per sample). On segmentation ``x`` is one B x M x D x H x W tensor; on classification a
+list of per-modality batches (modalities differ in shape; `Task.inputs` describes them).
+
+A method that encodes each modality on its own implements `Method.encode` (per-modality features, no
+availability needed) and `Method.decode` (fusion and decoding for one availability pattern);
+evaluation then encodes each window once and decodes it for every subset. Others override
+`Method.forward` and leave `encode` returning None. A method adds its own task loss (`task_loss`)
+to the named loss terms it returns.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from missbench.core.availability import DROPOUT_SCHEMES
-from missbench.core.tasks import Task
+from missbench.core.params import Rule, check_params
+from missbench.core.tasks.base import Task
+from missbench.core.training import TrainingDefaults
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "poly", "constant", "step")
-
-
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """Optimiser, schedule and modality-dropout scheme a method's paper or official code uses.
-
-    ``dropout`` names a scheme in `missbench.core.availability`; ``warmup_fraction`` of the budget is trained
-    with every modality present before dropping starts (ShaSpec's run.sh: 80k of 180k iterations).
-    """
-
-    optimizer: str = "sgd"
-    lr: float = 1e-2
-    momentum: float = 0.99
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    amsgrad: bool = False
-    schedule: str = "poly"
-    #: For ``schedule="step"``: multiply the rate by ``step_gamma`` every ``step_every`` of the budget.
-    step_every: float = 1 / 6
-    step_gamma: float = 0.25
-    dropout: str = "count_then_subset"
-    warmup_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dropout", DROPOUT_SCHEMES)):
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"training {key} {getattr(self, key)!r}; expected one of {list(allowed)}")
-        if not 0 <= self.warmup_fraction <= 1:
-            raise ValueError(f"training warmup_fraction {self.warmup_fraction}; expected a number in [0, 1]")
-
-    def replace(self, **changes: Any) -> "TrainingDefaults":
-        """A copy with ``changes`` applied; unknown names are an error."""
-        unknown = sorted(set(changes) - set(asdict(self)))
-        if unknown:
-            raise ValueError(f"unknown training setting {unknown[0]!r}; expected one of {sorted(asdict(self))}")
-        return TrainingDefaults(**{**asdict(self), **changes})
-
-
-#: ShaSpec's training (paper §4.2, run.sh): SGD Nesterov 0.99, lr 1e-2, no weight decay, cosine, kept
-#: count uniform in 1..M after a full-modality warm-up of 80k of 180k iterations. The reference methods
-#: (zero_fill, mean_fill) use it too, so they differ from ShaSpec only in how they handle missing inputs.
-SHASPEC_TRAINING = TrainingDefaults(
-    optimizer="sgd", lr=1e-2, momentum=0.99, nesterov=True, weight_decay=0.0,
-    schedule="cosine", dropout="count_then_subset", warmup_fraction=80 / 180,
-)
+#: (harness-zeroed x, available, target) batches, as `Method.fit_stage` receives them.
+StageBatches = Callable[[], Iterator[tuple[Any, torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
@@ -70,33 +37,28 @@ class Output:
 
 
 class Method(nn.Module):
-    """Base class of the methods.
+    """Base class of the methods; subclasses set the class attributes below and implement the forward pass."""
 
-    The harness zeroes missing modalities in ``x`` (B x M x ...) before the call and passes
-    ``available`` (B x M booleans, per sample). A method that encodes each modality on its own
-    implements ``encode`` (per-modality features, no availability needed) and ``decode`` (fusion and
-    decoding for one availability pattern); evaluation then encodes each window once and decodes it
-    for every subset. Others override ``forward`` and leave ``encode`` returning None.
-    """
-
+    #: The name a protocol or ``--methods`` uses.
     name: ClassVar[str]
+    #: Paper and official code, shown by ``bench.py list`` and recorded in meta.json.
     citation: ClassVar[str] = ""
+    #: The tasks it supports ("segmentation", "classification").
     tasks: ClassVar[tuple[str, ...]] = ("segmentation",)
-    #: Hyperparameters and their paper defaults; ``__init__`` refuses names not listed here.
+    #: Hyperparameters with their paper defaults; a default's type is the parameter's type.
     defaults: ClassVar[dict[str, Any]] = {}
-    training: ClassVar[TrainingDefaults] = TrainingDefaults()
-    #: "regions" (sigmoid ET/TC/WT) or "labels" (softmax over the task's classes).
-    output: ClassVar[str] = "regions"
+    #: Allowed values of parameters where the type is not enough (missbench.core.params).
+    constraints: ClassVar[dict[str, Rule]] = {}
+    #: Output convention per task: "regions" (sigmoid ET/TC/WT) or "labels" (softmax over the task's classes).
+    outputs: ClassVar[dict[str, str]] = {"segmentation": "regions", "classification": "labels"}
+    #: The paper's training settings per task; a task not listed trains with `TrainingDefaults()`.
+    training_defaults: ClassVar[dict[str, TrainingDefaults]] = {}
 
     def __init__(self, task: Task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__()
         if task.name not in self.tasks:
             raise ValueError(f"method {self.name!r} does not support task {task.name!r} (supports {list(self.tasks)})")
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"method {self.name!r}: unknown parameter {unknown[0]!r}; expected one of {sorted(self.defaults)}"
-            )
+        check_params(f"method {self.name!r}", params, self.defaults, self.constraints)
         self.task = task
         self.modalities = tuple(modalities)
         self.params: dict[str, Any] = {**self.defaults, **params}
@@ -106,19 +68,27 @@ class Method(nn.Module):
     def n_modalities(self) -> int:
         return len(self.modalities)
 
-    #: Training defaults on the tasks where they differ from ``training`` (e.g. ShaSpec's avMNIST run).
-    training_by_task: ClassVar[dict[str, TrainingDefaults]] = {}
+    @property
+    def output(self) -> str:
+        """This instance's output convention, for its task."""
+        return self.outputs[self.task.name]
 
     @classmethod
     def training_for(cls, task_name: str) -> TrainingDefaults:
         """The training defaults on ``task_name``."""
-        return cls.training_by_task.get(task_name, cls.training)
+        return cls.training_defaults.get(task_name, TrainingDefaults())
+
+    # --- hooks the trainer calls ---------------------------------------------------------------
+
+    def set_step(self, step: int, total: int) -> None:
+        """Called before each training iteration, for losses switched on after a start (RFNet)."""
+        self.step, self.total_steps = step, total
 
     def stage_steps(self, total: int) -> list[int]:
         """Iterations (of ``total``) at which the trainer calls `fit_stage`, in increasing order (default: none)."""
         return []
 
-    def fit_stage(self, index: int, batches: Callable[[], Iterator[tuple[Any, torch.Tensor, torch.Tensor]]]) -> None:
+    def fit_stage(self, index: int, batches: StageBatches) -> None:
         """Called once when training reaches ``stage_steps()[index]`` (e.g. to fit k-means centroids or freeze encoders).
 
         ``batches()`` iterates the training data once as (harness-zeroed x, available, target), the
@@ -126,19 +96,18 @@ class Method(nn.Module):
         buffers or parameters, so a checkpoint carries it and a resumed run does not refit.
         """
 
-    def set_step(self, step: int, total: int) -> None:
-        """Called by the trainer before each iteration, for losses switched on after a start (RFNet)."""
-        self.step, self.total_steps = step, total
+    # --- the forward pass ----------------------------------------------------------------------
 
-    def encode(self, x: torch.Tensor) -> list[Any] | None:
+    def encode(self, x: Any) -> list[Any] | None:
         """Per-modality features of ``x`` (one entry per modality), or None if the method cannot share them."""
         return None
 
     def decode(self, features: list[Any], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
         """Fuse per-modality ``features`` under ``available`` and decode; loss terms when ``target`` is given."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} implements encode but not decode")
 
-    def forward(self, x: torch.Tensor, available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+    def forward(self, x: Any, available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
+        """Logits for ``x`` under ``available``; with ``target``, the named loss terms too (default: encode, decode)."""
         features = self.encode(x)
         if features is None:
             raise NotImplementedError(f"{type(self).__name__} must implement encode/decode or forward")
@@ -147,6 +116,13 @@ class Method(nn.Module):
     def task_loss(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """The task's loss for this method's output convention, as named terms."""
         return self.task.loss(logits, target, self.output)
+
+    # --- analysis ------------------------------------------------------------------------------
+
+    def feature_views(self, x: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Named B x M x C pooled features of a full-modality segmentation patch for the feature figure
+        (features.npz; ShaSpec's shared and specific features), or None (default: nothing to save)."""
+        return None
 
 
 def count_parameters(module: nn.Module) -> int:

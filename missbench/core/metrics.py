@@ -20,12 +20,14 @@ empty; it is scored as region ``ETpp`` beside the raw ``ET``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from medpy.metric.binary import hd95 as medpy_hd95
 
-from missbench.core.tasks.segmentation import REGION_LABELS
+from missbench.core.regions import REGION_LABELS
 
 #: HD95 (mm) of the BraTS rule when exactly one of prediction and reference is empty.
 BRATS_MAX_HD95 = 373.13
@@ -40,6 +42,19 @@ _POLICIES: dict[str, tuple[tuple[float, float], tuple[float, float], float | Non
     "brats": ((0.0, 0.0), (1.0, 0.0), BRATS_MAX_HD95),
 }
 EMPTY_POLICIES = tuple(_POLICIES)
+
+
+@dataclass(frozen=True)
+class MetricPolicy:
+    """The named scoring rules of a run, recorded in every row: the empty-region policy and the ET
+    post-processing threshold (voxels)."""
+
+    empty: str = "one"
+    et_threshold: int = 500
+
+    def columns(self) -> dict[str, Any]:
+        """The row columns that record this policy."""
+        return {"empty_policy": self.empty, "et_threshold": self.et_threshold}
 
 
 def dice_and_hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], empty: str = "one") -> tuple[float, float]:

@@ -1,48 +1,42 @@
-"""The timing protocol (``mode: timing``, protocols/timing.yaml): what a training iteration and an
-inference pass cost, per method, at the protocol's batch and patch on the chosen device.
+"""The timing body of the run skeleton (``mode: timing``, protocols/timing.yaml): what a training
+iteration and an inference pass cost, per method, at the protocol's batch and patch on the chosen device.
 
-One method at a time (the in-process executor runs specs in turn): ``warmup`` untimed then
-``iterations`` timed training iterations (forward, backward, optimiser step; sampling the batch is
-not timed), then ``inference_warmup`` untimed and ``inference_passes`` timed inference passes
-(segmentation: sliding-window prediction of one test case with every modality; classification: one
-batch of test samples). Each timed region is bracketed by device synchronisation: CUDA events on a
-GPU, ``time.perf_counter`` on a CPU (harness.md §5.4). Peak memory: ``torch.cuda.max_memory_allocated``
-per phase on a GPU; on a CPU the process's peak RSS (lifetime, not per phase), labelled as such.
-The load on the machine is recorded before and after; a run that shared its device is flagged
-(``shared_device`` in meta.json), since such timings are not comparable.
+One method at a time: ``warmup`` untimed then ``iterations`` timed training iterations (the trainer's
+own `train_step`, so every execution option applies; sampling the batch is not timed), then
+``inference_warmup`` untimed and ``inference_passes`` timed inference passes (the task's: sliding-window
+prediction of one test case, or one batch of test samples, with every modality). Each timed region is
+bracketed by device synchronisation: CUDA events on a GPU, ``time.perf_counter`` on a CPU
+(harness.md §5.4). Peak memory per phase: ``torch.cuda.max_memory_allocated`` on a GPU (reset at the
+phase's start); on a CPU the process's peak resident memory during the phase above its resident memory
+at the phase's start (Linux resets the peak through /proc/self/clear_refs), so earlier work of the
+same process is not counted. The load on the machine is recorded before and after; a run that shared
+its device is flagged (`shared_device`), since such timings are not comparable.
 
-Rows (rows.parquet, as any run): metric ``train_s_per_iter`` and ``infer_s_per_case`` (one row per
-timed iteration or pass), ``peak_mem_mib`` (region = phase, ``memory_kind`` names the measure) and
-``parameters``. ShaSpec §4.5 compares methods this way (batch 4, mean of 30 iterations, one GPU).
+Rows: metric ``train_s_per_iter`` and ``infer_s_per_case`` (one row per timed iteration or pass),
+``peak_mem_mib`` (region = phase, ``memory_kind`` names the measure) and ``parameters``. ShaSpec §4.5
+compares methods this way (batch 4, mean of 30 iterations, one GPU).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from missbench.store import provenance
-from missbench.experiment import registry
-from missbench.core.dataset import ClassificationDataset
-from missbench.core.availability import draw_available
-from missbench.engine.evaluate import predict_case, subset_predictor
-from missbench.core.availability import zero_inputs
-from missbench.core.method import Method, count_parameters
-from missbench.engine.run import build, classification_data, open_run_dir
-from missbench.experiment.spec import Execution, RunSpec
-from missbench.store.run_folder import DONE, is_done, write_atomic, write_json, write_rows
+from missbench.core.availability import draw_available, zero_inputs
+from missbench.core.execution import PhaseTimer
+from missbench.core.method import count_parameters
 from missbench.core.subsets import Subset
-from missbench.engine.train import batch_sources, make_optimizer
+from missbench.engine.context import Context, Outcome
+from missbench.engine.train import train_step
 
-#: GPU memory (MiB) held by other processes above which a GPU counts as shared.
-SHARED_GPU_MIB = 256.0
+#: GPU memory (MiB) beyond this run's own that counts as held by others, when NVML cannot count processes.
+CONTEXT_ALLOWANCE_MIB = 1536.0
 
 
 def timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
@@ -64,135 +58,140 @@ def timer(device: torch.device) -> Callable[[Callable[[], Any]], float]:
     return timed
 
 
-def device_load(device: torch.device) -> dict[str, float]:
-    """The machine's 1-minute load average, its usable cores and, on a GPU, memory held by other processes."""
-    out = {"loadavg_1min": os.getloadavg()[0], "cores": float(len(os.sched_getaffinity(0)))}
+def _gpu_processes(device: torch.device) -> int | None:
+    """How many processes hold memory on the GPU (NVML), or None where NVML cannot tell."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        return len(pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    except Exception:  # noqa: BLE001 - no NVML library, no driver access, a container without process info
+        return None
+
+
+def device_load(device: torch.device) -> dict[str, float | None]:
+    """The machine's 1-minute load average and usable cores; on a GPU, the processes on it (NVML) and the
+    memory in use that this process's allocator does not hold (its own CUDA context included)."""
+    out: dict[str, float | None] = {"loadavg_1min": os.getloadavg()[0], "cores": float(len(os.sched_getaffinity(0)))}
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
-        out["gpu_mib_used_by_others"] = max(0.0, (total - free - torch.cuda.memory_reserved(device)) / 2**20)
+        out["gpu_mib_unexplained"] = max(0.0, (total - free - torch.cuda.memory_reserved(device)) / 2**20)
+        out["gpu_processes"] = _gpu_processes(device)
     return out
 
 
-def shared_device(before: dict[str, float], after: dict[str, float], own_threads: int) -> bool:
-    """True when other work competed for the device: the load of others (the load before the run, or after
-    it less this run's threads) plus this run's threads exceeds the cores, or others hold GPU memory."""
+def shared_device(before: dict[str, Any], after: dict[str, Any], own_threads: int) -> bool:
+    """True when other work competed for the device, from the readings alone.
+
+    CPU: the load of others (the load before the run, or after it less this run's threads) plus this
+    run's threads exceeds the cores. GPU: another process is on it (NVML counts more than one), or,
+    where NVML cannot count, more memory is in use than this process's allocator and its own CUDA
+    context (up to `CONTEXT_ALLOWANCE_MIB`) explain.
+    """
     others = max(before["loadavg_1min"], after["loadavg_1min"] - own_threads)
-    gpu = max(before.get("gpu_mib_used_by_others", 0.0), after.get("gpu_mib_used_by_others", 0.0))
-    return others + own_threads > before["cores"] or gpu > SHARED_GPU_MIB
+    if others + own_threads > before["cores"]:
+        return True
+    processes = [r.get("gpu_processes") for r in (before, after) if "gpu_processes" in r]
+    if any(n is not None and n > 1 for n in processes):
+        return True
+    counted = any(n is not None for n in processes)
+    unexplained = max(before.get("gpu_mib_unexplained", 0.0) or 0.0, after.get("gpu_mib_unexplained", 0.0) or 0.0)
+    return not counted and unexplained > CONTEXT_ALLOWANCE_MIB
 
 
-def peak_memory(device: torch.device) -> tuple[str, float]:
-    """(kind, MiB) of the peak memory so far: CUDA max allocated since the last reset, or peak process RSS."""
-    ((kind, mib),) = provenance.peak_memory_mib(device).items()
-    return (kind if device.type == "cuda" else "peak_process_rss_mib_lifetime"), mib
+def _rss_mib() -> tuple[float, float]:
+    """(current, peak since the last reset) resident memory of this process in MiB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+    return float(fields["VmRSS"].split()[0]) / 1024, float(fields["VmHWM"].split()[0]) / 1024
 
 
-def reset_peak(device: torch.device) -> None:
+def _reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size to the current one (Linux); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def phase_memory(device: torch.device, out: dict[str, Any]) -> Iterator[None]:
+    """Fill ``out`` with {"kind", "mib"}: the phase's peak memory, not counting the process's earlier work."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        yield
+        out.update(kind="peak_cuda_allocated_mib", mib=torch.cuda.max_memory_allocated(device) / 2**20)
+    elif _reset_peak_rss():
+        start, _ = _rss_mib()
+        yield
+        out.update(kind="peak_rss_above_phase_start_mib", mib=max(0.0, _rss_mib()[1] - start))
+    else:  # no /proc (not Linux): the lifetime peak, named so
+        import resource
+
+        yield
+        out.update(kind="peak_process_rss_mib_lifetime", mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def time_training(method: Method, spec: RunSpec, dataset: object, cfg: Any, exe: Execution, counts: dict[str, int]) -> list[float]:
+def time_training(ctx: Context, counts: dict[str, int]) -> list[float]:
     """Seconds of each timed training iteration after the warm-up (batches sampled outside the timed region)."""
-    data = classification_data(dataset, spec) if isinstance(dataset, ClassificationDataset) else None
-    train_data = data.samples["train"] if data else [dataset.load(c) for c in dataset.case_ids("train")]
-    sample, _ = batch_sources(method, train_data, spec, None, data.masks["train"] if data else None,
-                               np.random.default_rng(spec.derived_seed), exe)
+    spec, method, task, exe = ctx.spec, ctx.method, ctx.task, ctx.exe
+    masks = ctx.masks["train"]
+    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch,
+                           np.random.default_rng(spec.derived_seed), spec.derived_seed, masks)
     gen = torch.Generator().manual_seed(spec.derived_seed)
-    optimizer = make_optimizer(method, cfg)
-    timed, total = timer(exe.torch_device), counts["warmup"] + counts["iterations"]
+    optimizer = ctx.cfg.make_optimizer(p for p in method.parameters() if p.requires_grad)
+    timed, total, idle = timer(exe.torch_device), counts["warmup"] + counts["iterations"], PhaseTimer()
     method.train()
     times = []
     for step in range(total):
-        x, y, drawn = sample(step)
-        available = drawn if drawn is not None else draw_available(cfg.dropout, spec.budget.batch, method.n_modalities, gen)
+        x, y, drawn = batches.sample(step)
+        available = drawn if drawn is not None else draw_available(ctx.cfg.dropout, spec.budget.batch, method.n_modalities, gen)
         x, y, available = exe.prepare(zero_inputs(x, available)), y.to(exe.device), available.to(exe.device)
         method.set_step(step, total)
-
-        def step_fn() -> None:
-            loss = sum(method(x, available, y).losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-        t = timed(step_fn)
+        t = timed(lambda: train_step(method, optimizer, x, y, available, exe, ctx.timers["train"] if exe.profile else idle))
         if step >= counts["warmup"]:
             times.append(t)
     return times
 
 
-def time_inference(method: Method, spec: RunSpec, dataset: object, exe: Execution, counts: dict[str, int]) -> list[float]:
+def time_inference(ctx: Context, counts: dict[str, int]) -> list[float]:
     """Seconds of each timed inference pass with every modality present, after the warm-up."""
-    full = Subset(tuple(method.modalities), tuple(method.modalities))
-    predict = subset_predictor(method, [full])
-    method.eval()
-    if isinstance(dataset, ClassificationDataset):
-        test = dataset.samples("test")
-        idx = np.arange(min(spec.budget.batch, len(test.y)))
-        x = exe.prepare([torch.from_numpy(a[idx]).float() for a in test.x])
-
-        def fn() -> None:
-            with torch.inference_mode():
-                predict(x)
-    else:
-        case = dataset.load(dataset.case_ids("test")[0])
-
-        def fn() -> None:
-            predict_case(predict, method, case, spec, exe)
-
-    timed = timer(exe.torch_device)
-    times = [timed(fn) for _ in range(counts["inference_warmup"] + counts["inference_passes"])]
+    ctx.method.eval()
+    run_once = ctx.task.inference_pass(ctx.method, ctx.task.split(ctx.dataset, "test"), ctx.settings, ctx.exe, ctx.spec.budget.batch)
+    timed = timer(ctx.exe.torch_device)
+    times = [timed(run_once) for _ in range(counts["inference_warmup"] + counts["inference_passes"])]
     return times[counts["inference_warmup"]:]
 
 
-def run_timing(spec: RunSpec, sweep_dir: Any, exe: Execution = Execution(), force: bool = False) -> str:
-    """Time one method (a ``mode: timing`` spec) into ``sweep_dir/<run_id>``; "done" or "skipped"."""
-    run_dir = sweep_dir / spec.run_id
-    if is_done(run_dir) and not force:
-        return "skipped"
-    counts = spec.metric["timing"]
-    dev = exe.torch_device
-    dataset, method = build(spec)
-    cfg = type(method).training_for(dataset.task).replace(**spec.training)
-    open_run_dir(spec, run_dir)
-    volumes = exe.channels_last and dataset.task == "segmentation"  # 3-D convolutions only, as the runner
-    method.to(dev, memory_format=torch.channels_last_3d if volumes else torch.contiguous_format)
+def time_method(ctx: Context) -> Outcome:
+    """The timing body: rows of per-iteration and per-pass seconds, per-phase peak memory and the parameter count."""
+    counts, dev = ctx.spec.metric["timing"], ctx.exe.torch_device
     before = device_load(dev)
-    reset_peak(dev)
-    train_times = time_training(method, spec, dataset, cfg, exe, counts)
-    train_mem = peak_memory(dev)
-    reset_peak(dev)
-    infer_times = time_inference(method, spec, dataset, exe, counts)
-    infer_mem = peak_memory(dev)
+    train_mem: dict[str, Any] = {}
+    infer_mem: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with phase_memory(dev, train_mem):
+        train_times = time_training(ctx, counts)
+    t1 = time.perf_counter()
+    with phase_memory(dev, infer_mem):
+        infer_times = time_inference(ctx, counts)
+    t2 = time.perf_counter()
     after = device_load(dev)
     shared = shared_device(before, after, torch.get_num_threads() if dev.type == "cpu" else 1)
-    full = Subset(tuple(method.modalities), tuple(method.modalities))
-    n_params = count_parameters(method)
+    modalities = tuple(ctx.method.modalities)
+    full = Subset(modalities, modalities)
     records = ([("train", f"iter{i}", "train_s_per_iter", t) for i, t in enumerate(train_times)]
                + [("infer", f"pass{i}", "infer_s_per_case", t) for i, t in enumerate(infer_times)]
-               + [("train", "-", "peak_mem_mib", train_mem[1]), ("infer", "-", "peak_mem_mib", infer_mem[1]),
-                  ("model", "-", "parameters", float(n_params))])
-    frame = pd.DataFrame([{"case_id": c, "eval_subset": full.label, "eval_code": full.code, "n_available": len(full),
-                           "region": phase, "metric": metric, "value": value} for phase, c, metric, value in records])
-    for key, value in {
-        "run_id": spec.run_id, "method": spec.method, "variant": spec.variant, "dataset": spec.dataset, "protocol": spec.protocol,
-        "mode": spec.mode, "budget": spec.budget_name, "train_subset": "random", "seed": spec.seed, "split": "test",
-        "empty_policy": spec.metric["empty"], "et_threshold": spec.metric["et_threshold"], "missing_rate": math.nan,
-        "memory_kind": train_mem[0], "shared_device": shared,
-    }.items():
-        frame[key] = value
-    write_rows(run_dir / "rows.parquet", frame)
-    meta = {
-        "run_id": spec.run_id, "spec": spec.to_dict(), "parameters": n_params, "method_params_resolved": method.params,
-        "method_citation": type(method).citation, "training_config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "timing": {**counts, "timer": "cuda events" if dev.type == "cuda" else "perf_counter",
-                   "train_s_per_iter_median": float(np.median(train_times)) if train_times else None,
-                   "infer_s_per_case_median": float(np.median(infer_times)) if infer_times else None,
-                   "memory": {"train": dict([train_mem]), "infer": dict([infer_mem])},
-                   "load_before": before, "load_after": after, "shared_device": shared},
-        "execution": {"device": exe.device, "channels_last": exe.channels_last, "window_batch": exe.window_batch},
-        "versions": provenance.versions(), **provenance.git_state(registry.ROOT), **provenance.device_info(dev),
-    }
-    write_json(run_dir / "meta.json", meta)
-    write_atomic(run_dir / DONE, b"")
-    return "done"
+               + [("train", "-", "peak_mem_mib", train_mem["mib"]), ("infer", "-", "peak_mem_mib", infer_mem["mib"]),
+                  ("model", "-", "parameters", float(count_parameters(ctx.method)))])
+    rows = [{"case_id": c, "eval_subset": full.label, "eval_code": full.code, "n_available": len(full),
+             "region": phase, "metric": metric, "value": value} for phase, c, metric, value in records]
+    meta = {"timing": {**counts, "timer": "cuda events" if dev.type == "cuda" else "perf_counter",
+                       "train_s_per_iter_median": float(np.median(train_times)) if train_times else None,
+                       "infer_s_per_case_median": float(np.median(infer_times)) if infer_times else None,
+                       "memory": {"train": {train_mem["kind"]: train_mem["mib"]}, "infer": {infer_mem["kind"]: infer_mem["mib"]}},
+                       "load_before": before, "load_after": after, "shared_device": shared}}
+    return Outcome(rows, meta, {"train": t1 - t0, "evaluate": t2 - t1},
+                   extra_columns={"memory_kind": train_mem["kind"], "shared_device": shared})

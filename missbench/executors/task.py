@@ -1,26 +1,28 @@
-"""The callable every executor runs: ``missbench.engine.run.run`` plus a FAILED marker and requeue support."""
+"""The callable every executor runs: `missbench.engine.run.run` with the job's threads, and the
+preemption hook submitit calls (it looks for a ``checkpoint`` method)."""
 
 from __future__ import annotations
 
 import logging
-import traceback
 from pathlib import Path
+from typing import Any
 
-import submitit
 import torch
 
+from missbench.core.execution import Execution
+from missbench.engine.checkpoint import save_live_state
 from missbench.engine.run import run
-from missbench.experiment.spec import Execution, RunSpec
-from missbench.store.run_folder import write_atomic
-from missbench.store.sweep import FAILED
-from missbench.engine.train import save_live_state
+from missbench.experiment.spec import RunSpec
+from missbench.store.run_folder import RunBusy
 
 log = logging.getLogger("missbench")
+#: What a task returns for a run that another process is running.
+BUSY = "running elsewhere"
 
 
-class RunTask(submitit.helpers.Checkpointable):
-    """Run one spec into the sweep folder. An exception writes ``<run>/FAILED`` (the traceback) and is
-    raised again, so the job fails too; earlier results are never touched. On preemption or timeout
+class RunTask:
+    """Run one spec into the sweep folder. A failure is recorded in the run's FAILED by the run skeleton
+    and raised again, so the job fails too; earlier results are never touched. On preemption or timeout
     submitit calls ``checkpoint``, which saves the live training state and resubmits the same task."""
 
     def __init__(self, sweep_dir: Path, exe: Execution, force: bool = False, threads: int | None = None) -> None:
@@ -29,18 +31,16 @@ class RunTask(submitit.helpers.Checkpointable):
     def __call__(self, spec: RunSpec) -> str:
         if self.threads:
             torch.set_num_threads(self.threads)
-        run_dir = self.sweep_dir / spec.run_id
-        (run_dir / FAILED).unlink(missing_ok=True)
         try:
             return run(spec, self.sweep_dir, self.exe, self.force)
-        except Exception:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(run_dir / FAILED, traceback.format_exc().encode())
-            raise
+        except RunBusy:
+            return BUSY
 
-    def checkpoint(self, spec: RunSpec) -> submitit.helpers.DelayedSubmission:
+    def checkpoint(self, spec: RunSpec) -> Any:
         """Save the training state (resume reads it from checkpoint.pt) and resubmit without --force,
         so a requeued run resumes instead of starting over."""
+        import submitit
+
         saved = save_live_state()
         log.info("preempted: %s", "saved the training state" if saved else "resuming from the last periodic checkpoint")
         return submitit.helpers.DelayedSubmission(RunTask(self.sweep_dir, self.exe, False, self.threads), spec)

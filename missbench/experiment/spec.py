@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -105,43 +104,3 @@ class RunSpec:
         method of a comparison sees the same masks."""
         key = canonical([self.seed, self.dataset, self.dataset_params, self.protocol, self.missing, self.missing_rate])
         return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
-
-
-@dataclass(frozen=True)
-class Execution:
-    """Where and how a run executes. Recorded in meta.json but not part of the run id: it changes
-    speed, not the experiment (channels-last and compilation reorder float sums; ``amp`` rounds
-    activations to bfloat16, so it is off unless asked for, and recorded with every run)."""
-
-    device: str = "cpu"
-    channels_last: bool = True
-    progress: bool = True
-    #: Sliding windows evaluated per forward pass.
-    window_batch: int = 8
-    #: "bf16": forward passes under bfloat16 autocast (CUDA); "off": float32 throughout.
-    amp: str = "off"
-    #: torch.compile backend for the method's forward ("inductor", "eager", ...); None: eager PyTorch.
-    compile: str | None = None
-    #: Time the phases of training and evaluation into profile.json (missbench/profile.py).
-    profile: bool = False
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """The mixed-precision context for forward passes (a no-op when ``amp`` is "off")."""
-        import torch
-
-        return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16")
-
-    @property
-    def torch_device(self) -> "torch.device":
-        import torch
-
-        return torch.device(self.device)
-
-    def prepare(self, x: "torch.Tensor | list[torch.Tensor]") -> "torch.Tensor | list[torch.Tensor]":
-        """Move an input (or a list of per-modality inputs) to the device, 5-D ones in the chosen memory format."""
-        import torch
-
-        if isinstance(x, list):
-            return [self.prepare(t) for t in x]
-        x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last and x.ndim == 5 else x

@@ -20,15 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import TrainingDefaults
+from missbench.core.tasks.classification import KINDS
 
-KINDS = ("image", "spectrogram", "tabular")
 
-#: ShaSpec's avMNIST training (paper §4.2): Adam lr 1e-3, weight decay 1e-2, lr x0.9 every 20 of 60 epochs
-#: (a third of the budget). ShaSpec uses it on classification, and so do zero_fill and mean_fill, so that
-#: they differ from ShaSpec only in how they handle missing modalities (as SHASPEC_TRAINING on segmentation).
-SHASPEC_AVMNIST_TRAINING = TrainingDefaults(optimizer="adam", lr=1e-3, weight_decay=1e-2, schedule="step",
-                                            step_every=1 / 3, step_gamma=0.9, dropout="count_then_subset")
 
 
 class LeNetImageEncoder(nn.Module):
@@ -99,13 +93,6 @@ class ClassifierHead(nn.Sequential):
         self.in_features, self.hidden = in_features, hidden
 
 
-def _kind_and_shape(spec: Any) -> tuple[str, tuple[int, ...]]:
-    """(kind, shape) of an ``InputSpec`` or of a plain (kind, shape) pair."""
-    if hasattr(spec, "kind") and hasattr(spec, "shape"):
-        return spec.kind, tuple(spec.shape)
-    kind, shape = spec
-    return kind, tuple(shape)
-
 
 def encoder_for(kind: str, shape: Sequence[int], tabular_hidden: int = 64, tabular_features: int = 64) -> nn.Module:
     """The encoder for one input of the classification task; ``shape`` excludes the batch dimension.
@@ -131,7 +118,7 @@ def encoders_for(inputs: Mapping[str, Any], modalities: Sequence[str], **options
     missing = [m for m in modalities if m not in inputs]
     if missing:
         raise ValueError(f"modality {missing[0]!r} has no input spec; the task describes {list(inputs)}")
-    return nn.ModuleList(encoder_for(*_kind_and_shape(inputs[m]), **options) for m in modalities)
+    return nn.ModuleList(encoder_for(*inputs[m], **options) for m in modalities)
 
 
 def projected_encoders(inputs: Mapping[str, Any], modalities: Sequence[str], dim: int) -> nn.ModuleList:
@@ -156,7 +143,7 @@ class SharedEncoder(nn.Module):
 
     def __init__(self, inputs: Mapping[str, Any], modalities: Sequence[str], dim: int) -> None:
         super().__init__()
-        specs = [_kind_and_shape(inputs[m]) for m in modalities]
+        specs = [(kind, tuple(shape)) for kind, shape in (inputs[m] for m in modalities)]
         self.grid = all(kind != "tabular" for kind, _ in specs)
         if self.grid:
             self.channels, self.size = max(shape[0] for _, shape in specs), specs[0][1][1:]
@@ -181,12 +168,3 @@ class SharedEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.common(x))
 
-
-def fill_missing_with_mean(feats: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """B x M x C (x ...) per-modality features with each missing modality's replaced by the mean of the available ones.
-
-    Missing entries are dropped with ``torch.where``, so nothing they hold (not even a NaN) reaches the result.
-    """
-    avail = available.to(feats.device).view(*available.shape, *[1] * (feats.ndim - 2))
-    mean = torch.where(avail, feats, 0).sum(1, keepdim=True) / avail.sum(1, keepdim=True).clamp_min(1).to(feats.dtype)
-    return torch.where(avail, feats, mean)

@@ -39,22 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import TrainingDefaults
-
 #: NiftyNet's ``leaky_relu``: (0.5 + 0.01) x + (0.5 - 0.01) |x|, i.e. slope 0.02 below zero.
 LEAKY_SLOPE = 0.02
 #: ``tf.contrib.layers.instance_norm``'s epsilon (NiftyNet's InstanceNormLayer default).
 IN_EPS = 1e-6
 
-#: Training of both applications (config.ini, application.py): Adam (TF defaults), lr 1e-3, no
-#: optimiser weight decay (the L2 term is a loss term, `niftynet_l2`), kept-modality count uniform in
-#: 1..M then a uniform subset, no warm-up. The code divides the learning rate by 4 every 10k of its
-#: 60k iterations (U-HeMIS; U-HVED's file says every 10, which would stop training after ~100
-#: iterations, so U-HeMIS's step is used for both), expressed as a fraction of the budget.
-UHVED_TRAINING = TrainingDefaults(
-    optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="step", step_every=1 / 6, step_gamma=0.25,
-    dropout="count_then_subset", warmup_fraction=0.0,
-)
 
 
 def conv(c_in: int, c_out: int, kernel: int = 3) -> nn.Conv3d:

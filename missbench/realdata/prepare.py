@@ -6,17 +6,14 @@ is written; then cases are processed in parallel (``--jobs`` worker processes). 
 its content checks (labels, non-finite voxels, unreadable voxels) is not written, the others are,
 and the command lists every failure and exits with status 2.
 
-A data set takes part by implementing ``for_prepare`` (an instance that does not yet require the
-cache), ``prepare_ids``, ``is_prepared``, ``check_headers``, ``prepare_case`` and ``cache_folder``.
+A data set takes part through the prepare hooks of `missbench.core.dataset.Dataset` (``for_prepare``,
+``prepare_ids``, ``is_prepared``, ``check_headers``, ``prepare_case``, ``cache_folder``, ``recipe``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
-import os
-import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
@@ -24,7 +21,6 @@ from typing import Any
 from tqdm import tqdm
 
 from missbench.realdata import cache
-from missbench.experiment import registry
 
 
 class PrepareError(ValueError):
@@ -76,46 +72,3 @@ def prepare(dataset: Any, jobs: int = 1, progress: bool = True, force: bool = Fa
     if errors:
         raise _failures(errors, f"preprocessing; the other {len(todo) - len(errors)} were cached in {folder}")
     return {"folder": folder, "prepared": len(todo), "skipped": len(ids) - len(todo), "seconds": time.perf_counter() - t0}
-
-
-def dataset_params(protocol_name: str | None, budget: str | None, cli_params: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """(protocol's data set name, parameters): a protocol budget's ``dataset:`` block, then the command line's,
-    so `prepare` fills the cache that the run with the same options reads."""
-    if protocol_name is None:
-        return None, dict(cli_params)
-    from missbench.experiment.protocol import load_protocol
-
-    proto = load_protocol(registry.protocol_path(protocol_name))
-    _, _, overrides = proto.budget(budget)
-    return proto.data.get("dataset"), {**overrides, **cli_params}
-
-
-def prepare_command(argv: list[str]) -> int:
-    """``bench.py prepare --dataset NAME [--protocol P --budget B] [--dataset-param K=V ...] [--jobs N]``."""
-    from missbench.cli import _key_values
-
-    p = argparse.ArgumentParser(prog="bench.py prepare", description="Preprocess a data set once into its cache (resumable).")
-    p.add_argument("--dataset", default=None, help="data set name (default: the protocol's)")
-    p.add_argument("--protocol", default=None, help="take data set parameters from this protocol's budget")
-    p.add_argument("--budget", default=None, help="the protocol budget whose dataset: block applies")
-    p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="data set parameter, e.g. root=DIR, val_root=DIR, split=..., recipe=shaspec, cache=DIR")
-    p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="cases processed in parallel")
-    p.add_argument("--force", action="store_true", help="redo cases already in the cache")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        proto_dataset, params = dataset_params(args.protocol, args.budget, _key_values(args.dataset_param, "--dataset-param"))
-        name = args.dataset or proto_dataset
-        if not name:
-            raise ValueError("--dataset: give a data set name (or --protocol)")
-        cls = registry.dataset_class(name)
-        if not hasattr(cls, "for_prepare"):
-            print(f"bench.py prepare: {name} has nothing to prepare")
-            return 0
-        done = prepare(cls.for_prepare(**params), max(1, args.jobs), not args.no_progress, args.force)
-    except ValueError as e:  # includes UsageError's siblings: UnknownName, ProtocolError, PrepareError
-        print(f"bench.py prepare: error: {e}", file=sys.stderr)
-        return 2
-    print(f"prepared {done['prepared']} case(s), {done['skipped']} already cached, in {done['seconds']:.1f} s: {done['folder']}")
-    return 0

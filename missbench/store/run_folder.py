@@ -1,43 +1,278 @@
-"""The results store: results/<sweep>/<run_id>/ with spec.json, rows.parquet, meta.json, log.txt, checkpoint.pt, DONE.
+"""One run's folder, ``results/<sweep>/<run_id>/``: every file name, every write, the DONE and FAILED
+markers, the claim that keeps a run to one process, and the readers. Nothing else spells a file name
+of the run folder.
 
-Every file is written to a temporary name and renamed, so a kill never leaves a half-written result,
-and DONE is written last.
+    spec.json      the run spec (the experiment)         rows.parquet   result rows
+    meta.json      provenance, timings, settings          log.txt        the run's log
+    checkpoint.pt  training state (resume, export)        profile.json   phase times (--profile)
+    features.npz   feature views (analysis)               DONE           checksums of rows and meta
+    FAILED         the error, its class and the execution options of the failed attempt
+    .lock          held (flock) by the process running the run
+
+Every file is written to a unique temporary name, flushed to disk and renamed, so a kill never
+leaves a half-written file, and DONE is written last. DONE records the SHA-256 of rows.parquet and
+meta.json, so a run whose results were damaged later reads as corrupt (and a rerun redoes it),
+never as done.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import io
 import json
+import logging
 import os
+import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-DONE = "DONE"
+from missbench.experiment.spec import RunSpec, canonical
+
+SPEC, ROWS, META, LOG = "spec.json", "rows.parquet", "meta.json", "log.txt"
+CHECKPOINT, PROFILE, FEATURES = "checkpoint.pt", "profile.json", "features.npz"
+DONE, FAILED, LOCK = "DONE", "FAILED", ".lock"
+log = logging.getLogger("missbench")
+
+
+class RunBusy(RuntimeError):
+    """Another process holds the run's claim (it is running elsewhere)."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` through a unique temporary file, fsync'ed before the rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the rename itself, on file systems that support a folder fsync
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Readable, sorted JSON, as every JSON file of the store is written."""
+    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_atomic(path, json_bytes(obj))
 
 
-def write_rows(path: Path, rows: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    rows.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
-def is_done(run_dir: Path) -> bool:
-    return (run_dir / DONE).exists()
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class RunFolder:
+    """The folder of one run; cheap to create (nothing is read or written until asked)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        """The path of one of the folder's files (a name defined in this module)."""
+        return self.path / name
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def has_spec(self) -> bool:
+        return (self.path / SPEC).exists()
+
+    def problem(self) -> str | None:
+        """Why a run with DONE cannot be trusted (a missing or changed rows.parquet or meta.json), else None."""
+        try:
+            record = json.loads((self.path / DONE).read_text() or "{}")
+        except (OSError, ValueError):
+            return "DONE is unreadable"
+        for name in (ROWS, META):
+            if not (self.path / name).exists():
+                return f"{name} is missing"
+            want = record.get("sha256", {}).get(name)
+            if want is None:
+                continue  # DONE written before checksums were recorded
+            if _sha256(self.path / name) != want:
+                return f"{name} does not match its checksum in DONE"
+        return None
+
+    def state(self) -> str:
+        """'done' (DONE, results intact), 'corrupt' (DONE, results damaged), 'failed' (FAILED), 'incomplete'
+        (started, no marker) or 'absent' (no folder)."""
+        if (self.path / DONE).exists():
+            return "done" if self.problem() is None else "corrupt"
+        if (self.path / FAILED).exists():
+            return "failed"
+        return "incomplete" if self.path.exists() else "absent"
+
+    def is_done(self) -> bool:
+        return self.state() == "done"
+
+    # --- one attempt -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the run for this process (an exclusive lock the OS drops when the holder dies); `RunBusy` if taken."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunBusy(f"run {self.run_id} is running elsewhere (another process holds {self.path / LOCK})") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def is_claimed(self) -> bool:
+        """Whether some process holds the run's claim right now."""
+        if not (self.path / LOCK).exists():
+            return False
+        with open(self.path / LOCK, "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        return False
+
+    def start(self, spec: RunSpec, fresh: bool) -> None:
+        """Begin an attempt: write spec.json (refusing a folder that holds another spec) and clear the
+        markers; ``fresh`` also drops the checkpoint, so training starts from scratch instead of resuming."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        spec_path = self.path / SPEC
+        if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(canonical(spec.to_dict())):
+            raise RuntimeError(f"{spec_path} holds a different spec than run {spec.run_id}; refusing to overwrite it")
+        write_json(spec_path, spec.to_dict())
+        for name in (DONE, FAILED) + ((CHECKPOINT,) if fresh else ()):
+            (self.path / name).unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def logging_to(self, logger: logging.Logger) -> Iterator[None]:
+        """Send ``logger``'s records to log.txt for the duration."""
+        handler = logging.FileHandler(self.path / LOG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+
+    def write_profile(self, profile: dict[str, Any]) -> None:
+        write_json(self.path / PROFILE, profile)
+
+    def write_features(self, case_ids: list[str], modalities: tuple[str, ...], views: dict[str, Any]) -> None:
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, case_ids=np.array(case_ids), modalities=np.array(modalities), **views)
+        write_atomic(self.path / FEATURES, buf.getvalue())
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(self.path / CHECKPOINT, buf.getvalue())
+
+    def load_checkpoint(self, map_location: Any) -> dict[str, Any] | None:
+        """The saved training state, or None when there is none. A checkpoint that does not load is set
+        aside as ``checkpoint.pt.corrupt`` with a warning (the run then starts from scratch)."""
+        import torch
+
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=False)
+            if not isinstance(state, dict) or "model" not in state or "step" not in state:
+                raise ValueError("not a MissBench training state")
+        except Exception as e:  # noqa: BLE001 - any unreadable file: truncated, garbage, another format
+            os.replace(path, path.with_name(CHECKPOINT + ".corrupt"))
+            log.warning("run %s: %s does not load (%s: %s); set aside as %s.corrupt, training starts from scratch",
+                        self.run_id, path, type(e).__name__, e, CHECKPOINT)
+            return None
+        return state
+
+    def finish(self, rows: pd.DataFrame, meta: dict[str, Any]) -> None:
+        """Write rows.parquet and meta.json, then DONE with their checksums."""
+        data = {ROWS: parquet_bytes(rows), META: json_bytes(meta)}
+        for name, blob in data.items():
+            write_atomic(self.path / name, blob)
+        write_json(self.path / DONE, {"sha256": {name: hashlib.sha256(blob).hexdigest() for name, blob in data.items()}})
+
+    def fail(self, error: BaseException, trace: str, execution: dict[str, Any], environmental: bool) -> None:
+        """Record a failed attempt: the error class and message, whether it came from the execution
+        environment (device, disk, memory) rather than the experiment, the execution options and the traceback."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / FAILED, {"error": type(error).__name__, "message": str(error), "environmental": environmental,
+                                        "execution": execution, "traceback": trace})
+
+    # --- readers -------------------------------------------------------------------------------
+
+    def spec(self) -> RunSpec:
+        return RunSpec.from_dict(json.loads((self.path / SPEC).read_text()))
+
+    def spec_dict(self) -> dict[str, Any]:
+        return json.loads((self.path / SPEC).read_text())
+
+    def rows(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / ROWS)
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.path / META).read_text())
+
+    def failure(self) -> dict[str, Any]:
+        """What FAILED records (a FAILED written as plain text reads as its traceback)."""
+        text = (self.path / FAILED).read_text()
+        try:
+            record = json.loads(text)
+        except ValueError:
+            lines = text.strip().splitlines()
+            return {"error": "", "message": lines[-1] if lines else "failed", "environmental": False, "execution": {}, "traceback": text}
+        return record
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def load_rows(sweep_dir: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
-    """Rows of the finished runs in ``sweep_dir`` (only ``run_ids`` if given)."""
+    """Rows of the finished, intact runs in ``sweep_dir`` (only ``run_ids`` if given)."""
     dirs = [sweep_dir / r for r in run_ids] if run_ids is not None else sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    frames = [pd.read_parquet(d / "rows.parquet") for d in dirs if is_done(d)]
+    frames = [folder.rows() for folder in map(RunFolder, dirs) if folder.is_done()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -14,22 +14,19 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import pandas as pd
-from submitit.core.utils import JobPaths
+from typing import Any, Iterable
 
 from missbench.experiment.spec import RunSpec
-from missbench.store.run_folder import DONE, load_rows, write_json, write_rows
-from missbench.tables import classification_summary, dice_summary, format_table
+from missbench.store.run_folder import FAILED, RunFolder, write_json
 
 JOBS = "jobs.json"
 SUBMITIT = ".submitit"
-FAILED = "FAILED"
 COLLECTED = "collected.parquet"
 #: squeue states of a job that is still coming or going; anything else has ended.
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED", "RESIZING"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+#: States of a run that ended without a usable result: a sweep holding one is not complete (exit status 1).
+UNFINISHED = ("failed", "stopped", "corrupt")
 
 
 class SweepError(ValueError):
@@ -38,8 +35,9 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class RunState:
-    """One run's state: pending, running, done, failed (its FAILED holds the traceback) or stopped
-    (no result and no live job: killed, cancelled or interrupted; a rerun resumes it)."""
+    """One run's state: pending, running, done, corrupt (DONE, but its results were damaged: a rerun redoes
+    it), failed (its FAILED holds the error) or stopped (no result and no live job: killed, cancelled or
+    interrupted; a rerun resumes it)."""
 
     run_id: str
     state: str
@@ -74,6 +72,8 @@ def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[RunSpec, str | 
 
 def job_log(sweep: Path, job_id: str) -> Path:
     """The submitit stderr file of a job (the traceback of a failed task ends up there)."""
+    from submitit.core.utils import JobPaths
+
     return JobPaths(sweep / SUBMITIT, job_id=job_id, task_id=0).stderr
 
 
@@ -109,14 +109,16 @@ def states(sweep: Path) -> list[RunState]:
     for run_id in run_ids:
         entry = recorded.get(run_id, {})
         job_id, executor = entry.get("job_id"), entry.get("executor")
-        run_dir = sweep / run_id
-        log = job_log(sweep, job_id) if job_id else run_dir / "log.txt"
-        failed = run_dir / FAILED
-        if (run_dir / DONE).exists():
-            out.append(RunState(run_id, "done", job_id, run_dir / "log.txt"))
+        folder = RunFolder(sweep / run_id)
+        log = job_log(sweep, job_id) if job_id else folder.log_path
+        state = folder.state()
+        if state == "done":
+            out.append(RunState(run_id, "done", job_id, folder.log_path))
             continue
         live, detail, slurm_state = None, "", ""
-        if executor == "slurm" and job_id and queue is None:
+        if folder.is_claimed():
+            live, detail = "running", "a process holds the run"
+        elif executor == "slurm" and job_id and queue is None:
             live, detail = "unknown", "squeue is not available here"
         elif executor == "slurm" and job_id:
             slurm_state = queue.get(job_id, "")
@@ -125,9 +127,12 @@ def states(sweep: Path) -> list[RunState]:
             live = "running"
         if live:
             out.append(RunState(run_id, live, job_id, log, detail))
-        elif failed.exists():
-            lines = failed.read_text().strip().splitlines()
-            out.append(RunState(run_id, "failed", job_id, log, f"{lines[-1] if lines else 'failed'} (traceback: {failed})"))
+        elif state == "corrupt":
+            out.append(RunState(run_id, "corrupt", job_id, folder.log_path, f"{folder.problem()}: a rerun redoes it"))
+        elif state == "failed":
+            failure = folder.failure()
+            out.append(RunState(run_id, "failed", job_id, log,
+                                f"{failure['error']}: {failure['message']} (traceback: {folder.file(FAILED)})".lstrip(": ")))
         else:
             ended = f"job {slurm_state or 'gone'}" if executor == "slurm" and job_id else "ended"
             out.append(RunState(run_id, "stopped", job_id, log, f"{ended} without a result; a rerun resumes it"))
@@ -145,21 +150,6 @@ def summary(runs: list[RunState]) -> str:
             job = f" job {r.job_id}" if r.job_id else ""
             lines.append(f"  {r.state:<8} {r.run_id}{job}  log {r.log}" + (f"\n           {r.detail}" if r.detail else ""))
     return "\n".join(lines)
-
-
-def table_text(rows: pd.DataFrame) -> str:
-    """The Dice table of a sweep's rows with a header naming protocol, data set and budget."""
-    def names(col: str) -> str:
-        return ", ".join(str(v) for v in rows[col].unique())
-
-    seeds = " and seeds" if rows.seed.nunique() > 1 else ""
-    if (rows.metric == "correct").all():
-        return (f"Classification scores (%), {names('protocol')} protocol, {names('dataset')}, budget {names('budget')}, "
-                f"test split, per sample{seeds}; model selected on the validation split:\n"
-                + format_table(classification_summary(rows)))
-    return (f"Dice (%), {names('protocol')} protocol, {names('dataset')}, budget {names('budget')}, test split, "
-            f"mean over cases{seeds}; empty policy '{rows.empty_policy.iloc[0]}'; ET without post-processing:\n"
-            + format_table(dice_summary(rows)))
 
 
 def cancel(sweep: Path) -> list[str]:
@@ -181,19 +171,3 @@ def status_text(runs: list[RunState]) -> str:
     for r in runs:
         lines.append(f"{r.state:<8} {r.run_id:<44} {r.job_id or '-':<12} {r.log}" + (f"\n{'':<9}{r.detail}" if r.detail else ""))
     return "\n".join(lines)
-
-
-def report(sweep: Path, run_ids: list[str] | None = None, write: bool = False, say: Callable[[str], None] = print) -> int:
-    """Print the Dice table of the finished runs (of ``run_ids``, else all) and what did not finish,
-    with log paths; with ``write`` also save the rows to ``<sweep>/collected.parquet``.
-    Returns the exit status: 1 when a run failed or stopped, else 0."""
-    runs = [r for r in states(sweep) if run_ids is None or r.run_id in run_ids]
-    rows = load_rows(sweep, [r.run_id for r in runs if r.state == "done"])
-    if not rows.empty:
-        say("\n" + table_text(rows))
-        if write:
-            write_rows(sweep / COLLECTED, rows)
-            say(f"\nrows of {rows.run_id.nunique()} runs: {sweep / COLLECTED}")
-    say(f"\n{len(runs)} runs: " + summary(runs))
-    say(f"results: {sweep}")
-    return 1 if any(r.state in ("failed", "stopped") for r in runs) else 0

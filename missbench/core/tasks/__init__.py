@@ -1,22 +1,10 @@
-"""Tasks own their loss, their label conventions and their inference; methods and data sets name one."""
+"""Tasks own their loss, label conventions, batching, inference and scoring; methods and data sets name one."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import torch
-
-
-class Task:
-    """Base class: ``name``, the number of output channels per convention, and the loss."""
-
-    name: ClassVar[str]
-
-    def out_channels(self, output: str) -> int:
-        raise NotImplementedError
-
-    def loss(self, logits: torch.Tensor, target: torch.Tensor, output: str) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+from missbench.core.tasks.base import Task
 
 
 def get_task(name: str, **params: Any) -> Task:

@@ -1,23 +1,31 @@
-"""3-D brain-tumour segmentation: BraTS labels {0,1,2,4}, nested regions ET ⊂ TC ⊂ WT, losses, inference.
-
-Regions are kept in table order ET, TC, WT everywhere (ShaSpec's code orders its sigmoid channels
-ET, WT, TC; a permutation of channels changes nothing).
-"""
+"""3-D brain-tumour segmentation (BraTS labels, missbench/core/regions.py): losses, label conversion,
+patch sampling, sliding-window inference and per-case scoring."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from missbench.core.tasks import Task
+from missbench.core.availability import Inputs
+from missbench.core.dataset import Case, Dataset
+from missbench.core.execution import Execution, PhaseTimer
+from missbench.core.method import Method
+from missbench.core.inference import Predictor, subset_predictor
+from missbench.core.metrics import score_case
+from missbench.core.regions import LABELS, REGION_LABELS, REGIONS
+from missbench.core.subsets import Subset
+from missbench.core.tasks.base import Batch, EvalSettings, Task
 
-LABELS = (0, 1, 2, 4)
-REGIONS = ("ET", "TC", "WT")
-REGION_LABELS = {"ET": (4,), "TC": (1, 4), "WT": (1, 2, 4)}
+#: Share of training patches centred on a tumour voxel (ShaSpec's BraTSDataSet: a class-centred crop with p = 0.5).
+FOREGROUND_PROB = 0.5
+#: Training patches a method's `fit_stage` sees (one seeded set, the same every time).
+STAGE_PATCHES = 32
 
 
 def regions_from_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -60,10 +68,75 @@ def soft_dice_loss(probs: torch.Tensor, target: torch.Tensor, smooth: float = 1.
     return (1 - 2 * inter / (probs.sum(dims) + target.sum(dims) + smooth)).mean()
 
 
+@dataclass
+class Cases:
+    """A segmentation split: case ids and their loader; iterating loads one case at a time."""
+
+    ids: list[str]
+    load: Callable[[str], Case]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[Case]:
+        return (self.load(c) for c in self.ids)
+
+
+class PatchSampler:
+    """Random training patches with random flips; half of them centred on a tumour voxel."""
+
+    def __init__(self, cases: list[Case], patch: tuple[int, int, int], rng: np.random.Generator) -> None:
+        self.cases, self.patch, self.rng = cases, patch, rng
+        # int32 voxel indices: half the memory of int64 (0.7 GB of tumour-voxel indices over 285 real BraTS cases)
+        self.foreground = [np.argwhere(c.target > 0).astype(np.int32) for c in cases]
+
+    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, targets = [], []
+        for _ in range(batch):
+            i = int(self.rng.integers(len(self.cases)))
+            case, fg = self.cases[i], self.foreground[i]
+            shape = case.target.shape
+            if len(fg) and self.rng.random() < FOREGROUND_PROB:
+                centre = fg[self.rng.integers(len(fg))]
+                start = [int(np.clip(c - p // 2, 0, max(s - p, 0))) for c, p, s in zip(centre, self.patch, shape)]
+            else:
+                start = [int(self.rng.integers(max(s - p, 0) + 1)) for p, s in zip(self.patch, shape)]
+            sl = tuple(slice(a, a + p) for a, p in zip(start, self.patch))
+            img, tgt = case.image[(slice(None), *sl)], case.target[sl]
+            for axis in range(3):
+                if self.rng.random() < 0.5:
+                    img, tgt = np.flip(img, axis + 1), np.flip(tgt, axis)
+            pad = [(0, p - s) for p, s in zip(self.patch, tgt.shape)]
+            images.append(np.pad(img, [(0, 0), *pad]))
+            targets.append(np.pad(tgt, pad))
+        return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(targets).astype(np.int64))
+
+
+class PatchBatches:
+    """`Batches` of a segmentation split: random patches per iteration; for a stage, `STAGE_PATCHES`
+    patches from a fixed seed."""
+
+    def __init__(self, cases: list[Case], batch: int, patch: tuple[int, int, int], rng: np.random.Generator, seed: int) -> None:
+        self.cases, self.batch, self.patch, self.seed = cases, batch, patch, seed
+        self.sampler = PatchSampler(cases, patch, rng)
+
+    def sample(self, step: int) -> Batch:
+        return *self.sampler.sample(self.batch), None
+
+    def stage(self, every: torch.Tensor) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
+        fixed_set = PatchSampler(self.cases, self.patch, np.random.default_rng([self.seed, 1]))
+        for start in range(0, STAGE_PATCHES, self.batch):
+            n = min(self.batch, STAGE_PATCHES - start)
+            yield *fixed_set.sample(n), every.expand(n, -1)
+
+
 class Segmentation(Task):
     """Multi-label region output (sigmoid, Dice + BCE as ShaSpec) or softmax over labels (CE + Dice)."""
 
     name = "segmentation"
+    primary_metric = "dice"
+    selection_criterion = "mean Dice over the evaluation subsets, regions and cases"
+    volumetric = True
 
     def out_channels(self, output: str) -> int:
         return {"regions": len(REGIONS), "labels": len(LABELS)}[output]
@@ -85,6 +158,50 @@ class Segmentation(Task):
         """Probabilities of one case (C x D x H x W) -> label map, so every method is scored alike."""
         return labels_from_regions(probs) if output == "regions" else labels_from_softmax(probs)
 
+    def split(self, dataset: Dataset, name: str) -> Cases:
+        return Cases(dataset.case_ids(name), dataset.load)
+
+    def batches(self, data: Cases, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
+                masks: np.ndarray | None = None) -> PatchBatches:
+        if masks is not None:
+            raise ValueError("per-sample availability masks apply to classification data sets only")
+        return PatchBatches(list(data), batch, patch, rng, seed)
+
+    def evaluate(self, method: Method, data: Cases, subsets: list[Subset], settings: EvalSettings, exe: Execution,
+                 masks: np.ndarray | None = None, timer: PhaseTimer | None = None) -> list[dict[str, Any]]:
+        """One row per (case, subset, region, metric): Dice and HD95 of ET, ETpp, TC and WT."""
+        timer = timer or PhaseTimer()
+        method.eval()
+        predict = subset_predictor(method, subsets, timer=timer)
+        rows = []
+        for case in data:
+            for subset, pred in zip(subsets, predict_case(predict, method, case, settings, exe)):
+                where = {"case_id": case.case_id, "eval_subset": subset.label, "eval_code": subset.code, "n_available": len(subset)}
+                with timer.phase("metric"):
+                    rows += [where | score for score in score_case(pred, case.target, case.spacing, settings.policy.empty,
+                                                                      settings.policy.et_threshold)]
+        return rows
+
+    def inference_pass(self, method: Method, data: Cases, settings: EvalSettings, exe: Execution, batch: int) -> Callable[[], None]:
+        """Sliding-window prediction of the split's first case with every modality present."""
+        full = Subset(tuple(method.modalities), tuple(method.modalities))
+        predict, case = subset_predictor(method, [full]), data.load(data.ids[0])
+        return lambda: predict_case(predict, method, case, settings, exe)
+
+    def feature_views(self, method: Method, data: Cases, settings: EvalSettings, exe: Execution) -> dict[str, np.ndarray] | None:
+        """The views of each case's centre patch (the training patch size) with every modality present."""
+        views: dict[str, list[np.ndarray]] = {}
+        method.eval()
+        with torch.inference_mode():
+            for case in data:
+                image = torch.from_numpy(case.image).float()
+                box = tuple(slice(max(0, (s - p) // 2), max(0, (s - p) // 2) + p) for s, p in zip(image.shape[1:], settings.patch))
+                got = method.feature_views(exe.prepare(image[(slice(None), *box)][None]))
+                if got is None:
+                    return None
+                for key, value in got.items():
+                    views.setdefault(key, []).append(value[0].float().cpu().numpy())
+        return {k: np.stack(v) for k, v in views.items()}
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
     """Window origins along one axis: stride patch*(1-overlap), the last window flush with the end."""
@@ -146,3 +263,13 @@ def sliding_window(
     assert sums is not None
     crop = (..., *[slice(0, s) for s in shape])
     return [(acc / count)[crop] for acc in sums]
+
+
+@torch.inference_mode()
+def predict_case(predict: Predictor, method: Method, case: Case, settings: EvalSettings, exe: Execution) -> list[np.ndarray]:
+    """Label maps of one case, one per subset of ``predict`` (a `subset_predictor`)."""
+    volume = torch.from_numpy(case.image).float()[None].to(exe.device)
+    with exe.autocast():
+        probs = sliding_window(volume, settings.patch, lambda w: predict(exe.prepare(w)), settings.overlap, exe.window_batch,
+                               settings.window)
+    return [method.task.to_labels(p[0].cpu().numpy(), method.output) for p in probs]

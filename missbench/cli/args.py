@@ -1,0 +1,43 @@
+"""Argument helpers every subcommand shares: the one-line usage error and KEY=VALUE lists."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import yaml
+
+#: A number YAML 1.1 reads as a string (``1e-4``, ``5E3``: an exponent without a dot).
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+def key_values(items: list[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` items as a mapping; values read as YAML scalars (``3`` an int, ``true`` a bool, ``1e-4`` a float)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} {item!r}: expected KEY=VALUE")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"{what} {item!r}: the value is not a YAML scalar") from None
+        out[key] = float(parsed) if isinstance(parsed, str) and _EXPONENT_NUMBER.match(parsed) else parsed
+    return out
+
+
+def data_root_alias(argv: list[str]) -> list[str]:
+    """``--data-root DIR`` (any command) is short for ``--dataset-param root=DIR`` (a real data set's folder)."""
+    out, it = [], iter(argv)
+    for a in it:
+        if a == "--data-root" or a.startswith("--data-root="):
+            value = a.partition("=")[2] if "=" in a else next(it, "")
+            out += ["--dataset-param", f"root={json.dumps(value)}"]
+        else:
+            out.append(a)
+    return out

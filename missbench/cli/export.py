@@ -1,0 +1,38 @@
+"""``bench.py export``: label maps of finished runs for the BraTS portal (missbench/realdata/export.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from missbench.cli.args import UsageError, key_values
+from missbench.core.execution import Execution
+from missbench.realdata.export import export_run, run_folders
+
+
+def export_command(argv: list[str]) -> int:
+    """``bench.py export RUN_OR_SWEEP --out DIR [--subsets all|A,B] [--et-postprocess] [--dataset-param K=V]``."""
+    p = argparse.ArgumentParser(prog="bench.py export", description="Write one NIfTI label map per case of the data set's "
+                                "export split (protocol B: the official validation cases) for each chosen subset.")
+    p.add_argument("path", type=Path, help="a finished run folder, or a sweep folder (every finished run in it)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--subsets", default=None, help="comma-separated subsets, or 'all' for the run's evaluation subsets "
+                   "(default: the last one, the full set)")
+    p.add_argument("--et-postprocess", action="store_true", help="relabel a predicted ET under et_threshold voxels as necrotic core")
+    p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a data set parameter of the run, e.g. val_root=DIR (paths only: a different recipe changes the model's input)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        overrides = key_values(args.dataset_param, "--dataset-param")
+        for run in run_folders(args.path):
+            subsets = list(run.spec().eval_subsets) if args.subsets == "all" else args.subsets.split(",") if args.subsets else None
+            folder = export_run(run, args.out, Execution(args.device, progress=not args.no_progress), subsets,
+                                args.et_postprocess, overrides)
+            print(f"exported {run.run_id}: {folder}")
+    except (UsageError, ValueError, KeyError, FileNotFoundError) as e:
+        print(f"bench.py export: error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,159 @@
+"""``bench.py [run options]``: expand a protocol into run specs, check them all, then run or submit them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from missbench.cli.args import UsageError, key_values
+from missbench.cli.sweep import report
+from missbench.core.execution import Execution
+from missbench.core.tasks import get_task
+from missbench.executors import EXECUTORS, Options, execute, plan
+from missbench.experiment import registry
+from missbench.experiment.protocol import Protocol, load_protocol
+from missbench.experiment.registry import ROOT
+from missbench.experiment.resources import load_file as load_resources
+from missbench.experiment.resources import parse_flags as parse_resource_flags
+from missbench.experiment.resources import resolve as resolve_resources
+from missbench.experiment.spec import RunSpec
+from missbench.store import provenance
+from missbench.store.run_folder import RunFolder
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.py", description="Run a MissBench protocol. `bench.py list` lists methods, data sets and protocols.")
+    p.add_argument("--protocol", default="non_dedicated", help="protocol name (protocols/<name>.yaml) or path")
+    p.add_argument("--methods", required=True, help="comma-separated method names")
+    p.add_argument("--dataset", default=None, help="data set name (default: the protocol's, else brats_synthetic)")
+    p.add_argument("--budget", default=None, help="a budget named in the protocol file (smoke, default, paper)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the protocol's)")
+    p.add_argument("--out", default=None, type=Path, help="sweep folder (default results/<protocol>_<dataset>_<budget>)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method parameter override")
+    p.add_argument("--backbone", choices=("paper", "common"), default=None,
+                   help="common: every method that has a `backbone` parameter on the harness's shared U-Net blocks")
+    p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE", help="data set parameter override")
+    p.add_argument("--training", action="append", default=[], metavar="KEY=VALUE",
+                   help="training override for every method, e.g. schedule=poly or dropout=uniform_subset")
+    p.add_argument("--force", action="store_true", help="rerun finished runs")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and do nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-channels-last", action="store_true", help="keep 3-D tensors contiguous (channels-last is faster on CPU)")
+    p.add_argument("--amp", choices=("auto", "off", "bf16"), default="off",
+                   help="mixed precision: bf16 autocasts forward passes (changes rounding, so off by default); "
+                        "auto: bf16 on a GPU that supports it, else off")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="wrap each method's forward in torch.compile (backend default inductor)")
+    p.add_argument("--profile", action="store_true",
+                   help="time data, forward, backward, optimiser, encode, decode and metric phases into each run's profile.json")
+    x = p.add_argument_group("execution (README: Running on a cluster)")
+    x.add_argument("--executor", choices=EXECUTORS, default="inline",
+                   help="inline: in this process; local: submitit subprocesses; slurm: submitit array jobs")
+    x.add_argument("--jobs", type=int, default=1, help="local: runs at a time (one GPU each when there are GPUs)")
+    x.add_argument("--resources", type=Path, default=None, help="slurm: resources YAML (configs/slurm.example.yaml)")
+    x.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
+                   help="slurm: resource override, e.g. time=02:00:00, partition=gpu, gpus=1, cpus=8, mem=32G")
+    x.add_argument("--array-parallelism", type=int, default=256, help="slurm: array tasks running at once")
+    x.add_argument("--max-array-size", type=int, default=None, help="slurm: tasks per array (default: the cluster's MaxArraySize)")
+    x.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print the table (default: return once queued)")
+    x.add_argument("--rerun-failed", action="store_true", help="rerun runs that failed before (default: report them, run nothing)")
+    x.add_argument("--allow-dirty", action="store_true", help="slurm: submit from a git tree with uncommitted changes")
+    return p
+
+
+def run_command(args: argparse.Namespace) -> int:
+    protocol = load_protocol(registry.protocol_path(args.protocol))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise UsageError("--methods: give at least one method name")
+    dataset_cls = registry.dataset_class(args.dataset or protocol.dataset)
+    for m in methods:
+        supported = registry.method_class(m).tasks
+        if dataset_cls.task not in supported:
+            raise UsageError(f"--methods: {m} does not support task {dataset_cls.task!r} of data set {dataset_cls.name!r} "
+                             f"(it supports {', '.join(supported)})")
+    method_params: dict[str, dict[str, Any]] = {}
+    for key, value in key_values(args.param, "--param").items():
+        method, dot, name = key.partition(".")
+        if not dot or method not in methods:
+            raise UsageError(f"--param {key}: expected METHOD.KEY with METHOD one of {methods}")
+        method_params.setdefault(method, {})[name] = value
+    if args.backbone == "common":
+        for m in methods:
+            if "backbone" in registry.method_class(m).defaults:
+                method_params.setdefault(m, {}).setdefault("backbone", "common")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    specs = protocol.expand(methods, dataset_cls, key_values(args.dataset_param, "--dataset-param"), args.budget, seeds,
+                            method_params, key_values(args.training, "--training"))
+    budget = specs[0].budget_name if specs else args.budget
+    sweep = args.out or ROOT / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
+    check_specs(specs)
+    if args.dry_run:
+        print(f"{len(specs)} runs into {sweep}:")
+        for s in specs:
+            state = "done" if RunFolder(sweep / s.run_id).is_done() else "todo"
+            rate = f" missing_rate={s.missing_rate:g}" if s.missing_rate is not None else ""
+            patch = f", patch {list(s.budget.patch)}" if s.budget.patch is not None else ""
+            print(f"  [{state}] {s.run_id}  {s.method} {s.method_params or ''} train={s.train_subset or 'random'}{rate} "
+                  f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it{patch}, batch {s.budget.batch})")
+        return 0
+    opts = execution_options(args, protocol, methods)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
+                    compile=args.compile, profile=args.profile)
+    todo, left = plan(specs, sweep, opts)
+    for run_id, state in left.items():
+        print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
+            state.state, f"already {state.state} as job {state.job_id}"))
+    if not execute(todo, sweep, exe, opts, lambda line: print(line, flush=True)):
+        print(f"\n{len(todo)} runs queued; `python bench.py status {sweep}` shows their states, "
+              f"`python bench.py collect {sweep}` gathers the results")
+        return 1 if any(state.state == "failed" for state in left.values()) else 0
+    return report(sweep, [s.run_id for s in specs])
+
+
+def resolve_amp(amp: str, device: str) -> str:
+    """``--amp auto``: bf16 on a CUDA device that supports it, else off."""
+    if amp != "auto":
+        return amp
+    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "off"
+
+
+def execution_options(args: argparse.Namespace, protocol: Protocol, methods: list[str]) -> Options:
+    """Executor options with each method's resources (file < its method block < protocol < flags), checked
+    before anything is written; refuses a SLURM submission from a dirty git tree unless --allow-dirty."""
+    file = load_resources(args.resources, registry.method_names()) if args.resources else None
+    flags = parse_resource_flags(args.resource)
+    for m in methods:
+        resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
+    if args.jobs < 1 or args.array_parallelism < 1 or (args.max_array_size or 1) < 1:
+        raise UsageError("--jobs, --array-parallelism and --max-array-size must be positive")
+    if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(ROOT)["git_dirty"]:
+        raise UsageError(f"{ROOT} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
+                         "commit them or pass --allow-dirty (meta.json records the dirty flag)")
+    return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
+                   args.rerun_failed, args.threads,
+                   lambda m: resolve_resources(m, file, protocol.data.get("slurm", {}), flags))
+
+
+def check_specs(specs: list[RunSpec]) -> None:
+    """Refuse bad method, data set and training parameters before anything is written: each distinct
+    method setting is built once on the meta device (no memory, no weights), its data set instantiated."""
+    for spec in {(s.method, repr(s.method_params), repr(s.dataset_params), repr(s.training)): s for s in specs}.values():
+        try:
+            cls = registry.method_class(spec.method)
+            ds = registry.dataset_class(spec.dataset)(**spec.dataset_params)
+            with torch.device("meta"):
+                cls(get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
+            cls.training_for(ds.task).replace(**spec.training)
+        except (ValueError, TypeError) as e:
+            raise UsageError(str(e)) from None

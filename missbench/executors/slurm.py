@@ -1,0 +1,65 @@
+"""The SLURM executor: submitit array jobs, one array per resource profile, split under MaxArraySize."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from missbench.core.execution import Execution
+from missbench.executors import Options, SubmissionError
+from missbench.executors.environment import importable
+from missbench.executors.task import RunTask
+from missbench.experiment.resources import slurm_parameters
+from missbench.experiment.spec import RunSpec, canonical
+from missbench.store.sweep import SUBMITIT, record_jobs, states
+
+#: Array size when ``scontrol`` cannot tell the cluster's MaxArraySize.
+DEFAULT_MAX_ARRAY_SIZE = 1000
+
+
+def max_array_size(given: int | None) -> int:
+    """``given``, else the cluster's MaxArraySize (``scontrol show config``), else 1000."""
+    if given:
+        return given
+    try:
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.M)
+    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def submit_slurm(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None]) -> None:
+    """One array job per resource profile (and per MaxArraySize chunk); returns once submitted."""
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    groups: dict[str, tuple[dict[str, Any], list[RunSpec]]] = {}
+    for spec in todo:
+        res = opts.resources(spec.method)
+        groups.setdefault(canonical(res), (res, []))[1].append(spec)
+    size = max_array_size(opts.max_array_size)
+    with importable():
+        for res, specs in groups.values():
+            executor = submitit.AutoExecutor(folder=sweep / SUBMITIT, cluster="slurm", slurm_max_num_timeout=res["requeues"])
+            executor.update_parameters(name=f"missbench_{sweep.name}", slurm_array_parallelism=opts.array_parallelism,
+                                       **slurm_parameters(res))
+            task = RunTask(sweep, exe, opts.force, opts.threads or res["cpus"])
+            for start in range(0, len(specs), size):
+                chunk = specs[start:start + size]
+                try:
+                    jobs = executor.map_array(task, chunk)
+                except FailedJobError as e:  # sbatch refused it: a bad partition, account, time...
+                    raise SubmissionError(f"sbatch refused the array of {len(chunk)} runs: {' '.join(str(e).split())}") from None
+                record_jobs(sweep, "slurm", zip(chunk, [j.job_id for j in jobs]))
+                say(f"submitted {len(chunk)} runs as SLURM array job {jobs[0].job_id.split('_')[0]} "
+                    f"({res['time']}, {res['cpus']} CPUs, {res['gpus']} GPUs)")
+
+
+def wait(sweep: Path, run_ids: list[str], poll_s: float = 2.0) -> None:
+    """Block until none of ``run_ids`` is pending or running."""
+    while any(r.state in ("pending", "running", "unknown") for r in states(sweep) if r.run_id in run_ids):
+        time.sleep(poll_s)
