@@ -1,4 +1,5 @@
-"""The one metric module: per-case Dice and HD95 per region, with named empty-region policies.
+"""The one metric module: per-case Dice and HD95 per region, with named empty-region policies and
+named HD95 definitions.
 
 Policies are recorded in every result row, because they move ET averages by points (LGG cases
 without ET). "Both empty": no reference and no predicted voxel; "one empty": exactly one of them.
@@ -16,11 +17,32 @@ volume); 373.13 mm is that BraTS constant whatever the grid. HD95 uses the case'
 ET post-processing (BraTS/ShaSpec*): a predicted ET with fewer than ``et_threshold`` voxels counts as
 empty; it is scored as region ``ETpp`` beside the raw ``ET``.
 
-When both masks are non-empty, HD95 is medpy's (medpy.metric.binary.hd95): the 95th percentile
-(numpy's linear interpolation) of the directed surface distances d(P->G), from every surface voxel
-of the prediction to the nearest surface voxel of the reference, and d(G->P) back, pooled into one
-set. A surface voxel is a mask voxel that erosion with face neighbours (connectivity 1; outside the
-volume counts as background) removes; distances are Euclidean in mm with the case's spacing.
+When both masks are non-empty, HD95 is a 95th percentile (numpy's linear interpolation) of the
+directed surface distances: d(P->G) from every surface voxel of the prediction to the nearest
+surface voxel of the reference, and d(G->P) back. A surface voxel is a mask voxel that erosion with
+face neighbours (connectivity 1; outside the volume counts as background) removes; distances are
+Euclidean in mm with the case's spacing. The definitions differ in how the two directions combine
+(on random maps by up to 6.5 mm, issue #15), so the definition is a recorded metric setting:
+
+    definition    HD95                                  used by
+    pooled        95th pct of d(P->G) and d(G->P)       medpy.metric.binary.hd95; nnU-Net v1's evaluator
+                  pooled into one set                   (nnunet/evaluation/metrics.py hausdorff_distance_95
+                                                        calls it); CBICA's Hausdorff95 CLI (calls it,
+                                                        without spacing); harness default, as before
+    max_directed  max(95th pct of d(P->G),              MONAI compute_hausdorff_distance(percentile=95,
+                      95th pct of d(G->P))              directed=False; spacing= in current versions,
+                                                        voxel units before); BraTS 2023+ lesion-wise
+                                                        evaluation (rachitsaluja/BraTS-2023-Metrics:
+                                                        DeepMind surface-distance compute_robust_hausdorff,
+                                                        the same max rule on surfel-area-weighted
+                                                        percentiles, so not the same numbers)
+
+RFNet's and mmFormer's evaluation reports Dice only (baselines.md §1); ShaSpec's eval.py computes
+no metric, its numbers come from the BraTS 2018 portal (shaspec.md §5.1), whose HD95 code we have
+not seen. The MONAI code read (metrics/utils.py get_mask_edges: scipy's binary_erosion with its
+default face connectivity; np.percentile per direction) finds the same surfaces and percentiles,
+so ``max_directed`` is its number; its crop to the union's bounding box changes no surface (see
+`surface_distances`).
 
 Scoring is fast enough for full-size volumes (benchmarks/scoring.py): erosions and distance
 transforms run on the bounding box of each region's prediction and reference (see
@@ -52,14 +74,18 @@ _POLICIES: dict[str, tuple[tuple[float, float], tuple[float, float], float | Non
     "brats": ((0.0, 0.0), (1.0, 0.0), BRATS_MAX_HD95),
 }
 EMPTY_POLICIES = tuple(_POLICIES)
+#: Named ways of combining the two directed surface-distance sets into one HD95 (module docstring).
+HD95_DEFINITIONS = ("pooled", "max_directed")
 #: The regions `score_case` scores, in row order.
 SCORED_REGIONS = ("ET", "ETpp", "TC", "WT")
 
 
-def _check_policy(empty: str) -> None:
-    """Reject an unknown policy before any work, naming the valid ones."""
+def _check_settings(empty: str, hd95: str) -> None:
+    """Reject an unknown policy or definition before any work, naming the valid ones."""
     if empty not in _POLICIES:
         raise ValueError(f"unknown empty-region policy {empty!r}; expected one of {list(EMPTY_POLICIES)}")
+    if hd95 not in HD95_DEFINITIONS:
+        raise ValueError(f"unknown HD95 definition {hd95!r}; expected one of {list(HD95_DEFINITIONS)}")
 
 
 def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -105,8 +131,18 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, .
     return pred_to_ref, ref_to_pred
 
 
+def hd95_from_distances(pred_to_ref: np.ndarray, ref_to_pred: np.ndarray, definition: str = "pooled") -> float:
+    """HD95 (mm) of the two directed distance sets of `surface_distances` under ``definition``
+    (``pooled``: medpy's; ``max_directed``: MONAI's and BraTS 2023's; table in the module docstring)."""
+    if definition == "pooled":
+        return float(np.percentile(np.hstack((pred_to_ref, ref_to_pred)), 95))
+    if definition == "max_directed":
+        return float(max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95)))
+    raise ValueError(f"unknown HD95 definition {definition!r}; expected one of {list(HD95_DEFINITIONS)}")
+
+
 def _region_scores(pred: np.ndarray, ref: np.ndarray, counts: tuple[int, int, int], shape: tuple[int, ...],
-                   spacing: tuple[float, ...], empty: str) -> tuple[float, float]:
+                   spacing: tuple[float, ...], empty: str, hd95: str) -> tuple[float, float]:
     """Dice and HD95 of two boolean masks whose voxel counts (|P|, |G|, |P&G|) are ``counts``.
 
     The masks may be any crop that holds both (HD95 is computed only when both are non-empty);
@@ -121,26 +157,30 @@ def _region_scores(pred: np.ndarray, ref: np.ndarray, counts: tuple[int, int, in
     if not n_pred or not n_ref:
         hd = one_empty_hd if one_empty_hd is not None else float(np.linalg.norm(np.asarray(shape) * np.asarray(spacing)))
         return float(dice), hd
-    return float(dice), float(np.percentile(np.hstack(surface_distances(pred, ref, spacing)), 95))
+    return float(dice), hd95_from_distances(*surface_distances(pred, ref, spacing), hd95)
 
 
-def dice_and_hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], empty: str = "one") -> tuple[float, float]:
-    """Dice and HD95 (mm) of two boolean masks under the ``empty`` policy (table in the module docstring)."""
-    _check_policy(empty)
+def dice_and_hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], empty: str = "one",
+                  hd95: str = "pooled") -> tuple[float, float]:
+    """Dice and HD95 (mm) of two boolean masks under the ``empty`` policy and the ``hd95`` definition
+    (tables in the module docstring)."""
+    _check_settings(empty, hd95)
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
     counts = (int(np.count_nonzero(pred)), int(np.count_nonzero(ref)), int(np.count_nonzero(pred & ref)))
-    return _region_scores(pred, ref, counts, pred.shape, spacing, empty)
+    return _region_scores(pred, ref, counts, pred.shape, spacing, empty, hd95)
 
 
-def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], empty: str = "one", et_threshold: int = 500) -> list[dict]:
+def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], empty: str = "one", et_threshold: int = 500,
+               hd95: str = "pooled") -> list[dict]:
     """Rows {region, metric, value, ref_voxels, pred_voxels} for ET, ETpp, TC and WT of one label map
-    against the reference label map, under the ``empty`` policy.
+    against the reference label map, under the ``empty`` policy and the ``hd95`` definition.
 
     The region sizes go with every row so that analyses can, e.g., keep only cases with an ET.
     Both maps are cropped once to the bounding box of their non-zero voxels (no region holds label
-    0), and ETpp reuses ET's scores, which it equals unless its prediction is emptied.
+    0), and ETpp reuses ET's scores, which it equals unless its prediction is emptied; the policy
+    and the definition are not in the rows: the engine stamps the run's metric settings on them.
     """
-    _check_policy(empty)
+    _check_settings(empty, hd95)
     foreground = pred != 0
     foreground |= ref != 0
     box = bounding_box(foreground) or (slice(0, 0),) * pred.ndim
@@ -149,13 +189,13 @@ def score_case(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], em
     for region in ("ET", "TC", "WT"):
         p, r = np.isin(pred_box, REGION_LABELS[region]), np.isin(ref_box, REGION_LABELS[region])
         counts = (int(np.count_nonzero(p)), int(np.count_nonzero(r)), int(np.count_nonzero(p & r)))
-        scores[region] = counts, _region_scores(p, r, counts, pred.shape, spacing, empty)
+        scores[region] = counts, _region_scores(p, r, counts, pred.shape, spacing, empty, hd95)
         if region == "ET":
             if counts[0] >= et_threshold:
                 scores["ETpp"] = scores["ET"]
             else:
                 emptied = (0, counts[1], 0)
-                scores["ETpp"] = emptied, _region_scores(np.zeros_like(p), r, emptied, pred.shape, spacing, empty)
+                scores["ETpp"] = emptied, _region_scores(np.zeros_like(p), r, emptied, pred.shape, spacing, empty, hd95)
     out = []
     for region in SCORED_REGIONS:
         (n_pred, n_ref, _), (dice, hd) = scores[region]

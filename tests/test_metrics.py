@@ -1,5 +1,5 @@
 """Scoring: the cropped surface distances and score_case equal medpy's whole-volume path, value for
-value."""
+value, and the HD95 definitions combine the same distances as medpy and MONAI do."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from scipy.ndimage import gaussian_filter
 from missbench import registry
 from missbench.metrics import (
     EMPTY_POLICIES,
+    HD95_DEFINITIONS,
     bounding_box,
     dice_and_hd95,
+    hd95_from_distances,
     score_case,
     surface_distances,
 )
@@ -107,7 +109,23 @@ def test_dice_and_hd95_equal_the_plain_medpy_path(empty, spacing):
         np.testing.assert_equal(dice_and_hd95(pred, ref, spacing, empty), bench.plain_dice_and_hd95(pred, ref, spacing, empty))
 
 
-def test_hd95_on_a_worked_example():
+def test_max_directed_is_monais_rule_on_medpys_distances():
+    """MONAI's compute_hausdorff_distance(percentile=95, directed=False): the larger of the two
+    directed 95th percentiles of the same surfaces."""
+    differs = 0
+    for spacing in SPACINGS[:2]:
+        for pred, ref in masks(seed=3, n=8):
+            if pred.any() and ref.any():
+                to_ref, to_pred = medpy_surface_distances(pred, ref, spacing), medpy_surface_distances(ref, pred, spacing)
+                monai = max(np.percentile(to_ref, 95), np.percentile(to_pred, 95))
+                assert dice_and_hd95(pred, ref, spacing, hd95="max_directed")[1] == monai
+                pooled = dice_and_hd95(pred, ref, spacing)[1]
+                assert pooled == medpy_binary.hd95(pred, ref, voxelspacing=spacing)
+                differs += pooled != monai
+    assert differs > 5
+
+
+def test_hd95_definitions_on_a_worked_example():
     # 1-D: the reference is one run (surface {0, 9}); the prediction adds a voxel 21 further on.
     ref = np.zeros(40, bool)
     ref[0:10] = True
@@ -115,8 +133,21 @@ def test_hd95_on_a_worked_example():
     pred[30] = True
     to_ref, to_pred = surface_distances(pred, ref, (2.0,))
     assert to_ref.tolist() == [0, 0, 42] and to_pred.tolist() == [0, 0]
-    # the 95th percentile of the pooled [0, 0, 42, 0, 0] is 0.8 * 42
-    assert dice_and_hd95(pred, ref, (2.0,)) == (pytest.approx(20 / 21), pytest.approx(33.6))
+    # pooled: 95th percentile of [0, 0, 0, 0, 42] = 0.8 * 42; max_directed: of [0, 0, 42] = 0.9 * 42.
+    assert hd95_from_distances(to_ref, to_pred, "pooled") == pytest.approx(33.6)
+    assert hd95_from_distances(to_ref, to_pred, "max_directed") == pytest.approx(37.8)
+    assert dice_and_hd95(pred, ref, (2.0,), hd95="max_directed") == (pytest.approx(20 / 21), pytest.approx(37.8))
+
+
+def test_unknown_hd95_definition_is_rejected():
+    some = np.ones((3, 3, 3), bool)
+    assert HD95_DEFINITIONS == ("pooled", "max_directed")
+    with pytest.raises(ValueError, match="HD95 definition"):
+        dice_and_hd95(some, some, (1, 1, 1), hd95="mean")
+    with pytest.raises(ValueError, match="HD95 definition"):
+        score_case(some.astype(np.uint8), some.astype(np.uint8), (1, 1, 1), hd95="monai")
+    with pytest.raises(ValueError, match="HD95 definition"):
+        hd95_from_distances(np.zeros(1), np.zeros(1), "max")
 
 
 @pytest.mark.parametrize("empty, spacing", [("one", (1.0, 1.0, 1.0)), ("nan", (0.9, 1.1, 2.7)), ("brats", (1.0, 1.0, 3.0)),
@@ -148,6 +179,16 @@ def test_et_threshold_boundary_keeps_or_empties_etpp():
         assert (rows["ETpp", "hd95"]["value"] == rows["ET", "hd95"]["value"]) is kept
         assert rows["ETpp", "dice"]["pred_voxels"] == (27 if kept else 0)
         assert rows["ETpp", "hd95"]["value"] == (rows["ET", "hd95"]["value"] if kept else 373.13)
+
+
+def test_score_case_takes_the_hd95_definition():
+    pred, ref = label_pairs(seed=6, n=1)[0]
+    for region, labels in (("TC", (1, 4)), ("WT", (1, 2, 4))):
+        p, r = np.isin(pred, labels), np.isin(ref, labels)
+        assert p.any() and r.any()
+        rows = {(row["region"], row["metric"]): row["value"] for row in score_case(pred, ref, (1, 1, 2), hd95="max_directed")}
+        to_ref, to_pred = medpy_surface_distances(p, r, (1, 1, 2)), medpy_surface_distances(r, p, (1, 1, 2))
+        assert rows[region, "hd95"] == max(np.percentile(to_ref, 95), np.percentile(to_pred, 95))
 
 
 def test_scoring_does_not_import_medpy():
