@@ -178,8 +178,9 @@ class Segmentation(Task):
             for subset, pred in zip(subsets, predict_case(predict, method, case, settings, exe)):
                 where = {"case_id": case.case_id, "eval_subset": subset.label, "eval_code": subset.code, "n_available": len(subset)}
                 with timer.phase("metric"):
-                    rows += [where | score for score in score_case(pred, case.target, case.spacing, settings.policy.empty,
-                                                                      settings.policy.et_threshold)]
+                    policy = settings.policy
+                    rows += [where | score for score in score_case(pred, case.target, case.spacing, policy.empty,
+                                                                      policy.et_threshold, policy.hd95)]
         return rows
 
     def inference_pass(self, method: Method, data: Cases, settings: EvalSettings, exe: Execution, batch: int) -> Callable[[], None]:
