@@ -13,7 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+#: Markers of a run folder: DONE is written last by a finished run, FAILED (the traceback) by a failed one.
 DONE = "DONE"
+FAILED = "FAILED"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

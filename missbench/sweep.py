@@ -20,12 +20,11 @@ import pandas as pd
 from submitit.core.utils import JobPaths
 
 from missbench.spec import RunSpec
-from missbench.store import DONE, load_rows, write_json, write_rows
+from missbench.store import DONE, FAILED, load_rows, write_json, write_rows
 from missbench.tables import classification_summary, dice_summary, format_table
 
 JOBS = "jobs.json"
 SUBMITIT = ".submitit"
-FAILED = "FAILED"
 COLLECTED = "collected.parquet"
 #: squeue states of a job that is still coming or going; anything else has ended.
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED", "RESIZING"}
