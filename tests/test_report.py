@@ -99,14 +99,14 @@ def test_a_failed_seed_and_a_stopped_run_are_left_out_with_their_reason(tmp_path
     (table,) = dice_tables(tmp_path).values()
     assert failed not in table.used and stopped not in table.used
     reasons = {lo.runs[0]: lo.reason for lo in table.left_out}
-    assert reasons[failed] == "failed: FloatingPointError: loss is nan"
-    assert reasons[stopped].startswith("stopped: a run folder without DONE")
+    assert reasons[failed] == "shaspec seed 2, failed: FloatingPointError: loss is nan"
+    assert reasons[stopped].startswith("zero_fill seed 3, stopped: a run folder without DONE")
     c = cell(table, "T1", "WT", "shaspec")
     assert c.value == pytest.approx(mean_dice(tmp_path, done, "T1", "WT")) and c.count == "(2 seeds)"
     assert cell(table, "T1", "WT", "zero_fill").count == ""
     assert "Cells pool 3 seeds × 20 cases unless marked" in table.caption and "seeds shaspec 0, 1; zero_fill 0, 1, 2" in table.caption
     text = to_text(table)
-    assert f"Left out: {failed}: failed: FloatingPointError: loss is nan" in text and "(2 seeds)" in text
+    assert f"Left out: {failed}: shaspec seed 2, failed: FloatingPointError: loss is nan" in text and "(2 seeds)" in text
 
 
 def test_timing_budgets_never_share_a_table_and_lifetime_rss_is_not_per_phase_memory(tmp_path):
@@ -265,7 +265,7 @@ def test_collect_prints_the_report_table_with_the_runs_it_left_out(tmp_path, cap
     table = console_tables(load_store(tmp_path))[0]
     blocks = to_text(table).split("\n\n")[1:-1]  # the region blocks: the same model and numbers as make_tables
     assert all(b in out for b in blocks) and len(blocks) == 3
-    assert f"Left out: {failed}: failed: ValueError: boom" in out and "Runs used: 2" in out
+    assert f"Left out: {failed}: zero_fill seed 2, failed: ValueError: boom" in out and "Runs used: 2" in out
     assert "FLAIR+T1+T1c+T2" in out and set(LABELS) <= set(out.split())
 
 

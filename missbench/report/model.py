@@ -117,11 +117,13 @@ class LeftOut:
 
 @dataclass(frozen=True)
 class Column:
-    """One comparability key but the row fields: its label, method and runs (seeds; a dedicated protocol's subsets)."""
+    """One comparability key but the row fields: its label, method, runs (seeds; a dedicated protocol's
+    subsets) and the method parameters its label names."""
 
     label: str
     method: str
     runs: tuple[str, ...]
+    params: tuple[str, ...] = ()
 
 
 @dataclass
@@ -166,6 +168,14 @@ class Pool:
         return d
 
 
+def spec_label(spec: dict[str, Any]) -> str:
+    """'shaspec[alpha=nan] seed 3': a run's method, its parameter and training overrides, and seed, from its
+    spec alone (a run left out has no meta.json to resolve its defaults)."""
+    overrides = {**spec.get("method_params", {}), **flatten(spec.get("training", {}))}
+    parts = ",".join(f"{k}={show(v)}" for k, v in sorted(overrides.items()))
+    return f"{spec.get('method')}{f'[{parts}]' if parts else ''} seed {spec.get('seed')}"
+
+
 def group_of(run: Run) -> tuple[str, str, str]:
     """(protocol, data set, budget name) of a run: the tables it may appear in."""
     return str(run.spec.get("protocol")), str(run.spec.get("dataset")), str(run.spec.get("budget_name"))
@@ -198,7 +208,7 @@ def pools(store: Store) -> list[Pool]:
         for key in sorted(finished, key=lambda k: (k != main, slug(named[k]))):
             runs = by_setting[key]
             pool = Pool(*group, settings[key], named[key], columns(store, [r for r in runs if r.done]))
-            pool.left_out = [LeftOut((r.run_id,), r.why) for r in runs if not r.done]
+            pool.left_out = [LeftOut((r.run_id,), f"{spec_label(r.spec)}, {r.why}") for r in runs if not r.done]
             for other in sorted(by_setting, key=lambda k: (k not in named, slug(named.get(k, {})), k)):
                 if other == key:
                     continue
@@ -208,7 +218,8 @@ def pools(store: Store) -> list[Pool]:
                     where = f"{group[0]}_{group[1]}_{group[2]}" + (f"_{slug(named[other])}" if named[other] else "")
                     pool.left_out.append(LeftOut(ids, f"incomparable (differ in {diff}); their tables are named {where}"))
                 else:
-                    pool.left_out += [LeftOut((r.run_id,), f"{r.why}; incomparable (differs in {diff})") for r in by_setting[other]]
+                    pool.left_out += [LeftOut((r.run_id,), f"{spec_label(r.spec)}, {r.why}; incomparable (differs in {diff})")
+                                      for r in by_setting[other]]
             pool.left_out += unknown
             pool.notes = pool_notes(pool, store)
             out.append(pool)
@@ -239,7 +250,8 @@ def columns(store: Store, runs: list[Run]) -> list[Column]:
         parts += [f"{n}={show(training[k][f])}" for f, n in short_names(sorted(varying_training)).items() if f in training[k]]
         label = methods[k] + (f"[{','.join(parts)}]" if parts else "")
         seen[label] += 1
-        out.append(Column(label if seen[label] == 1 else f"{label}#{seen[label]}", methods[k], tuple(sorted(r.run_id for r in rs))))
+        out.append(Column(label if seen[label] == 1 else f"{label}#{seen[label]}", methods[k], tuple(sorted(r.run_id for r in rs)),
+                          tuple(sorted(shown[methods[k]]))))
     return sorted(out, key=lambda c: natural_key(c.label))
 
 
@@ -251,7 +263,7 @@ def pool_notes(pool: Pool, store: Store) -> list[str]:
         split = [label for label, t in training.items() if t]
         notes.append(f"Runs with different training overrides are separate columns, never pooled: {', '.join(split)} "
                      f"(bracketed training settings override the method's defaults).")
-    if any("[" in c.label for c in pool.columns):
+    if any(c.params for c in pool.columns):
         notes.append("Column names give every method parameter that is set or varies, default values included "
                      "(meta.json's resolved parameters).")
     return notes

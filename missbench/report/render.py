@@ -68,7 +68,8 @@ def to_text(t: Table, width: int = 110) -> str:
             lines.append(line(b))
         out.append("\n".join(lines))
         start += n
-    out.append("\n".join(textwrap.fill(n, width) for n in [*t.notes, *t.run_lines()]))
+    bold = ["'*' marks bold (best) cells."] if any(c.bold for r in t.rows for c in r.cells) else []
+    out.append("\n".join(textwrap.fill(n, width) for n in [*bold, *t.notes, *t.run_lines()]))
     return "\n\n".join(out) + "\n"
 
 
