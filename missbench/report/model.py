@@ -263,6 +263,9 @@ def pool_notes(pool: Pool, store: Store) -> list[str]:
         split = [label for label, t in training.items() if t]
         notes.append(f"Runs with different training overrides are separate columns, never pooled: {', '.join(split)} "
                      f"(bracketed training settings override the method's defaults).")
+    common = dict(set.intersection(*(set(t.items()) for t in training.values()))) if training else {}
+    if common:
+        notes.append(f"Every column trains with these overrides of its method's defaults: {describe_fields(common)}.")
     if any(c.params for c in pool.columns):
         notes.append("Column names give every method parameter that is set or varies, default values included "
                      "(meta.json's resolved parameters).")
