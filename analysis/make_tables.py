@@ -1,62 +1,26 @@
 #!/usr/bin/env python
 """Tables and figures from a results store: ``python analysis/make_tables.py <results dir> [--out DIR]``.
 
-Reads only the store (run folders with rows.parquet, meta.json, features.npz; never imports a method)
-and writes, as Markdown, LaTeX (booktabs) and CSV, each with the run ids it came from: the 15-row Dice
-and HD95 tables per protocol (mean ± std over seeds, best in bold, Holm-corrected Wilcoxon marks,
-bootstrap CI of the Avg row), classification scores, dedicated vs non-dedicated gaps, the DAO-loss
-ablation, timing and run costs; and as PDF + PNG the alpha/beta curves, heat maps, per-case box plots,
-critical-difference diagrams and the shared/specific feature plot. A table or figure whose input is
-missing is skipped with a message. Reruns on the same store give byte-identical files.
+A thin command line over missbench.report, which reads only the store (never a method, the engine or
+torch) and writes, as Markdown, LaTeX and CSV, each naming the runs it used and those it left out with
+the reason: the 15-row Dice and HD95 tables per protocol, data set, budget and setting, classification
+scores, dedicated vs non-dedicated gaps, the DAO-loss ablation, timing (one table per budget) and run
+costs, optionally beside published numbers; and as PDF + PNG the alpha/beta curves, heat maps, per-case
+box plots, critical-difference diagrams and the shared/specific feature plot. A table or figure whose
+input is missing is skipped with a message. Reruns on the same store give byte-identical files.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis import figures  # noqa: E402
-from analysis.load import Store, load_store  # noqa: E402
-from analysis.render import Table, write_table  # noqa: E402
-from analysis.tables import Skip, classification_table, cost_table, dao_table, gap_table, seg_table, timing_table  # noqa: E402
-from missbench.report.summary import dice_summary, format_table  # noqa: E402
-
-GROUP = ["protocol", "dataset", "budget"]
-
-
-Job = tuple[str, bool, Callable[[], Table | list[Path]]]
-
-
-def jobs(store: Store, args: argparse.Namespace) -> list[Job]:
-    """(name, is a figure, job) for every table and figure this store could give; a job raises Skip when it cannot."""
-    rows = store.rows
-    seg = rows[rows.metric.isin(["dice", "hd95"]) & (rows["mode"] != "timing")]
-    out: list[Job] = []
-    for key, g in seg.groupby(GROUP, sort=True):
-        name = "_".join(map(str, key))
-        out += [(f"dice {name}", False, lambda g=g: seg_table(g, store, "dice", args.et)),
-                (f"hd95 {name}", False, lambda g=g: seg_table(g, store, "hd95", args.et)),
-                (f"heat map {name}", True, lambda g=g, n=name: figures.heatmap(g, args.out / f"fig_heatmap_{n}", args.et)),
-                (f"box plots {name}", True, lambda g=g, n=name: figures.case_boxes(g, args.out / f"fig_cases_{n}", args.et)),
-                (f"rank diagram {name}", True, lambda g=g, n=name: figures.cd_diagram(g, args.out / f"fig_ranks_{n}", args.et))]
-    for key, g in rows[rows.metric == "correct"].groupby(GROUP, sort=True):
-        out.append((f"classification {'_'.join(map(str, key))}", False, lambda g=g: classification_table(g, store)))
-    for key, g in seg.groupby(["dataset", "budget"], sort=True):
-        out.append((f"dedicated vs non-dedicated {'_'.join(map(str, key))}", False, lambda g=g: gap_table(g, store, args.et)))
-    nd = seg[seg["mode"] == "non_dedicated"]
-    for key, g in nd.groupby(GROUP, sort=True):
-        name = "_".join(map(str, key))
-        if g.variant.nunique() > 1 and g.method.nunique() == 1:  # a sweep of one method's parameters
-            out += [(f"DAO ablation {name}", False, lambda g=g: dao_table(g, store, args.subset, args.et)),
-                    (f"alpha/beta curves {name}", True,
-                     lambda g=g, n=name: figures.sweep_curves(g, store, args.out / f"fig_alpha_beta_{n}", args.subset, args.et))]
-    out += [("timing", False, lambda: timing_table(rows, store)), ("run costs", False, lambda: cost_table(rows, store)),
-            ("shared/specific features", True, lambda: figures.feature_plot(store, args.out / "fig_features"))]
-    return out
+from missbench.report import console_tables, load_store, to_text  # noqa: E402
+from missbench.report.render import LAYOUTS  # noqa: E402
+from missbench.report.write import Options, unplaced, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="output folder (default <results>/tables)")
     p.add_argument("--et", choices=("ET", "ETpp"), default="ET", help="ET column: raw or post-processed (default ET)")
     p.add_argument("--subset", default="T1", help="test subset of the DAO table and alpha/beta curves (paper: T1)")
+    p.add_argument("--latex", choices=LAYOUTS, default="auto",
+                   help="LaTeX floats: auto (a column when a table fits one, else the page, else one float per ET / TC / "
+                        "WT block), column, page, or split (a float per block); a table is scaled down to its float's "
+                        "width only when wider (default auto)")
+    p.add_argument("--published", choices=("A", "B"), default=None,
+                   help="add published BraTS2018 numbers of this protocol (missbench/report/published.yaml) beside runs of "
+                        "the same protocol, and a table of them; never beside other runs")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     args = p.parse_args(argv)
     if not args.results.is_dir():
@@ -75,28 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"make_tables.py: error: {e}", file=sys.stderr)
         return 2
-    if store.rows.empty:
+    if not store.done():
         print(f"make_tables.py: no finished runs in {args.results}", file=sys.stderr)
         return 1
-    args.out = args.out or args.results / "tables"
-    args.out.mkdir(parents=True, exist_ok=True)
-    figures.setup()
-    written, skipped = [], []
-    for name, is_figure, job in jobs(store, args):
-        if args.no_figures and is_figure:
-            continue
-        try:
-            result = job()
-        except Skip as e:
-            skipped.append(f"{name}: skipped ({e})")
-            continue
-        written += write_table(result, args.out) if isinstance(result, Table) else result
-    seg = store.rows[store.rows.metric == "dice"]
-    for key, g in seg[seg["mode"] != "timing"].groupby(GROUP, sort=True):
-        print(f"Dice (%), {' '.join(map(str, key))}:\n{format_table(dice_summary(g))}\n")
-    for line in skipped:
-        print(line)
-    print(f"{len(written)} files in {args.out}")
+    out = args.out or args.results / "tables"
+    written = write_report(store, out, Options(args.et, args.subset, args.latex, args.published, not args.no_figures))
+    for table in console_tables(store):
+        print("\n" + to_text(table))
+    for line in unplaced(store):
+        print(f"in no table: {line}")
+    print(f"{len(written)} files in {out}")
     return 0
 
 

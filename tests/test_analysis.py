@@ -17,45 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.make_tables import main  # noqa: E402
-from missbench.store.run_folder import DONE  # noqa: E402
-from missbench.core.subsets import all_subsets  # noqa: E402
-
-MODS = ("FLAIR", "T1", "T1c", "T2")
-LABELS = [s.label for s in all_subsets(MODS)]
-
-
-def fake_run(sweep: Path, method: str, seed: int, protocol: str = "non_dedicated", mode: str = "non_dedicated",
-             params: dict | None = None, train_subset: str | None = None, n_cases: int = 20, skill: float = 0.5) -> str:
-    """A finished run folder with rows (Dice, HD95 per case, subset, region) drawn around ``skill``."""
-    params = params or {}
-    variant = method + (f"[{','.join(f'{k}={v}' for k, v in sorted(params.items()))}]" if params else "")
-    run_id = f"{variant}_{protocol}_{train_subset or 'random'}_seed{seed}".replace("[", "-").replace("]", "").replace("=", "").replace("+", "-")
-    rng = np.random.default_rng([seed, len(run_id), int(skill * 1000)])
-    subsets = [s for s in all_subsets(MODS) if train_subset is None or s.label == train_subset]
-    rows = []
-    for s in subsets:
-        for c in range(n_cases):
-            for region in ("ET", "ETpp", "TC", "WT"):
-                dice = float(np.clip(skill + 0.05 * len(s) + 0.05 * rng.standard_normal(), 0, 1))
-                rows += [{"case_id": f"case{c:02d}", "eval_subset": s.label, "eval_code": s.code, "n_available": len(s),
-                          "region": region, "metric": m, "value": v, "ref_voxels": 100, "pred_voxels": 90}
-                         for m, v in (("dice", dice), ("hd95", 20 * (1 - dice)))]
-    frame = pd.DataFrame(rows)
-    for key, value in {"run_id": run_id, "method": method, "variant": variant, "dataset": "brats_synthetic", "protocol": protocol,
-                       "mode": mode, "budget": "smoke", "train_subset": train_subset or "random", "seed": seed, "split": "test",
-                       "empty_policy": "one", "et_threshold": 50}.items():
-        frame[key] = value
-    d = sweep / run_id
-    d.mkdir(parents=True)
-    frame.to_parquet(d / "rows.parquet", index=False)
-    resolved = {"alpha": 0.1, "beta": 0.02, "dao": "l1", **params} if method == "shaspec" else params
-    meta = {"run_id": run_id, "spec": {"method": method, "method_params": params, "mode": mode,
-                                         "budget": {"iterations": 4, "batch": 1, "patch": [16, 16, 16]}},
-            "parameters": 1000, "method_params_resolved": resolved, "memory": {"peak_process_rss_mib": 500.0},
-            "timings": {"train_seconds_per_iteration": 0.1, "eval_seconds_per_case": 0.2}, "device": "cpu", "device_name": "x86_64"}
-    (d / "meta.json").write_text(json.dumps(meta))
-    (d / DONE).write_text("")
-    return run_id
+from report_store import LABELS, MODS, fake_classification_run, fake_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +28,9 @@ def store(tmp_path_factory) -> Path:
         for method, skill in (("shaspec", 0.7), ("zero_fill", 0.3), ("mean_fill", 0.35)):
             fake_run(root / "nd", method, seed, skill=skill)
             for subset in ("T1", "FLAIR+T1+T1c+T2"):
-                fake_run(root / "ded", method, seed, "dedicated", "dedicated", train_subset=subset, skill=skill + 0.05)
+                fake_run(root / "ded", method, seed, protocol="dedicated", mode="dedicated", train_subset=subset, skill=skill + 0.05)
         for dao, skill in (("l1", 0.7), ("kl", 0.5), ("mse", 0.4), ("ce", 0.3)):
-            fake_run(root / "dao", "shaspec", seed, "dao_loss", params={} if dao == "l1" else {"dao": dao}, n_cases=4, skill=skill)
+            fake_run(root / "dao", "shaspec", seed, protocol="dao_loss", params={} if dao == "l1" else {"dao": dao}, n_cases=4, skill=skill)
     return root
 
 
@@ -98,7 +60,7 @@ def test_dice_table_has_15_rows_in_canonical_order_and_avg_is_their_mean(tables)
     assert rows[15][0] == "Avg" and rows[16][0] == "95% CI"
 
 
-def test_bold_cell_is_the_true_best_of_its_row_and_region(tables):
+def test_bold_cell_is_the_best_displayed_value_of_its_row_and_region(tables):
     out, _ = tables
     for metric, best in (("dice", max), ("hd95", min)):
         table = pd.read_csv(out / f"{metric}_non_dedicated_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
@@ -106,36 +68,44 @@ def test_bold_cell_is_the_true_best_of_its_row_and_region(tables):
         for i, key in enumerate(table.index):
             cells = rows[i][4:]
             for r, region in enumerate(("ET", "TC", "WT")):
-                values = table.loc[key, region]
+                shown = table.loc[key, region].round(2)
                 bold = [c.startswith("**") for c in cells[3 * r:3 * r + 3]]
-                assert bold == [v == best(values) for v in values], (metric, key, region)
+                assert bold == [v == best(shown) for v in shown], (metric, key, region)
 
 
 def test_cells_show_mean_and_std_over_seeds_and_significance_marks(tables):
     out, _ = tables
     text = (out / "dice_non_dedicated_brats_synthetic_smoke.md").read_text()
-    assert "± " in text and "over 2 seeds" in text and "Holm" in text
+    assert "± " in text and "Every cell pools 2 seeds × 20 cases" in text and "Holm-corrected over the 90 distinct tests" in text
     tests = pd.read_csv(out / "dice_non_dedicated_brats_synthetic_smoke.tests.csv")
-    assert len(tests) == 15 * 3 * 3
-    shaspec = tests[tests.variant == "shaspec"]
-    assert (shaspec.other == "mean_fill").all() and (shaspec.p_holm < 0.05).all()  # 20 cases, clearly better
-    assert text.count("†") >= 45
+    assert len(tests) == 15 * 3 * 2  # each method against the best (shaspec), once per pair
+    assert not tests.duplicated(["eval_subset", "region", "variant"]).any()
+    assert (tests.best == "shaspec").all() and set(tests.variant) == {"mean_fill", "zero_fill"}
+    assert (tests[tests.runner_up].variant == "mean_fill").all() and (tests.p_holm < 0.05).all()  # 20 cases, clearly better
+    assert text.count("†") >= 3 * 45  # every method differs from the best, and the best from the runner-up
 
 
 def test_latex_is_booktabs_with_circles_and_every_file_names_its_runs(tables, store):
     out, _ = tables
     tex = (out / "dice_non_dedicated_brats_synthetic_smoke.tex").read_text()
-    assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"\cmidrule(lr){5-7}", r"$\bullet$", r"$\circ$"))
+    assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"$\bullet$", r"$\circ$"))
+    # wider than a page: by default ET, TC and WT become three floats, each as wide as it needs (a column here)
+    assert tex.count(r"\caption{") == 3 and r"\label{tab:dice_non_dedicated_brats_synthetic_smoke}" in tex
     runs = sorted(p.name for p in (store / "nd").iterdir())
     assert (out / "dice_non_dedicated_brats_synthetic_smoke.runs.txt").read_text().split() == runs
     assert tex.startswith("% runs: " + " ".join(runs))
+    assert "Runs used: 6" in tex and "Runs used: 6" in (out / "dice_non_dedicated_brats_synthetic_smoke.md").read_text()
 
 
 def test_gap_and_dao_tables(tables):
     out, _ = tables
     gap = pd.read_csv(out / "gap_dedicated_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
-    assert list(gap.index[:3]) == ["T1 dedicated", "T1 non-dedicated", "T1 gap"]
-    np.testing.assert_allclose(gap.loc["T1 gap"], gap.loc["T1 dedicated"] - gap.loc["T1 non-dedicated"], atol=1e-3)
+    assert list(gap.index) == ["T1", "FLAIR+T1+T1c+T2", "Avg"]
+    for region in ("ET", "TC", "WT"):
+        for m in ("mean_fill", "shaspec", "zero_fill"):
+            np.testing.assert_allclose(gap[(region, f"{m} gap")], gap[(region, f"{m} ded.")] - gap[(region, f"{m} non-ded.")], atol=1e-3)
+    nd = pd.read_csv(out / "dice_non_dedicated_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
+    np.testing.assert_allclose(gap.loc["T1", ("WT", "shaspec non-ded.")], nd.loc["T1", ("WT", "shaspec")], atol=1e-3)
     dao = pd.read_csv(out / "dao_dao_loss_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
     assert list(dao.columns.get_level_values(1)) == ["ce", "kl", "l1", "mse"]
     assert list(dao.index) == ["T1 ET", "T1 TC", "T1 WT", "Avg ET", "Avg TC", "Avg WT"]
@@ -163,45 +133,43 @@ def test_rerun_is_byte_identical(tmp_path, capsys):
 
 
 def test_alpha_beta_curves_place_the_default_point_from_resolved_parameters(tmp_path):
-    from analysis import figures
-    from analysis.load import load_store
+    from missbench.report import figures, load_store
+    from missbench.report.model import pools
 
     sweep = tmp_path / "ab"
     for seed in (0, 1):
         for params in ({"alpha": 0}, {"alpha": 0.01}, {}, {"alpha": 1}, {"beta": 0}, {"beta": 0.2}):
-            fake_run(sweep, "shaspec", seed, "alpha_beta", params=params, n_cases=3)
+            fake_run(sweep, "shaspec", seed, protocol="alpha_beta", params=params, n_cases=3)
     store = load_store(sweep)
-    paths = figures.sweep_curves(store.rows, store, tmp_path / "fig" / "ab")
+    (pool,) = pools(store)
+    assert "shaspec[alpha=0.1,beta=0.02]" in [c.label for c in pool.columns]  # the default point, by its values
+    paths = figures.sweep_curves(pool, store, tmp_path / "fig" / "ab")
     assert [p.suffix for p in paths] == [".pdf", ".png", ".txt"]
-    assert paths[2].read_text().split() == sorted(store.meta)  # both panels' runs: the default point is shared
+    assert paths[2].read_text().split() == sorted(store.runs)  # both panels' runs: the default point is shared
 
 
-def test_classification_table_per_missing_rate(tmp_path):
-    rng = np.random.default_rng(0)
+def test_classification_table_names_its_rates_and_realised_shares(tmp_path):
     for method, skill in (("smil", 0.9), ("zero_fill", 0.6)):
         for seed in (0, 1):
-            target = rng.integers(0, 3, 60)
-            pred = np.where(rng.random(60) < skill, target, (target + 1) % 3)
-            prob = [np.eye(3)[p] * 0.8 + 0.2 / 3 for p in pred]
-            frame = pd.DataFrame({"case_id": [f"s{i}" for i in range(60)], "eval_subset": "image", "eval_code": 1, "n_available": 1,
-                                  "target": target, "pred": pred, "prob": prob, "metric": "correct", "value": (pred == target) * 1.0,
-                                  "missing_rate": np.repeat([0.2, 0.5], 30)})
-            run_id = f"{method}_seed{seed}"
-            for key, value in {"run_id": run_id, "method": method, "variant": method, "dataset": "avmnist", "protocol": "cls",
-                               "mode": "non_dedicated", "budget": "smoke", "train_subset": "random", "seed": seed, "split": "test"}.items():
-                frame[key] = value
-            d = tmp_path / "s" / run_id
-            d.mkdir(parents=True)
-            frame.to_parquet(d / "rows.parquet", index=False)
-            (d / "meta.json").write_text(json.dumps({"run_id": run_id, "spec": {}}))
-            (d / DONE).write_text("")
-    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
-    table = pd.read_csv(tmp_path / "t" / "classification_cls_avmnist_smoke.csv", header=[0, 1], index_col=0)
+            for rate in (0.2, 0.5):
+                fake_classification_run(tmp_path / "slots", method, seed, rate, "slots", skill)
+                fake_classification_run(tmp_path / "audio", method, seed, rate, "modality_rate", skill)
+    assert main([str(tmp_path), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
+    table = pd.read_csv(tmp_path / "t" / "classification_missing_slots_avmnist_synthetic_smoke.csv", header=[0, 1], index_col=0)
     assert list(table.index) == [0.2, 0.5]
-    assert list(dict.fromkeys(table.columns.get_level_values(0))) == ["Accuracy (%)", "F1-micro (%)", "AUC (%)"]
-    rows = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "s").rglob("rows.parquet")))
+    assert list(dict.fromkeys(table.columns.get_level_values(0))) == ["Accuracy (%)", "F1-micro (%)", "F1-macro (%)", "AUC (%)"]
+    rows = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "slots").rglob("rows.parquet")))
+    spec = {p.parent.name: json.loads(p.read_text())["missing_rate"] for p in (tmp_path / "slots").rglob("spec.json")}
+    rows["missing_rate"] = rows.run_id.map(spec)
     acc = rows[rows.method == "smil"].groupby(["seed", "missing_rate"]).value.mean().groupby("missing_rate").mean() * 100
     assert table[("Accuracy (%)", "smil")].to_numpy() == pytest.approx(acc.to_numpy(), abs=1e-3)
+    slots = md_table(tmp_path / "t" / "classification_missing_slots_avmnist_synthetic_smoke.md")
+    assert [r[:3] for r in slots] == [["0.2", "0.180", "0.190"], ["0.5", "0.375", "0.385"]]  # p, realised train / test
+    text = (tmp_path / "t" / "classification_missing_slots_avmnist_synthetic_smoke.md").read_text()
+    assert "p (slot-missing probability)" in text and "realised share" in text
+    audio = (tmp_path / "t" / "classification_audio_rate_avmnist_synthetic_smoke.md").read_text()
+    assert "r (share of training samples with audio)" in audio and "tested on image only" in audio
+    assert "missing rate" not in audio
 
 
 def test_bad_results_folder_is_an_error(tmp_path, capsys):

@@ -118,4 +118,9 @@ def test_timing_table_from_the_store(timing_store, tmp_path):
     z = rows[(rows.method == "zero_fill") & (rows.metric == "train_s_per_iter")].value
     assert table.loc["zero_fill", "train s/iter"] == pytest.approx(z.median(), abs=1e-4)
     md = (tmp_path / "timing_brats_synthetic_smoke.md").read_text()
-    assert "process peak RSS above the phase's start" in md and "3 timed training iterations" in md
+    assert "RSS above the phase's start, per phase" in md and "3 timed training iterations" in md
+    # per-phase memory on CPU: the phase columns hold it, the lifetime column stays empty
+    mem = rows[(rows.method == "zero_fill") & (rows.metric == "peak_mem_mib")]
+    assert table.loc["zero_fill", "train peak MiB"] == pytest.approx(mem[mem.region == "train"].value.iloc[0], abs=1e-3)
+    assert table.loc["zero_fill", "infer peak MiB"] == pytest.approx(mem[mem.region == "infer"].value.iloc[0], abs=1e-3)
+    assert pd.isna(table.loc["zero_fill", "lifetime peak MiB"])

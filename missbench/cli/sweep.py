@@ -6,10 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
-from missbench.report.summary import classification_summary, dice_summary, format_table
-from missbench.store.run_folder import load_rows, parquet_bytes, write_atomic
+from missbench.report import Store, console_tables, load_store, to_text
+from missbench.store.run_folder import parquet_bytes, write_atomic
 from missbench.store.sweep import COLLECTED, UNFINISHED, cancel, states, status_text, summary
 
 
@@ -32,32 +30,23 @@ def sweep_command(name: str, argv: list[str]) -> int:
     return 0
 
 
-def table_text(rows: pd.DataFrame) -> str:
-    """The Dice table of a sweep's rows with a header naming protocol, data set and budget."""
-    def names(col: str) -> str:
-        return ", ".join(str(v) for v in rows[col].unique())
-
-    seeds = " and seeds" if rows.seed.nunique() > 1 else ""
-    if (rows.metric == "correct").all():
-        return (f"Classification scores (%), {names('protocol')} protocol, {names('dataset')}, budget {names('budget')}, "
-                f"test split, per sample{seeds}; model selected on the validation split:\n"
-                + format_table(classification_summary(rows)))
-    return (f"Dice (%), {names('protocol')} protocol, {names('dataset')}, budget {names('budget')}, test split, "
-            f"mean over cases{seeds}; empty policy '{rows.empty_policy.iloc[0]}'; ET without post-processing:\n"
-            + format_table(dice_summary(rows)))
+def table_text(store: Store) -> str:
+    """The tables of a sweep's runs (missbench.report's one table model): what each pooled, and the runs
+    it left out with the reason."""
+    return "\n".join(to_text(t) for t in console_tables(store))
 
 
 def report(sweep: Path, run_ids: list[str] | None = None, write: bool = False, say: Callable[[str], None] = print) -> int:
-    """Print the Dice table of the finished runs (of ``run_ids``, else all) and what did not finish,
-    with log paths; with ``write`` also save the rows to ``<sweep>/collected.parquet``.
-    Returns the exit status: 1 when a run failed or stopped, else 0."""
+    """Print the tables of the finished runs (of ``run_ids``, else all), the runs each left out and why,
+    and what did not finish, with log paths; with ``write`` also save the rows to ``<sweep>/collected.parquet``.
+    Returns the exit status: 1 when a run failed, stopped or is corrupt, else 0."""
     runs = [r for r in states(sweep) if run_ids is None or r.run_id in run_ids]
-    rows = load_rows(sweep, [r.run_id for r in runs if r.state == "done"])
-    if not rows.empty:
-        say("\n" + table_text(rows))
+    store = load_store(sweep, [r.run_id for r in runs], {r.run_id: (r.state, r.detail) for r in runs if r.state != "done"})
+    if store.done():
+        say("\n" + table_text(store))
         if write:
-            write_atomic(sweep / COLLECTED, parquet_bytes(rows))
-            say(f"\nrows of {rows.run_id.nunique()} runs: {sweep / COLLECTED}")
+            write_atomic(sweep / COLLECTED, parquet_bytes(store.rows))
+            say(f"\nrows of {len(store.done())} runs: {sweep / COLLECTED}")
     say(f"\n{len(runs)} runs: " + summary(runs))
     say(f"results: {sweep}")
     return 1 if any(r.state in UNFINISHED for r in runs) else 0

@@ -1,0 +1,117 @@
+"""Fabricated run folders for the report's tests: full spec.json, rows.parquet and meta.json as the engine
+writes them, in any state (done, failed, stopped), in seconds instead of real runs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from missbench.store.run_folder import FAILED, SPEC, RunFolder
+from missbench.core.subsets import all_subsets
+
+MODS = ("FLAIR", "T1", "T1c", "T2")
+LABELS = [s.label for s in all_subsets(MODS)]
+SMOKE = {"iterations": 4, "batch": 1, "patch": [16, 16, 16], "checkpoint_every": 2, "log_every": 2, "overlap": 0.5}
+#: Resolved parameters of the methods the fabricated runs pretend to be (meta.json method_params_resolved).
+DEFAULTS = {"shaspec": {"alpha": 0.1, "beta": 0.02, "dao": "l1"}}
+
+
+def write_run(sweep: Path, spec: dict[str, Any], rows: pd.DataFrame | None, meta: dict[str, Any], state: str = "done",
+              failure: str = "ValueError: boom") -> str:
+    """A run folder for ``spec``: rows, meta and DONE when done; FAILED (a traceback ending in ``failure``)
+    when failed; spec.json alone when stopped. Returns the run id."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    train = (spec.get("train_subset") or "random").replace("+", "-")
+    run_id = f"{spec['method']}_{train}_seed{spec['seed']}_{digest}"
+    d = sweep / run_id
+    d.mkdir(parents=True)
+    (d / SPEC).write_text(json.dumps(spec, sort_keys=True))
+    if state == "failed":  # a FAILED of plain traceback text, as older runs wrote it
+        (d / FAILED).write_text(f"Traceback (most recent call last):\n  ...\n{failure}\n")
+    elif state == "done":
+        for key, value in {"run_id": run_id, "method": spec["method"], "variant": spec["method"], "dataset": spec["dataset"],
+                           "protocol": spec["protocol"], "mode": spec["mode"], "budget": spec["budget_name"],
+                           "train_subset": spec.get("train_subset") or "random", "seed": spec["seed"], "split": "test",
+                           "empty_policy": spec["metric"]["empty"], "et_threshold": spec["metric"]["et_threshold"],
+                           "missing_rate": spec.get("missing_rate", np.nan)}.items():
+            rows[key] = value
+        RunFolder(d).finish(rows, {"run_id": run_id, "spec": spec, **meta})
+    return run_id
+
+
+def seg_spec(method: str, seed: int, protocol: str = "non_dedicated", mode: str = "non_dedicated", params: dict | None = None,
+             train_subset: str | None = None, n_cases: int = 20, training: dict | None = None, dataset: str = "brats_synthetic",
+             dataset_params: dict | None = None, empty: str = "one", budget_name: str = "smoke", budget: dict | None = None) -> dict:
+    """A segmentation run's spec, as RunSpec.to_dict writes it."""
+    return {"protocol": protocol, "mode": mode, "method": method, "method_params": params or {}, "dataset": dataset,
+            "dataset_params": {"n_test": n_cases, "size": 24, **(dataset_params or {})}, "train_subset": train_subset,
+            "eval_subsets": [train_subset] if train_subset else LABELS, "seed": seed, "budget": budget or SMOKE,
+            "budget_name": budget_name, "training": training or {}, "metric": {"empty": empty, "et_threshold": 50}}
+
+
+def fake_run(sweep: Path, method: str, seed: int, *, skill: float = 0.5, state: str = "done", failure: str = "ValueError: boom",
+             case_skill: np.ndarray | None = None, **spec_args: Any) -> str:
+    """A segmentation run: Dice and HD95 per case, subset and region drawn around ``skill`` (plus a per-case
+    offset ``case_skill``), the spec from `seg_spec`."""
+    spec = seg_spec(method, seed, **spec_args)
+    n_cases = spec["dataset_params"]["n_test"]
+    rng = np.random.default_rng([seed, int(skill * 1000), len(json.dumps(spec, sort_keys=True))])
+    offsets = np.zeros(n_cases) if case_skill is None else case_skill
+    rows = []
+    for s in all_subsets(MODS):
+        if s.label not in spec["eval_subsets"]:
+            continue
+        for c in range(n_cases):
+            for region in ("ET", "ETpp", "TC", "WT"):
+                dice = float(np.clip(skill + offsets[c] + 0.05 * len(s) + 0.05 * rng.standard_normal(), 0, 1))
+                rows += [{"case_id": f"case{c:02d}", "eval_subset": s.label, "eval_code": s.code, "n_available": len(s),
+                          "region": region, "metric": m, "value": v, "ref_voxels": 100, "pred_voxels": 90}
+                         for m, v in (("dice", dice), ("hd95", 20 * (1 - dice)))]
+    meta = {"parameters": 1000, "method_params_resolved": {**DEFAULTS.get(method, {}), **spec["method_params"]},
+            "memory": {"peak_process_rss_mib": 500.0}, "device": "cpu", "device_name": "x86_64",
+            "timings": {"train_seconds_per_iteration": 0.1, "eval_seconds_per_case": 0.2}}
+    return write_run(sweep, spec, pd.DataFrame(rows), meta, state, failure)
+
+
+def fake_timing_run(sweep: Path, method: str, batch: int, patch: int, budget_name: str, seconds: float,
+                    memory_kind: str = "peak_process_rss_mib_lifetime") -> str:
+    """A timing run (protocol timing) at one batch and patch: 3 timed iterations, 2 inference passes, peak memory."""
+    spec = seg_spec(method, 0, "timing", "timing", budget_name=budget_name,
+                    budget={**SMOKE, "batch": batch, "patch": [patch] * 3})
+    spec["metric"]["timing"] = {"warmup": 1, "iterations": 3, "inference_warmup": 1, "inference_passes": 2}
+    records = ([("train", f"iter{i}", "train_s_per_iter", seconds * (1 + i / 10)) for i in range(3)]
+               + [("infer", f"pass{i}", "infer_s_per_case", seconds / 2) for i in range(2)]
+               + [("train", "-", "peak_mem_mib", 600.0), ("infer", "-", "peak_mem_mib", 650.0), ("model", "-", "parameters", 1234.0)])
+    rows = pd.DataFrame([{"case_id": c, "eval_subset": "FLAIR+T1+T1c+T2", "eval_code": 15, "n_available": 4, "region": phase,
+                          "metric": metric, "value": value} for phase, c, metric, value in records])
+    rows["memory_kind"], rows["shared_device"] = memory_kind, False
+    meta = {"parameters": 1234, "device": "cpu", "device_name": "x86_64", "versions": {"torch": "2.13.0"},
+            "timing": {"shared_device": False}}
+    return write_run(sweep, spec, rows, meta)
+
+
+def fake_classification_run(sweep: Path, method: str, seed: int, rate: float, scheme: str, skill: float, n: int = 60) -> str:
+    """A missing-rate classification run (avmnist_synthetic): one row per test sample, with its realised missing share."""
+    rng = np.random.default_rng([seed, int(rate * 100), int(skill * 100)])
+    target = rng.integers(0, 3, n)
+    pred = np.where(rng.random(n) < skill, target, (target + 1) % 3)
+    missing = {"scheme": scheme, "eval": "masks" if scheme == "slots" else "subsets", **({"modality": "audio"} if scheme != "slots" else {})}
+    subsets = ["image", "audio", "image+audio"] if scheme == "slots" else ["image"]
+    spec = {"protocol": "missing_slots" if scheme == "slots" else "audio_rate", "mode": "non_dedicated", "method": method,
+            "method_params": {}, "dataset": "avmnist_synthetic", "dataset_params": {"n_test": n}, "train_subset": None,
+            "eval_subsets": subsets, "seed": seed, "budget": {"iterations": 4, "batch": 8, "patch": None, "checkpoint_every": 2},
+            "budget_name": "smoke", "training": {}, "metric": {"empty": "one", "et_threshold": 500}, "missing": missing,
+            "missing_rate": rate}
+    condition = "masks" if scheme == "slots" else "image"
+    rows = pd.DataFrame({"case_id": [f"s{i}" for i in range(n)], "eval_subset": "image+audio" if scheme == "slots" else "image",
+                         "eval_code": 3 if scheme == "slots" else 1, "n_available": 2, "condition": condition, "target": target,
+                         "pred": pred, "prob": [np.eye(3)[p] * 0.8 + 0.2 / 3 for p in pred], "metric": "correct",
+                         "value": (pred == target) * 1.0})
+    share = rate - rate ** 2 / 2 if scheme == "slots" else 1 - rate
+    meta = {"missing_share": {"train": round(share, 3), "test": round(share + 0.01, 3)}, "method_params_resolved": {}}
+    return write_run(sweep, spec, rows, meta)
