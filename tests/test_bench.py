@@ -34,6 +34,8 @@ def test_smoke_run_has_rows_for_every_subset_and_region(smoke_sweep):
         assert (counts == 2).all()  # both test cases in every cell
     assert rows.value[rows.metric == "dice"].between(0, 1).all()
     assert set(rows.empty_policy) == {"one"} and set(rows.et_threshold) == {50}
+    # every row says how it was scored: HD95 definition and sliding windows
+    assert set(rows.hd95_definition) == {"pooled"} and set(rows.window_overlap) == {0.5} and set(rows.window_weighting) == {"uniform"}
 
 
 def test_run_folder_holds_spec_meta_and_provenance(smoke_sweep):

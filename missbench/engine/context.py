@@ -71,7 +71,8 @@ def build(spec: RunSpec) -> tuple[Dataset, Method]:
 
 def eval_settings(spec: RunSpec) -> EvalSettings:
     """The spec's sliding windows and metric policy."""
-    policy = MetricPolicy(empty=spec.metric["empty"], et_threshold=spec.metric["et_threshold"])
+    policy = MetricPolicy(empty=spec.metric["empty"], et_threshold=spec.metric["et_threshold"],
+                          hd95=spec.metric.get("hd95", MetricPolicy.hd95))
     return EvalSettings(spec.budget.patch, spec.budget.overlap, spec.metric.get("window", "uniform"), policy)
 
 

@@ -85,7 +85,7 @@ def stamped(outcome: Outcome, spec: RunSpec, ctx: Context) -> pd.DataFrame:
     for key, value in {
         "run_id": spec.run_id, "method": spec.method, "variant": spec.variant, "dataset": spec.dataset, "protocol": spec.protocol,
         "mode": spec.mode, "budget": spec.budget_name, "train_subset": spec.train_subset or "random", "seed": spec.seed,
-        "split": "test", **ctx.settings.policy.columns(),
+        "split": "test", **ctx.settings.columns(),
         "missing_rate": spec.missing_rate if spec.missing_rate is not None else math.nan, **outcome.extra_columns,
     }.items():
         frame[key] = value

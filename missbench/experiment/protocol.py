@@ -24,7 +24,7 @@ from missbench.core.dataset import Dataset
 from missbench.experiment.resources import ResourceError
 from missbench.experiment.resources import check as check_resources
 from missbench.core.method import TrainingDefaults
-from missbench.core.metrics import EMPTY_POLICIES
+from missbench.core.metrics import EMPTY_POLICIES, HD95_DEFINITIONS
 from missbench.experiment.spec import Budget, RunSpec
 from missbench.core.availability import EVALS, MISSING_SCHEMES
 from missbench.core.subsets import all_subsets, parse_subset
@@ -46,7 +46,9 @@ BUDGET_KEYS = {"iterations": int, "patch": (int, list), "batch": int, "checkpoin
 #: A missing-rate grid (missbench/missing.py): the scheme, its rates, the rarely present modality
 #: (modality_rate) and how test samples are evaluated (default: subsets for modality_rate, masks for slots).
 MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str}
-METRIC_KEYS = {"empty": str, "et_threshold": int, "window": str}
+#: The metric policy: empty-region rule, ET post-processing threshold, window weighting and HD95 definition
+#: (the last two recorded in the spec only when set, so older run ids stay).
+METRIC_KEYS = {"empty": str, "et_threshold": int, "window": str, "hd95": str}
 #: Sliding-window weighting at evaluation (recorded in the spec only when set, so older run ids stay).
 WINDOWS = ("uniform", "gaussian")
 TRAINING_KEYS = {f.name: f.type for f in fields(TrainingDefaults)}
@@ -279,6 +281,8 @@ def load_protocol(path: Path) -> Protocol:
         raise ProtocolError(f"{path}: metric.empty must be one of {list(EMPTY_POLICIES)}")
     if data.get("metric", {}).get("window", "uniform") not in WINDOWS:
         raise ProtocolError(f"{path}: metric.window must be one of {list(WINDOWS)}")
+    if data.get("metric", {}).get("hd95", HD95_DEFINITIONS[0]) not in HD95_DEFINITIONS:
+        raise ProtocolError(f"{path}: metric.hd95 must be one of {list(HD95_DEFINITIONS)}")
     for method, params in data.get("method_params", {}).items():
         if not isinstance(params, dict):
             raise ProtocolError(f"{path}: method_params.{method} must be a mapping of parameter: value")

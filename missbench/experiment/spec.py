@@ -65,6 +65,8 @@ class RunSpec:
             del d["budget"]["val_every"]
         if not self.missing and self.missing_rate is None:
             del d["missing"], d["missing_rate"]
+        if d["metric"].get("hd95") == "pooled":
+            del d["metric"]["hd95"]
         return d
 
     @classmethod

@@ -30,6 +30,11 @@ class EvalSettings:
     window: str = "uniform"
     policy: MetricPolicy = field(default_factory=MetricPolicy)
 
+    def columns(self) -> dict[str, Any]:
+        """The row columns that record how rows were scored: the metric policy and, for volumes, the windows."""
+        windows = {"window_overlap": self.overlap, "window_weighting": self.window} if self.patch is not None else {}
+        return self.policy.columns() | windows
+
 
 #: (x, target, available or None) of one training iteration; None: the trainer draws the availability.
 Batch = tuple[Inputs, torch.Tensor, torch.Tensor | None]

@@ -4,6 +4,7 @@ patch sampling, sliding-window inference and per-case scoring."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -205,10 +206,11 @@ class Segmentation(Task):
         return {k: np.stack(v) for k, v in views.items()}
 
 def window_starts(size: int, patch: int, overlap: float) -> list[int]:
-    """Window origins along one axis: stride patch*(1-overlap), the last window flush with the end."""
+    """Window origins along one axis: stride ceil(patch*(1-overlap)), the last window flush with the end
+    (ShaSpec's eval.py ``predict_sliding``; RFNet's 50% on even patches is the same stride)."""
     if patch >= size:
         return [0]
-    stride = max(1, int(round(patch * (1 - overlap))))
+    stride = max(1, math.ceil(patch * (1 - overlap)))
     starts = list(range(0, size - patch, stride))
     return starts + [size - patch]
 
