@@ -2,17 +2,20 @@
 
 tests/data/run_ids.json pins, per protocol x budget x method (on the protocol's own data set), the
 number of runs, the first and last id and a hash of the whole list. A deliberate change to a protocol
-file changes its entries; regenerate them then and say why in the commit.
+file changes its entries; regenerate them then (``python tests/test_run_ids.py --write``) and say why
+in the commit.
 """
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from missbench.experiment import registry
 from missbench.experiment.protocol import load_protocol
 
-PINNED = json.loads((Path(__file__).parent / "data" / "run_ids.json").read_text())
+PINS = Path(__file__).parent / "data" / "run_ids.json"
+PINNED = json.loads(PINS.read_text())
 
 
 def expanded_ids() -> dict[str, dict]:
@@ -35,3 +38,8 @@ def test_run_ids_of_every_shipped_protocol_are_unchanged():
     assert sorted(current) == sorted(PINNED)
     changed = [key for key in PINNED if current[key] != PINNED[key]]
     assert not changed, f"run ids changed for {changed[:5]} ({len(changed)} of {len(PINNED)})"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
+    PINS.write_text(json.dumps(expanded_ids(), indent=1, sort_keys=True))
+    print(f"wrote {PINS}")
