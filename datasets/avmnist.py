@@ -15,7 +15,7 @@ correspondence): 1,050 + 450 = 1,500 samples. We carve the validation split from
 the last ``n_val`` (15) of each digit's 105, so 900 / 150 / 450; SMIL has none and selects on test.
 
 Audio: a ``<same name>.npy`` 20x20 MFCC map next to a wav is used when present; otherwise the map is
-computed from the wav with SMIL's recipe (missbench/audio.py; the file's sample rate is ignored, as
+computed from the wav with SMIL's recipe (missbench/realdata/audio.py; the file's sample rate is ignored, as
 SMIL's ``sr=8000``). Images: 28x28 greyscale, scaled to [-1, 1] (SMIL's Normalize(0.5, 0.5)); MFCC
 maps are z-scored per coefficient with training statistics (SMIL feeds raw values). SMIL's
 unfinished PCA degradation script (utils/image_pca.py) is not applied.

@@ -9,7 +9,7 @@ The offline stand-in for SMIL's Audiovision-MNIST (datasets/avmnist.py reads the
   triples, voiced or fricative, and relative durations, drawn once per digit from a fixed seed).
   Each sample gets a speaker (vocal-tract length factor and base pitch; 6 speakers shared by all
   splits, as FSDD's), pitch and formant jitter, a speaking rate, and background noise at a drawn
-  SNR. The waveform (8 kHz) becomes SMIL's 20x20 MFCC map (missbench/audio.py), standardised per
+  SNR. The waveform (8 kHz) becomes SMIL's 20x20 MFCC map (missbench/realdata/audio.py), standardised per
   coefficient with training-split statistics (SMIL feeds the raw MFCC values; unit scale keeps a
   zero-filled missing input at the data mean).
 - **Splits** as SMIL's code: 150 samples per digit, 1,500 in all; 105 per digit for training and

@@ -9,11 +9,11 @@ TC={1,4}, ET={4}.
 Two published protocols (reference/baselines.md §0) are selected by the ``split`` parameter:
 - A (RFNet, mmFormer, U-HVED): a split file by path: U-HVED's ``dataset_split_k.csv`` (with
   ``corresponding_naming.csv`` beside it) or RFNet-style ``train{k}.txt``/``val``/``test`` lists
-  (missbench/splits.py); 199 / 29 / 57 cases, scored locally on the test list.
+  (missbench/realdata/splits.py); 199 / 29 / 57 cases, scored locally on the test list.
 - B (ShaSpec, MoMKE, SimMLM): ``split=all``: every training case trains, nothing is scored
   locally, and ``bench.py export`` writes label maps of the ``val_root`` cases for the BraTS portal.
 
-Pre-processing recipes (``recipe``), run once by ``bench.py prepare`` (missbench/prepare.py):
+Pre-processing recipes (``recipe``), run once by ``bench.py prepare`` (missbench/realdata/prepare.py):
 - ``rfnet`` (default; RFNet ``preprocess.py``): crop all modalities to the box of non-zero voxels of
   their channel-wise maximum, each axis shorter than ``crop`` (128) grown symmetrically to at least
   that size (RFNet's ``sup_128``, including its exclusive upper bound on axes it does not grow);
@@ -315,7 +315,7 @@ class Brats2018(Dataset):
         info = {k: meta[k] for k in ("grade", "crop_box", "original_shape", "affine", "labelled", "recipe")}
         return Case(case_id, arrays["image"], arrays.get("target"), tuple(meta["spacing"]), info | {"folder": str(files.folder)})
 
-    # --- preparation (missbench/prepare.py drives these) -----------------------------------------
+    # --- preparation (missbench/realdata/prepare.py drives these) -----------------------------------------
 
     def prepare_ids(self) -> list[str]:
         """Every case the chosen split uses, plus the validation folder's."""

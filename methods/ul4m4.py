@@ -5,7 +5,7 @@ Learning", arXiv 2606.15743 (2026). Code (no licence file): github.com/h-ismkhan
 with-Missing-Modalities-via-Unsupervised-Learning at 0f84e8f, ``MM-IMDb/mmimdb_ul4m4.py`` (the defaults
 here) and ``CMU-MOSI/mosi-ul4m4.py`` (k-means++ under the partial distance). Notes: baselines.md §7.
 The imputer (normalisation, partial-modality distance, partial k-means, greedy completion,
-de-normalisation) is missbench/imputation.py; it has no trainable parameters.
+de-normalisation) is missbench/nets/imputation.py; it has no trainable parameters.
 
 The paper imputes embeddings of *frozen* encoders (CLIP, BERT, WavLM; on Sleep-EDF small autoencoders
 pre-trained first). No hub downloads here, so the method trains its encoders itself, in two stages

@@ -1,4 +1,4 @@
-"""UL4M4's imputation (missbench/imputation.py) against small examples worked by hand."""
+"""UL4M4's imputation (missbench/nets/imputation.py) against small examples worked by hand."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Per-sample missing-modality masks (missbench/missing.py) and the protocol files that grid over their rate."""
+"""Per-sample missing-modality masks (missbench/core/availability.py) and the protocol files that grid over their rate."""
 
 import numpy as np
 import pytest

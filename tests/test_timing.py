@@ -1,4 +1,4 @@
-"""The timing protocol (missbench/timing.py): rows and meta of a timing run, the shared-device flag,
+"""The timing protocol (missbench/engine/timing.py): rows and meta of a timing run, the shared-device flag,
 protocol validation, and the timing table built from such a store."""
 
 from __future__ import annotations
