@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,9 +265,6 @@ class RunFolder:
             lines = text.strip().splitlines()
             return {"error": "", "message": lines[-1] if lines else "failed", "environmental": False, "execution": {}, "traceback": text}
         return record
-
-    def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def load_rows(sweep_dir: Path, run_ids: list[str] | None = None) -> pd.DataFrame:
