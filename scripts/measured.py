@@ -1,0 +1,175 @@
+#!/usr/bin/env python
+"""Regenerate every figure README.md quotes under "Measured here": run the commands the README shows on
+this machine and rewrite the section between its markers with what they gave, the commit and the machine.
+
+    python scripts/measured.py                       # everything: about 45 minutes on an idle 2-core CPU
+    python scripts/measured.py --only main,benchmarks
+    python scripts/measured.py --budget smoke --readme /tmp/README.md   # a quick trial of the mechanics
+
+Runs go to results/measured/<job>/ and are skipped when done, like any sweep; --fresh deletes them first.
+Nothing in the section is typed by hand: a figure that is not produced here is not in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from missbench.store.run_folder import RunFolder, load_rows  # noqa: E402
+
+BEGIN, END = "<!-- measured:begin", "<!-- measured:end -->"
+OUT = ROOT / "results" / "measured"
+
+
+def run(cmd: list[str]) -> tuple[str, float]:
+    """Run a command from the checkout; its stdout and wall seconds. A failing command stops the script."""
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if res.returncode:
+        raise SystemExit(f"{' '.join(cmd)} exited {res.returncode}:\n{res.stderr[-2000:]}")
+    return res.stdout, wall
+
+
+def sweep_command(words: list[str], sweep: Path, budget: str | None) -> tuple[str, float]:
+    """Run ``python bench.py <words>`` into ``sweep`` (and the trial budget, if any); returns (the command as the
+    README shows it, wall seconds)."""
+    _, wall = run(["python", "bench.py", *words, "--out", str(sweep), "--no-progress", *(["--budget", budget] if budget else [])])
+    return "python bench.py " + " ".join(words), wall
+
+
+def seg_summary(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per method: Avg Dice (%) over the evaluated subsets of ET, TC, WT (mean over cases, then subsets) and the
+    full-modality WT."""
+    d = rows[(rows.metric == "dice") & rows.region.isin(["ET", "TC", "WT"])]
+    out = {}
+    for method, g in d.groupby("variant"):
+        per = g.groupby(["eval_subset", "region"]).value.mean().unstack("region") * 100
+        full = g[g.n_available == g.n_available.max()]
+        out[method] = {**per.mean().to_dict(), "full_WT": 100 * full[full.region == "WT"].value.mean()}
+    return out
+
+
+def run_seconds(sweep: Path) -> dict[str, dict[str, float]]:
+    """Per run's method: training and evaluation seconds and seconds per iteration (meta.json)."""
+    out = {}
+    for folder in map(RunFolder, sorted(p for p in sweep.iterdir() if p.is_dir())):
+        if folder.is_done():
+            meta = folder.meta()
+            out[meta["spec"]["method"]] = meta["timings"]
+    return out
+
+
+def main_job(budget: str | None) -> list[str]:
+    sweep = OUT / "main"
+    lines = []
+    for methods in ("shaspec,zero_fill", "shaspec,smil"):
+        cmd, wall = sweep_command(["--protocol", "non_dedicated", "--methods", methods], sweep, budget)
+        lines.append(f"- `{cmd}`: {wall / 60:.1f} min (runs done before are skipped).")
+    dice, secs = seg_summary(load_rows(sweep)), run_seconds(sweep)
+    lines.append("  Avg Dice (%) over the 15 subsets, ET / TC / WT, and the full-modality WT:")
+    for method, v in dice.items():
+        t = secs[method]
+        lines.append(f"  {method} {v['ET']:.1f} / {v['TC']:.1f} / {v['WT']:.1f} (full-modality WT {v['full_WT']:.1f}); "
+                     f"training {t['train_seconds']:.0f} s ({t['train_seconds_per_iteration']:.3f} s per iteration), "
+                     f"evaluation {t['eval_seconds']:.0f} s.")
+    return lines
+
+
+def classification(budget: str | None) -> list[str]:
+    lines = []
+    for protocol, methods in (("audio_rate", "shaspec,smil,zero_fill"), ("missing_slots", "ul4m4,smil,shaspec,cmml,hemis,uhved")):
+        sweep = OUT / protocol
+        cmd, wall = sweep_command(["--protocol", protocol, "--methods", methods, "--threads", "1"], sweep, budget)
+        rows = load_rows(sweep)
+        correct = rows[rows.metric == "correct"]
+        acc = correct.groupby(["variant", "missing_rate"]).value.mean().unstack("missing_rate") * 100
+        rate = "r (share of training samples with audio)" if protocol == "audio_rate" else "p (slot-missing probability)"
+        n_test = correct.groupby(["run_id", "condition"]).size().max()
+        lines.append(f"- `{cmd}`: {wall / 60:.1f} min; test accuracy (%) at {rate} = "
+                     + " / ".join(f"{r:g}" for r in acc.columns) + f", {n_test} test samples per condition "
+                     f"(one sample is {100 / n_test:.2f} points):")
+        lines += [f"  {m} " + " / ".join(f"{v:.1f}" for v in acc.loc[m]) + f" (mean {acc.loc[m].mean():.1f})" for m in acc.index]
+    lines.append("  One seed each: differences of a few points are within noise.")
+    return lines
+
+
+BENCHMARKS = [
+    ["benchmarks/subset_eval.py", "--methods", "shaspec,hemis,mean_fill,uhved,smil", "--repeats", "2"],
+    ["benchmarks/train_overhead.py", "--methods", "shaspec,zero_fill,hemis,smil,ul4m4", "--iterations", "10"],
+    ["benchmarks/memory.py", "--methods", "shaspec,hemis,uhved,mean_fill,zero_fill,smil,rfnet"],
+    ["benchmarks/data_loading.py"],
+    ["benchmarks/scoring.py", "--cases", "2"],
+]
+
+
+def benchmarks(budget: str | None) -> list[str]:
+    lines = []
+    for args in BENCHMARKS:
+        if not (ROOT / args[0]).exists():
+            continue
+        out, _ = run(["python", *args])
+        lines += [f"- `python {' '.join(args)}`:", "", "  ```", *("  " + line for line in out.strip().splitlines()), "  ```"]
+    return lines
+
+
+JOBS: dict[str, Callable[[str | None], list[str]]] = {"main": main_job, "classification": classification, "benchmarks": benchmarks}
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (f"Commit {sha}{' with uncommitted changes' if dirty else ''}, {cpu}, {os.cpu_count()} cores, no GPU, "
+            f"torch {torch.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.")
+
+
+def rewrite(readme: Path, body: list[str]) -> None:
+    """Replace the section between the markers of ``readme`` by ``body``."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme}: no '{BEGIN} ... {END}' markers to write between")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + BEGIN + " (scripts/measured.py writes this section; do not edit it) -->\n" + "\n".join(body) + "\n" + END + tail)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default=",".join(JOBS), help=f"comma-separated jobs of {list(JOBS)}")
+    p.add_argument("--budget", default=None, help="a budget other than the protocols' defaults (a trial: the README quotes defaults)")
+    p.add_argument("--fresh", action="store_true", help="delete earlier runs first")
+    p.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = p.parse_args()
+    if args.fresh:
+        shutil.rmtree(OUT, ignore_errors=True)
+    body = [f"{machine()} Every figure is what the command beside it gave there; "
+            "`python scripts/measured.py` regenerates them all.", ""]
+    for name in args.only.split(","):
+        body += JOBS[name](args.budget)
+    rewrite(args.readme, body)
+    print(f"wrote the measured section of {args.readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
