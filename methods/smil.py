@@ -1,11 +1,13 @@
 """SMIL: multimodal learning with severely missing modality by Bayesian meta-learning.
 
 Paper: M. Ma, J. Ren, L. Zhao, S. Tulyakov, C. Wu, X. Peng, "SMIL: Multimodal Learning with Severely
-Missing Modality", AAAI 2021, arXiv 2103.05677. Official code: github.com/mengmenm/SMIL at 31a0eae
-(no licence): src/models/soundlenet5.py ``SoundLenet5New`` (the fusion model), src/models/newencoder.py
-``InferNetNew`` (reconstruction and regularisation heads), src/train_missing_eval_missing.py (the
-meta-learning loop), src/get_sound_mean_kmean.py (the modality priors). Notes:
-shared/reference/baselines.md §2.
+Missing Modality", AAAI 2021, arXiv 2103.05677. Official code: github.com/mengmenm/SMIL at 0d0e827
+(2022-06-18, the head; no licence): src/models/soundlenet5.py ``SoundLenet5New`` (the fusion model),
+src/models/newencoder.py ``InferNetNew`` (reconstruction and regularisation heads), both since
+31a0eae; src/get_sound_mean_kmean.py (the modality priors, added in 75f70dd) and
+src/train_missing_eval_missing.py (the meta-learning loop, added in 0d0e827). Its functional passes
+are MetaNN 0.2.5's (requirements.txt) ``ProtoModule.functional`` (github.com/yhqjohn/MetaNN 1fcc64e,
+metann/proto.py). Notes: shared/reference/baselines.md §2.
 
 What is built (classification, the code's avMNIST model):
 - encoders: SMIL's LeNet-5 image encoder (160-d) and ``SNetPluse`` audio encoder (320-d), or the MLP
