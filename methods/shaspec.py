@@ -15,8 +15,11 @@ What is built (paper section / equation):
   modalities concatenated, 1x1x1 conv, added after each upsampling (Eq. 3; the code's decoder);
 - DAO on shared bottleneck features, weight ``alpha`` 0.1: L1 (Eq. 8, p=1, the paper's choice),
   ``kl`` (Eq. 7: KL between softmaxed low-dimensional linear projections of pooled features),
-  ``mse``, or ``ce`` (Eq. 6: a modality classifier pushed towards the uniform distribution); pairs in
-  a cycle over the modalities, as the code's (0,1),(1,2),(2,3),(3,0);
+  ``mse``, or ``ce`` (Eq. 6: a modality classifier pushed towards the uniform distribution); Eq. 8 is the
+  distance of one pair and the paper does not say which pairs are summed, so the pairs are the code's
+  cycle over the modalities (train_SS.py, ``main``, ``term_shared``: (0,1),(1,2),(2,3),(3,0)), the
+  cycle taken over whichever modalities the loss covers: (i,j),(j,i) for two, so a pair of two
+  counts twice as in the code's cycle over two slots (and ``kl`` is then the symmetric KL);
 - DCO on specific features, weight ``beta`` 0.02: Linear(C, M) on globally pooled specific
   features, cross-entropy against the modality index (Eq. 5);
 - task loss Dice + BCE on sigmoid ET/TC/WT (loss_Dual.py), total Eq. 9.
@@ -204,7 +207,7 @@ class ShaSpec(Method):
         total = shared.new_zeros(())
         for b in range(shared.shape[0]):
             idx = mask[b].nonzero().flatten().tolist()
-            pairs = list(zip(idx, idx[1:] + idx[:1])) if len(idx) > 2 else ([tuple(idx)] if len(idx) == 2 else [])
+            pairs = list(zip(idx, idx[1:] + idx[:1])) if len(idx) > 1 else []
             for i, j in pairs:
                 if kind == "l1":
                     total = total + (shared[b, i] - shared[b, j]).abs().mean()

@@ -1,11 +1,13 @@
 """SMIL: multimodal learning with severely missing modality by Bayesian meta-learning.
 
 Paper: M. Ma, J. Ren, L. Zhao, S. Tulyakov, C. Wu, X. Peng, "SMIL: Multimodal Learning with Severely
-Missing Modality", AAAI 2021, arXiv 2103.05677. Official code: github.com/mengmenm/SMIL at 31a0eae
-(no licence): src/models/soundlenet5.py ``SoundLenet5New`` (the fusion model), src/models/newencoder.py
-``InferNetNew`` (reconstruction and regularisation heads), src/train_missing_eval_missing.py (the
-meta-learning loop), src/get_sound_mean_kmean.py (the modality priors). Notes:
-shared/reference/baselines.md §2.
+Missing Modality", AAAI 2021, arXiv 2103.05677. Official code: github.com/mengmenm/SMIL at 0d0e827
+(2022-06-18, the head; no licence): src/models/soundlenet5.py ``SoundLenet5New`` (the fusion model),
+src/models/newencoder.py ``InferNetNew`` (reconstruction and regularisation heads), both since
+31a0eae; src/get_sound_mean_kmean.py (the modality priors, added in 75f70dd) and
+src/train_missing_eval_missing.py (the meta-learning loop, added in 0d0e827). Its functional passes
+are MetaNN 0.2.5's (requirements.txt) ``ProtoModule.functional`` (github.com/yhqjohn/MetaNN 1fcc64e,
+metann/proto.py). Notes: shared/reference/baselines.md §2.
 
 What is built (classification, the code's avMNIST model):
 - encoders: SMIL's LeNet-5 image encoder (160-d) and ``SNetPluse`` audio encoder (320-d), or the MLP
@@ -29,15 +31,30 @@ What is built (classification, the code's avMNIST model):
 
 The code's pipeline is four scripts: image and audio classifiers pre-trained (train_mnist.py,
 train_sound.py), the fusion model trained on the paired samples (train_soundmnist.py), k-means of the
-paired audio features, then meta-training with the audio encoder frozen. Here it is one run in two
-stages: up to ``pretrain_fraction`` of the budget, CE of the fusion head on complete samples plus CE
-of a small head per modality (FC 32 -> classes, LeNet-5's own 160 -> 32 -> 10) on every sample
-that has it, the uni-modal pre-training; at the stage (``fit_stage``), k-means of each modality's
-features over the training samples that have it, stored in buffers, and the encoders of the
-modalities missing in some training sample or batch so far frozen (``freeze="missing"``: the code
-freezes the audio encoder, the modality that goes missing, so the priors stay in its feature space;
-frozen encoders stay in eval mode, as the code runs meta-training after ``eval()``); then
+paired audio features in eval mode (get_sound_mean_kmean.py), then meta-training. Here it is one run
+in two stages: up to ``pretrain_fraction`` of the budget, CE of the fusion head on complete samples
+plus CE of a small head per modality (FC 32 -> classes, LeNet-5's own 160 -> 32 -> 10) on every
+sample that has it, the uni-modal pre-training; at the stage (``fit_stage``, in eval mode), k-means of
+each modality's features over the training samples that have it, stored in buffers; then
 meta-learning.
+
+Meta-learning trains every parameter, encoders included (``freeze="none"``, the default):
+``meta_training`` sets ``requires_grad=True`` on every parameter of the fusion model, undoing
+``SoundLenet5New(extractor_grad=False)``, and its Adam covers them all, so the audio encoder learns
+from the outer feature MSEs through the clean pass (the inner step skips the sound branch, its
+parameters 8 to 25, which the inner CE does not reach: the same here, where a missing modality's
+encoder gets no inner gradient). The paper's modified MAML framework holds the main network f_theta
+as one, with the reconstruction and regularisation networks f_phi_c, f_phi_r (§"Proposed method");
+it singles out no encoder to freeze. ``freeze="missing"`` (the encoders of modalities missing in
+some training sample or batch so far) or ``"all"`` freeze encoders at the stage instead, what
+``extractor_grad=False`` intended, so the priors stay in the encoders' feature space.
+
+The meta passes run in train mode (batch statistics; dropout 0.5 in LeNet-5 and the head, 0.25 in
+``SNetPluse``), frozen encoders included: ``ProtoModule.functional(params, True)`` sets train mode on
+the copy it runs, whatever the evaluations' ``eval()`` left. That copy (``stateless``, a deepcopy)
+holds its own batch-norm running statistics, so the meta passes never change the ones the code
+evaluates with; here likewise they run on a copy of the buffers, and the running statistics stay
+those of the stage.
 
 Generalised to any number of modalities and any missing pattern (the code handles two modalities,
 audio missing): one weight head fc0 per (missing m, available j) pair and one fc1 per available j;
@@ -48,7 +65,8 @@ batch with no complete sample has the inner CE only.
 
 Parameters at avMNIST sizes (image 1x28x28, audio 1x20x20, 10 classes, K 10): 326,284 trainable
 before the stage (encoders 11,802; fusion head 31,434; uni-modal heads 16,084; fc0 1,610 + 3,210;
-fc1 77,280 + 154,080; fc2 30,784), 315,872 once the stage has frozen the audio encoder (10,412).
+fc1 77,280 + 154,080; fc2 30,784), all trained in meta-learning too; 315,872 once the stage has
+frozen the audio encoder (10,412) under ``freeze="missing"``.
 SMIL's reported 0.325M (ShaSpec §4.5; 324,688 counted from the code) holds the same encoders, fusion
 head, fc0, fc1 and fc2 plus heads the avMNIST run never uses (LeNet-5's and SNetPluse's classifiers,
 InferNetNew's conv1/conv2/fc11/fc21); the image-missing direction (fc0 320 -> 10, fc1 320 -> 480) is
@@ -65,15 +83,20 @@ features (C-d) over the trainer's fixed set of training patches, the weights a p
 (1x1x1) of an available modality's bottleneck; the fused-feature perturbation is per voxel too. The
 hidden-layer perturbation has no single counterpart in a U-Net decoder and is left out (so is its
 MSE term). A missing modality's skips are the mean of the available modalities' skips (mean_fill).
-Freezing defaults to every encoder (``freeze="all"``; under random dropping every modality goes
-missing) and the stage to ShaSpec's full-modality warm-up (4/9 of the budget), with ShaSpec's
-training defaults as zero_fill and mean_fill, so only the mechanism differs.
+The stage defaults to ShaSpec's full-modality warm-up (4/9 of the budget), with ShaSpec's training
+defaults as zero_fill and mean_fill, so only the mechanism differs; the encoders train on through
+meta-learning as on classification (the U-Net's instance norm has no running statistics).
 
-Deviations: the code selects its checkpoint on test accuracy (not reproduced: the harness selects
-on the validation split); its StepLR of 5,000 of 8,000 meta iterations is here x0.1 at 5/8 of the
-meta stage (0.3 + 0.7 x 5/8 of the budget), for the pre-training and the meta stage alike; the
-code's pre-training is 60 epochs of the paired set (after uni-modal pre-training), here 30% of the
-one budget.
+Deviations: the code selects its checkpoint on test accuracy (not reproduced: the harness selects on
+the validation split); each code iteration draws two batches of the batch size, image-only samples
+for the inner step and paired ones for the outer loss, where here one batch of the protocol's draw
+splits into its incomplete and complete samples; its StepLR of 5,000 of 8,000 meta iterations is
+here x0.1 at 5/8 of the meta stage (0.3 + 0.7 x 5/8 of the budget), for the pre-training and the
+meta stage alike; the code's pre-training is 60 epochs of the paired set (after uni-modal
+pre-training), here 30% of the one budget. Before the stage every encoder reads the whole batch,
+zeroed missing inputs included, so ``SNetPluse``'s batch statistics, and the running statistics that
+the priors and evaluation use, mix zeroed and real audio; the code pre-trains the audio encoder on
+audio samples only (train_sound.py, then train_soundmnist.py on the paired set).
 """
 
 from __future__ import annotations
@@ -278,7 +301,7 @@ class SMIL(Method):
         "mse_weight": 0.01,
         "inner_lr": 1e-3,
         "pretrain_fraction": None,  # classification PRETRAIN_FRACTION, segmentation ShaSpec's warm-up 80/180
-        "freeze": None,  # classification "missing", segmentation "all"
+        "freeze": "none",
         "weight_noise": False,
         "hidden": 64,
         "width": 8,
@@ -298,7 +321,6 @@ class SMIL(Method):
         seg = task.name == "segmentation"
         if p["pretrain_fraction"] is None:
             p["pretrain_fraction"] = SHASPEC_TRAINING.warmup_fraction if seg else PRETRAIN_FRACTION
-        p["freeze"] = p["freeze"] or ("all" if seg else "missing")
         if seg:
             self.net: ClassifierNet | SegmenterNet = SegmenterNet(
                 task, self.modalities, task.out_channels(self.output), p["width"], p["depth"], int(p["k"]), p["weight_noise"])
@@ -336,15 +358,9 @@ class SMIL(Method):
         self._apply_frozen()
 
     def _apply_frozen(self) -> None:
+        """Frozen encoders' parameters take no gradient; their mode stays the model's (the code's meta passes run in train mode)."""
         for enc, frozen in zip(self.net.encoders, self.frozen.tolist()):
             enc.requires_grad_(not frozen)
-            if frozen:
-                enc.eval()
-
-    def train(self, mode: bool = True) -> "SMIL":
-        super().train(mode)
-        self._apply_frozen()
-        return self
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
         result = super().load_state_dict(state_dict, strict=strict, assign=assign)
@@ -399,15 +415,20 @@ class SMIL(Method):
         return self.params["inner_lr"] * 0.1 ** math.floor(8 * min(max(progress, 0.0), 1.0) + 1e-9)
 
     def _meta(self, x, available: torch.Tensor, target: torch.Tensor) -> Output:
-        """One meta-learning iteration (train_missing_eval_missing.py ``meta_training``)."""
+        """One meta-learning iteration (train_missing_eval_missing.py ``meta_training``).
+
+        The passes run in the model's mode on a copy of the buffers, as MetaNN's ``functional`` runs its own
+        deep copy: batch statistics in training, and running statistics left as they were.
+        """
         net = self.net
         params = {n: p for n, p in net.named_parameters() if p.requires_grad and n.startswith(net.inner)}
+        buffers = {n: b.clone() for n, b in net.named_buffers()}
         incomplete, complete = ~available.all(1), available.all(1)
         losses: dict[str, torch.Tensor] = {}
         adapted = params
         logits: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, their logits), for the returned B-row logits
         if bool(incomplete.any()):
-            inner = functional_call(net, params, (select(x, incomplete), available[incomplete]), {"perturb": "noise"})
+            inner = functional_call(net, params | buffers, (select(x, incomplete), available[incomplete]), {"perturb": "noise"})
             losses["task"] = self._task(inner.logits, target[incomplete])
             grads = torch.autograd.grad(losses["task"], list(params.values()), create_graph=True, allow_unused=True)
             lr = self.inner_lr()
@@ -416,11 +437,11 @@ class SMIL(Method):
         if bool(complete.any()):
             xc, yc = select(x, complete), target[complete]
             full = available[complete]
-            clean = functional_call(net, adapted, (xc, full), {"perturb": "off"})
+            clean = functional_call(net, adapted | buffers, (xc, full), {"perturb": "off"})
             if bool(incomplete.any()):
                 patterns = available[incomplete]
                 simulated = patterns[torch.arange(len(yc), device=patterns.device) % len(patterns)]
-                noised = functional_call(net, adapted, (xc, simulated), {"perturb": "mean"})
+                noised = functional_call(net, adapted | buffers, (xc, simulated), {"perturb": "mean"})
                 losses["outer_task"] = self._task(noised.logits, yc)
                 w = self.params["mse_weight"]
                 losses["fused_mse"] = w * F.mse_loss(noised.fused, clean.fused)

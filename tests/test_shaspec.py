@@ -76,6 +76,28 @@ def test_loss_terms_are_named_weighted_and_masked(task):
     assert make(task, aux_over="all")(zero_inputs(x, single), single, y).losses["dao"] > 0
 
 
+def test_dao_cycle_over_the_available_modalities_counts_a_lone_pair_twice(task):
+    """The code's cycle (train_SS.py ``term_shared``) over two modalities is (i,j),(j,i): twice the pair's L1."""
+    model = make(task, alpha=1.0)
+    x, y = tiny_batch()
+    available = torch.tensor([[True, False, False, True], [False, True, True, True]])
+    x = zero_inputs(x, available)
+    with torch.no_grad():
+        shared = torch.stack([f[0].bottleneck for f in model.encode(x)], 1)
+        dao = model(x, available, y).losses["dao"]
+    l1 = lambda b, i, j: (shared[b, i] - shared[b, j]).abs().mean()  # noqa: E731
+    expected = (2 * l1(0, 0, 3) + l1(1, 1, 2) + l1(1, 2, 3) + l1(1, 3, 1)) / 2
+    torch.testing.assert_close(dao, expected)
+    # KL over two modalities: both directions, the symmetric KL.
+    kl = make(task, alpha=1.0, dao="kl")
+    with torch.no_grad():
+        pooled = torch.stack([f[0].pooled for f in kl.encode(x)], 1)
+        logp = torch.log_softmax(kl.dao_head(pooled[:1]), -1)[0]
+        got = kl.dao_loss(shared[:1], pooled[:1], available[:1])
+    pair = lambda i, j: torch.nn.functional.kl_div(logp[j], logp[i], log_target=True, reduction="sum")  # noqa: E731
+    torch.testing.assert_close(got, pair(0, 3) + pair(3, 0))
+
+
 @pytest.mark.parametrize("dao", ["l1", "kl", "mse", "ce"])
 def test_every_dao_variant_is_finite(task, dao):
     x, y = tiny_batch()

@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from conftest import (
     MODS, assert_classification_ignores_missing, assert_every_pattern_ignores_missing, assert_shared_encoding_matches,
@@ -41,18 +42,20 @@ def fitted(model, x, available, y):
 def test_parameter_count_at_avmnist_sizes():
     # Encoders 1,390 + 10,412; fusion head 31,434; uni-modal heads 5,482 + 10,602; fc0 1,610 + 3,210;
     # fc1 77,280 + 154,080; fc2 30,784. SMIL's code counts 324,688 (0.325M) with its unused heads.
-    model = avmnist_model()
-    assert count_parameters(model) == 326_284
     x = [torch.randn(8, 1, 28, 28), torch.randn(8, 1, 20, 20)]
     available = audio_missing(8)
+    model = avmnist_model()
+    assert count_parameters(model) == 326_284
     fitted(model, x, available, torch.arange(8))
-    assert model.frozen.tolist() == [False, True]  # the modality that goes missing, as the code's audio encoder
-    assert count_parameters(model) == 326_284 - 10_412
+    assert not model.frozen.any() and count_parameters(model) == 326_284  # the code meta-trains every parameter
+    frozen = fitted(avmnist_model(freeze="missing"), x, available, torch.arange(8))
+    assert frozen.frozen.tolist() == [False, True]  # the modality that goes missing: extractor_grad=False's audio encoder
+    assert count_parameters(frozen) == 326_284 - 10_412
 
 
 def test_fit_stage_fills_priors_and_survives_a_state_dict_round_trip():
     task = classification_task()
-    model = SMIL(task, tuple(task.inputs), k=3)
+    model = SMIL(task, tuple(task.inputs), k=3, freeze="missing")
     x, y = tiny_classification_batch(task, batch=12)
     available = torch.ones(12, 2, dtype=torch.bool)
     available[6:, 1] = False
@@ -66,12 +69,12 @@ def test_fit_stage_fills_priors_and_survives_a_state_dict_round_trip():
     nearest = torch.cdist(audio, priors).argmin(1)
     for j in nearest.unique():
         torch.testing.assert_close(priors[j], audio[nearest == j].mean(0), atol=1e-5, rtol=1e-5)
-    clone = SMIL(task, tuple(task.inputs), k=3)
+    clone = SMIL(task, tuple(task.inputs), k=3, freeze="missing")
     clone.load_state_dict(model.state_dict())
     assert clone.net.fitted and clone.frozen.tolist() == [False, True]
     torch.testing.assert_close(clone.net.recon.centroids(1), priors)
     assert not any(p.requires_grad for p in clone.net.encoders[1].parameters())
-    assert not clone.train().net.encoders[1].training  # a frozen encoder stays in eval mode
+    assert clone.train().net.encoders[1].training  # frozen parameters, but the model's mode (the code's train-mode passes)
 
 
 def test_reconstruction_and_perturbation_switch_from_noise_to_mean():
@@ -191,7 +194,7 @@ def test_segmentation_reconstructs_at_the_bottleneck():
     x, y = tiny_batch()
     available = torch.tensor([[True, False, True, False], [True, True, True, True]])
     fitted(model, zero_inputs(x, available), available, y)
-    assert model.frozen.all() and model.net.recon.centroids(1).abs().sum() > 0
+    assert not model.frozen.any() and model.net.recon.centroids(1).abs().sum() > 0
     assert_every_pattern_ignores_missing(model.eval(), 3, masks_itself=True)
     assert_shared_encoding_matches(model)
     model.train().set_step(60, 100)
@@ -222,8 +225,73 @@ def test_bad_parameter_is_refused(params, match):
 def test_encoders_of_modalities_dropped_in_training_are_frozen_at_the_stage():
     """Under random dropping the stage's data has every modality, but training batches have dropped them."""
     task = classification_task()
-    model = SMIL(task, tuple(task.inputs)).train()
+    model = SMIL(task, tuple(task.inputs), freeze="missing").train()
     x, y = tiny_classification_batch(task)
     model(x, torch.tensor([[True, True]] * 4 + [[False, True]] * 4), y)
     fitted(model, x, torch.ones(8, 2, dtype=torch.bool), y)
     assert model.frozen.tolist() == [True, False]
+
+
+def avmnist_after_stage(**params):
+    """The avMNIST model past its stage, in training, with a batch whose last three quarters miss the audio."""
+    model = avmnist_model(**params)
+    g = torch.Generator().manual_seed(1)
+    x = [torch.randn(16, 1, 28, 28, generator=g), torch.randn(16, 1, 20, 20, generator=g)]
+    available, y = audio_missing(16), torch.arange(16) % 10
+    x[1] = x[1] * available[:, 1, None, None, None]
+    fitted(model, x, available, y).set_step(50, 100)
+    return model, x, available, y
+
+
+def test_meta_learning_trains_the_audio_encoder_through_the_outer_feature_mses():
+    """The code's meta_training sets requires_grad on every parameter and its Adam covers them: the audio
+    encoder learns from the outer loss (the clean pass's features in the MSEs), not from the inner CE."""
+    model, x, available, y = avmnist_after_stage()
+    audio = model.net.encoders[1]
+    conv1 = next(audio.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    losses = model(x, available, y).losses
+    mses = torch.autograd.grad(losses["fused_mse"] + losses["hidden_mse"], conv1, retain_graph=True)[0]
+    inner = torch.autograd.grad(losses["task"], conv1, retain_graph=True, allow_unused=True)[0]
+    assert mses.norm() > 0 and (inner is None or inner.abs().sum() == 0)
+    sum(losses.values()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.encoders[0].parameters())
+    assert conv1.grad.norm() > 0
+
+
+def test_segmentation_meta_learning_reaches_every_encoder():
+    torch.manual_seed(0)
+    model = SMIL(get_task("segmentation"), MODS, width=4, depth=2)
+    x, y = tiny_batch(batch=3)
+    available = torch.tensor([[True, False, True, False], [True, True, False, True], [True] * 4])
+    x = zero_inputs(x, available)
+    fitted(model, x, available, y).set_step(60, 100)
+    sum(model(x, available, y).losses.values()).backward()
+    for m, enc in enumerate(model.net.encoders):
+        assert sum(p.grad.abs().sum() for p in enc.parameters() if p.grad is not None) > 0, MODS[m]
+
+
+@pytest.mark.parametrize("freeze", ["none", "missing"])
+def test_meta_passes_run_in_train_mode_on_a_copy_of_the_running_statistics(freeze):
+    """ProtoModule.functional(params, True): batch statistics and dropout in every meta pass, frozen encoders
+    included; its deep copy keeps its own running statistics, so the evaluated network's stay as they were."""
+    model, x, available, y = avmnist_after_stage(freeze=freeze)
+    seen = []
+
+    def record(module, args, out):
+        seen.append((module, module.training, args[0].detach(), out.detach()))
+
+    handles = [mod.register_forward_hook(record) for mod in model.net.modules() if isinstance(mod, (nn.BatchNorm2d, nn.Dropout))]
+    running = {n: b.clone() for n, b in model.net.named_buffers()}
+    model(x, available, y)
+    for h in handles:
+        h.remove()
+    assert seen and all(training for _, training, _, _ in seen)
+    for name, b in model.net.named_buffers():
+        torch.testing.assert_close(b, running[name], msg=name)
+    # In the clean pass (the complete samples' real audio) the audio encoder's first batch norm uses batch statistics.
+    complete = int(available.all(1).sum())
+    bn, _, inp, out = next(s for s in seen if isinstance(s[0], nn.BatchNorm2d) and len(s[2]) == complete)
+    mean, var = inp.mean((0, 2, 3), keepdim=True), inp.var((0, 2, 3), unbiased=False, keepdim=True)
+    expected = (inp - mean) / (var + bn.eps).sqrt() * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
