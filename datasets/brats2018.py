@@ -39,6 +39,7 @@ import numpy as np
 
 from missbench.realdata import cache
 from missbench.core.dataset import Case, Dataset
+from missbench.core.params import Between, OneOf, Rule
 from missbench.realdata.splits import SplitError, read_split
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
@@ -217,6 +218,8 @@ class Brats2018(Dataset):
     defaults: ClassVar[dict[str, Any]] = {
         "root": None, "val_root": None, "split": None, "recipe": "rfnet", "crop": None, "cache": None,
     }
+    #: ``crop``: the minimum crop size per axis (0: no crop; null: the recipe's default).
+    constraints: ClassVar[dict[str, Rule]] = {"recipe": OneOf(*RECIPES), "crop": Between(0, integer=True)}
     et_threshold: ClassVar[int] = 500
 
     def __init__(self, **params: Any) -> None:
@@ -240,11 +243,7 @@ class Brats2018(Dataset):
     def _setup(self, params: dict[str, Any], need_split: bool = True) -> None:
         super().__init__(**params)
         p = self.params
-        if p["recipe"] not in RECIPES:
-            raise BratsDataError(f"dataset {self.name!r}: unknown recipe {p['recipe']!r}; expected one of {list(RECIPES)}")
         crop = RECIPES[p["recipe"]] if p["crop"] is None else p["crop"]
-        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-            raise BratsDataError(f"dataset {self.name!r}: crop must be an integer >= 0 (0: no crop), got {p['crop']!r}")
         self.recipe = {"name": p["recipe"], "crop": crop, "version": CACHE_VERSION}
         root = p["root"] or os.environ.get(ENV_ROOT)
         if not root:
