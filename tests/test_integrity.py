@@ -9,13 +9,18 @@ rerun redoes it; infrastructure errors are one state and one line.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import smoke_spec
 from missbench.cli import main
+from missbench.core.execution import Execution
+from missbench.executors import Options, plan
 from missbench.experiment.protocol import ProtocolError, load_protocol
+from missbench.store.run_folder import RunFolder
 
 RUN = ["--methods", "shaspec", "--budget", "smoke", "--no-progress", "--threads", "1"]
 
@@ -115,3 +120,33 @@ def test_a_protocol_outside_protocols_inherits_by_name(world):
     (world / "elsewhere" / "non_dedicated.yaml").write_text(PROTOCOL.replace("non_dedicated", "protocols_missing") + "\n")
     with pytest.raises(ProtocolError, match="inherit 'protocols_missing': no file .*elsewhere/protocols_missing.yaml or "):
         load_protocol(world / "elsewhere" / "mine.yaml")  # the file's own folder comes first
+
+
+# --- a run that failed because of how it ran never blocks the corrected command ----------------------
+
+def failed_under(sweep: Path, spec, exe: Execution, environmental: bool) -> RunFolder:
+    """A run folder whose FAILED records an attempt under ``exe``."""
+    folder = RunFolder(sweep / spec.run_id)
+    folder.start(spec, fresh=True)
+    folder.fail(RuntimeError("CUDA error: no kernel image is available"), "Traceback ...", asdict(exe), environmental)
+    return folder
+
+
+def test_plan_retries_failures_of_the_environment_or_of_other_execution_options(tmp_path):
+    specs = [smoke_spec("zero_fill"), smoke_spec("shaspec")]
+    cpu = Execution(progress=False)
+    failed_under(tmp_path, specs[0], Execution("cuda", progress=False), environmental=False)
+    failed_under(tmp_path, specs[1], cpu, environmental=False)
+    todo, left = plan(specs, tmp_path, Options(), Execution())  # progress bars differ: not an execution option
+    assert [s.run_id for s in todo] == [specs[0].run_id] and list(left) == [specs[1].run_id]
+    failed_under(tmp_path, specs[1], cpu, environmental=True)
+    assert [s.run_id for s in plan(specs, tmp_path, Options(), cpu)[0]] == [s.run_id for s in specs]
+
+
+def test_a_run_that_failed_under_another_device_runs_again(tmp_path, capsys):
+    spec = smoke_spec("zero_fill")
+    failed_under(tmp_path, spec, Execution("cuda", progress=False), environmental=False)
+    assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "not rerun" not in out and f"{spec.run_id}: done" in out
+    assert RunFolder(tmp_path / spec.run_id).state() == "done"

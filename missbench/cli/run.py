@@ -111,7 +111,7 @@ def run_command(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
                     compile=args.compile, profile=args.profile)
-    todo, left = plan(specs, sweep, opts)
+    todo, left = plan(specs, sweep, opts, exe)
     for run_id, state in left.items():
         print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
             state.state, f"already {state.state} as job {state.job_id}"))

@@ -41,6 +41,11 @@ class Execution:
     def __post_init__(self) -> None:
         check_params("execution", asdict(self), EXECUTION_DEFAULTS, EXECUTION_RULES)
 
+    def matches(self, recorded: dict[str, Any]) -> bool:
+        """Whether ``recorded`` (a failed attempt's execution options) equals these options, progress bars aside."""
+        return {k: v for k, v in asdict(self).items() if k != "progress"} == \
+            {k: recorded.get(k) for k in asdict(self) if k != "progress"}
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context for forward passes (a no-op when ``amp`` is "off")."""
         return torch.autocast(self.torch_device.type, dtype=torch.bfloat16, enabled=self.amp == "bf16")
