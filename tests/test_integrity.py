@@ -9,9 +9,12 @@ rerun redoes it; infrastructure errors are one state and one line.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -19,9 +22,12 @@ from conftest import smoke_spec
 from missbench.cli import main
 from missbench.core.execution import Execution
 from missbench.executors import Options, plan
+from missbench.experiment import registry
 from missbench.experiment.protocol import ProtocolError, load_protocol
-from missbench.store.run_folder import RunFolder
+from missbench.store.run_folder import RunFolder, load_rows
+from missbench.store.sweep import states
 
+ROOT = registry.ROOT
 RUN = ["--methods", "shaspec", "--budget", "smoke", "--no-progress", "--threads", "1"]
 
 
@@ -150,3 +156,96 @@ def test_a_run_that_failed_under_another_device_runs_again(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "not rerun" not in out and f"{spec.run_id}: done" in out
     assert RunFolder(tmp_path / spec.run_id).state() == "done"
+
+
+# --- DONE is verifiable ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    sweep = tmp_path_factory.mktemp("done") / "s"
+    assert main(["--methods", "zero_fill", "--budget", "smoke", "--seeds", "0,1", "--no-progress", "--threads", "1",
+                 "--out", str(sweep)]) == 0
+    return sweep
+
+
+def make_tables(sweep: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "analysis/make_tables.py", str(sweep), "--out", str(out), "--no-figures"],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "delete", "corrupt without checksums"])
+def test_damaged_rows_read_as_corrupt_everywhere_and_a_rerun_redoes_them(two_runs, tmp_path, capsys, damage):
+    sweep = tmp_path / "s"
+    subprocess.run(["cp", "-a", str(two_runs), str(sweep)], check=True)
+    expected = load_rows(sweep)
+    run = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
+    rows = run / "rows.parquet"
+    if damage == "delete":
+        rows.unlink()
+    else:
+        rows.write_bytes(b"\0" * rows.stat().st_size)
+        if damage == "corrupt without checksums":
+            (run / "DONE").write_text("")  # as DONE was written before it recorded checksums
+    why = {"corrupt": "rows.parquet does not match its checksum in DONE", "delete": "rows.parquet is missing",
+           "corrupt without checksums": "its results do not read"}[damage]
+    assert main(["status", str(sweep)]) == 1
+    out = capsys.readouterr().out
+    assert f"corrupt  {run.name}" in out and why in out and "a rerun will redo it" in out and "2 runs: 1 corrupt, 1 done" in out
+    assert main(["collect", str(sweep)]) == 1
+    captured = capsys.readouterr()
+    assert "corrupt" in captured.out and why in captured.out and "Traceback" not in captured.out + captured.err
+    tables = make_tables(sweep, tmp_path / "tables")
+    text = " ".join(tables.stdout.split())  # the console wraps long lines
+    assert tables.returncode == 0 and "Traceback" not in tables.stderr
+    assert run.name in text and "corrupt" in text and why in text and "a rerun will redo it" in text
+    assert main(["--methods", "zero_fill", "--budget", "smoke", "--seeds", "0,1", "--no-progress", "--threads", "1",
+                 "--out", str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert f"{run.name}: done" in out and "2 runs: 2 done" in out
+    pd.testing.assert_frame_equal(load_rows(sweep), expected)
+
+
+# --- infrastructure errors: one state, one line ---------------------------------------------------------
+
+def test_a_run_folder_deleted_mid_run_is_one_failed_state_and_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import missbench.engine.run as engine
+
+    def vanishing(ctx):
+        shutil.rmtree(ctx.folder.path)
+        ctx.folder.save_checkpoint({"step": 0})  # the write the disappearance breaks
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(engine, "train_and_evaluate", vanishing)
+    assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED, FileNotFoundError" in captured.out and "Traceback" not in captured.out + captured.err
+    (state,) = states(tmp_path)
+    assert state.state == "failed" and "FileNotFoundError" in state.detail
+    assert RunFolder(tmp_path / state.run_id).failure()["environmental"] is True
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_failed_state_and_one_line(tmp_path, capsys, monkeypatch):
+    import missbench.store.run_folder as store
+
+    spec = smoke_spec("zero_fill")
+    folder = tmp_path / spec.run_id
+    folder.mkdir()
+    real_write, real_access = store.write_atomic, store.os.access
+
+    def refused(path, data):  # a read-only folder, even for root (who may write anywhere)
+        if Path(path).parent == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_write(path, data)
+
+    monkeypatch.setattr(store, "write_atomic", refused)
+    monkeypatch.setattr(store.os, "access", lambda p, mode: Path(p) != folder and real_access(p, mode))
+    assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    line = next(x for x in captured.out.splitlines() if spec.run_id in x and "FAILED" in x)
+    assert "NotRecorded" in line and "PermissionError" in line and "FAILED could not be written either" in line
+    assert "Traceback" not in captured.out + captured.err
+    assert main(["status", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert f"failed   {spec.run_id}" in out and f"{folder} cannot be written" in out

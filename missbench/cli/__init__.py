@@ -40,3 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError, Invalid) as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system refused mid-way (a full disk, a folder that vanished): one line, exit 1
+        print(f"bench.py: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1

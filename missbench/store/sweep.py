@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from missbench.experiment.spec import RunSpec
-from missbench.store.run_folder import FAILED, RunFolder, write_json
+from missbench.store.run_folder import FAILED, REDO, RunFolder, write_json
 
 JOBS = "jobs.json"
 SUBMITIT = ".submitit"
@@ -128,7 +128,7 @@ def states(sweep: Path) -> list[RunState]:
         if live:
             out.append(RunState(run_id, live, job_id, log, detail))
         elif state == "corrupt":
-            out.append(RunState(run_id, "corrupt", job_id, folder.log_path, f"{folder.problem()}: a rerun redoes it"))
+            out.append(RunState(run_id, "corrupt", job_id, folder.log_path, f"{folder.problem()}; {REDO}"))
         elif state == "failed":
             failure = folder.failure()
             out.append(RunState(run_id, "failed", job_id, log,
