@@ -114,7 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
     todo, left = plan(specs, sweep, opts, exe)
     for run_id, state in left.items():
         print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
-            state.state, f"already {state.state} as job {state.job_id}"))
+            state.state, f"already {state.state} " + (f"as job {state.job_id}" if state.job_id else f"elsewhere ({state.detail})")))
     if not execute(todo, sweep, exe, opts, lambda line: print(line, flush=True)):
         print(f"\n{len(todo)} runs queued; `python bench.py status {sweep}` shows their states, "
               f"`python bench.py collect {sweep}` gathers the results")
