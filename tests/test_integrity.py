@@ -24,6 +24,7 @@ from missbench.core.execution import Execution
 from missbench.executors import Options, plan
 from missbench.experiment import registry
 from missbench.experiment.protocol import ProtocolError, load_protocol
+from missbench.experiment.resources import ResourceError, resolve
 from missbench.store.run_folder import RunFolder, load_rows
 from missbench.store.sweep import states
 
@@ -95,6 +96,8 @@ BAD = [
     ("device-cuda", RUN + ["--device", "cuda"], None, "--device='cuda': no CUDA device is available on this machine"),
     ("out-file", RUN + ["--out", "RESULTS/afile"], None, "--out RESULTS/afile: RESULTS/afile is a file"),
     ("out-below-file", RUN + ["--out", "RESULTS/afile/sweep"], None, "--out RESULTS/afile/sweep: RESULTS/afile is a file"),
+    ("slurm-time", RUN + ["--executor", "slurm", "--allow-dirty", "--resource", "time=00:02:00"], None,
+     "resources of shaspec: time '00:02:00' minus signal_delay_s 120 leaves 0 s"),
 ]
 
 
@@ -249,3 +252,9 @@ def test_a_run_folder_that_cannot_be_written_is_one_failed_state_and_one_line(tm
     assert main(["status", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert f"failed   {spec.run_id}" in out and f"{folder} cannot be written" in out
+
+
+def test_a_time_limit_that_leaves_no_start_up_is_refused():
+    assert resolve("zero_fill", None, {}, {"time": "00:03:00"})["time"] == "00:03:00"  # 180 - 120 s: enough
+    with pytest.raises(ResourceError, match="leaves 30 s before SLURM's warning signal"):
+        resolve("zero_fill", None, {"signal_delay_s": 30}, {"time": "1:00"})
