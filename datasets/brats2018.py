@@ -29,6 +29,7 @@ original shape, affine and header, so predictions can be pasted back into the or
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from missbench.realdata import cache
 from missbench.core.dataset import Case, Dataset
 from missbench.core.params import Between, OneOf, Rule
 from missbench.realdata.splits import SplitError, read_split
+from missbench.store.run_folder import write_atomic
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 #: File suffix of each modality (and of the label map) in the official layout.
@@ -320,12 +322,10 @@ class Brats2018(Dataset):
         """Every case the chosen split uses, plus the validation folder's."""
         return self._used()
 
-    def is_prepared(self, case_id: str) -> bool:
-        return cache.has_case(self.cache_folder, case_id, self._sources(self._files(case_id)))
-
-    @staticmethod
-    def _sources(case: CaseFiles) -> dict[str, list]:
-        return {k: [p.name, p.stat().st_size] for k, p in case.files.items()}
+    def is_prepared(self, case_id: str, verify: bool = False) -> bool:
+        """Cached from this recipe and from the case's files as they are now (missbench/realdata/cache.py:
+        a cheap check on size and modification time, every file rehashed with ``verify``)."""
+        return cache.has_case(self.cache_folder, case_id, self._files(case_id).files, self.recipe, verify)
 
     def check_headers(self, case_id: str) -> None:
         """Cheap checks before anything is written: readable headers, 3-D, same shape and affine."""
@@ -359,9 +359,9 @@ class Brats2018(Dataset):
             "crop_box": [list(b) for b in box], "original_shape": list(ref.shape), "affine": ref.affine.tolist(),
             "header": ref.header.binaryblock.hex(), "header_class": type(ref.header).__name__,
             "spacing": [zooms[2], zooms[0], zooms[1]], "axes": "D,H,W = NIfTI axes 2,0,1",
-            "label_voxels_outside_crop": lost, "sources": self._sources(case),
+            "label_voxels_outside_crop": lost,
         }
-        cache.write_case(self.cache_folder, case_id, arrays, meta)
+        cache.write_case(self.cache_folder, case_id, arrays, meta, case.files, self.recipe)
 
     def run_meta(self) -> dict[str, Any]:
         return {"cache": {"folder": str(self.cache_folder), "recipe": self.recipe}}
@@ -383,5 +383,6 @@ class Brats2018(Dataset):
         header.set_data_dtype(np.uint8)
         header.set_slope_inter(1, 0)
         img = image_cls(full, np.asarray(meta["affine"]), header)
-        cache.save_atomic(path, lambda tmp: nib.save(img, tmp))
+        data = img.to_bytes()
+        write_atomic(path, gzip.compress(data, compresslevel=1, mtime=0) if path.suffix == ".gz" else data)
 

@@ -24,7 +24,7 @@ def dataset_params(protocol_name: str | None, budget: str | None, cli_params: di
 
 
 def prepare_command(argv: list[str]) -> int:
-    """``bench.py prepare --dataset NAME [--protocol P --budget B] [--dataset-param K=V ...] [--jobs N]``."""
+    """``bench.py prepare --dataset NAME [--protocol P --budget B] [--dataset-param K=V ...] [--jobs N] [--verify]``."""
     p = argparse.ArgumentParser(prog="bench.py prepare", description="Preprocess a data set once into its cache (resumable).")
     p.add_argument("--dataset", default=None, help="data set name (default: the protocol's)")
     p.add_argument("--protocol", default=None, help="take data set parameters from this protocol's budget")
@@ -33,6 +33,8 @@ def prepare_command(argv: list[str]) -> int:
                    help="data set parameter, e.g. root=DIR, val_root=DIR, split=..., recipe=shaspec, cache=DIR")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="cases processed in parallel")
     p.add_argument("--force", action="store_true", help="redo cases already in the cache")
+    p.add_argument("--verify", action="store_true", help="rehash every source file and cached array (not only those whose "
+                   "size or modification time changed) and redo the cases that differ")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -44,9 +46,10 @@ def prepare_command(argv: list[str]) -> int:
         if instance is None:
             print(f"bench.py prepare: {name} has nothing to prepare")
             return 0
-        done = prepare(instance, max(1, args.jobs), not args.no_progress, args.force)
+        done = prepare(instance, max(1, args.jobs), not args.no_progress, args.force, args.verify)
     except ValueError as e:  # UnknownName, ProtocolError, PrepareError and the data set's own errors
         print(f"bench.py prepare: error: {e}", file=sys.stderr)
         return 2
-    print(f"prepared {done['prepared']} case(s), {done['skipped']} already cached, in {done['seconds']:.1f} s: {done['folder']}")
+    print(f"prepared {done['prepared']} case(s), {done['skipped']} already cached{' (verified)' if args.verify else ''}, "
+          f"in {done['seconds']:.1f} s: {done['folder']}")
     return 0
