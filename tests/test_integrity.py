@@ -98,6 +98,10 @@ BAD = [
     ("out-below-file", RUN + ["--out", "RESULTS/afile/sweep"], None, "--out RESULTS/afile/sweep: RESULTS/afile is a file"),
     ("slurm-time", RUN + ["--executor", "slurm", "--allow-dirty", "--resource", "time=00:02:00"], None,
      "resources of shaspec: time '00:02:00' minus signal_delay_s 120 leaves 0 s"),
+    ("prepare-threads", ["prepare", "--dataset", "brats2018", "--threads", "0"], None, "--threads=0: expected an integer >= 1"),
+    ("prepare-jobs", ["prepare", "--dataset", "brats2018", "--jobs", "0"], None, "--jobs=0: expected an integer >= 1"),
+    ("export-threads", ["export", "RESULTS/s", "--out", "RESULTS/export", "--threads", "0"], None, "--threads=0: expected an integer >= 1"),
+    ("export-device", ["export", "RESULTS/s", "--out", "RESULTS/export", "--device", "tpu9"], None, "--device='tpu9'"),
 ]
 
 

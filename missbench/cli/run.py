@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 
 from missbench.cli.args import UsageError, key_values
 from missbench.cli.sweep import report
-from missbench.core.execution import Execution
+from missbench.core.execution import Execution, set_threads
 from missbench.executors import EXECUTORS, Options, execute, plan
 from missbench.experiment import registry
 from missbench.experiment.protocol import Protocol, load_protocol
@@ -108,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
                   f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it{patch}, batch {s.budget.batch})")
         return 0
     opts = execution_options(args, protocol, methods)
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    set_threads(args.threads)
     exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
                     compile=args.compile, profile=args.profile)
     todo, left = plan(specs, sweep, opts, exe)

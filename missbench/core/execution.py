@@ -9,6 +9,7 @@ bfloat16, so it is off unless asked for, and recorded with every run). The phase
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -73,6 +74,17 @@ class Execution:
 #: Each execution option's default (its type) and allowed values; the device is checked by `check_device`.
 EXECUTION_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Execution)}
 EXECUTION_RULES: dict[str, Rule] = {"window_batch": Between(1, integer=True), "amp": OneOf("off", "bf16")}
+
+
+def set_threads(threads: int | None, share: int = 1) -> int:
+    """Let torch and the BLAS/OpenMP pools numpy and scipy use (threadpoolctl) run ``threads`` CPU threads
+    (default: this machine's cores divided by ``share``, the processes that split them); returns the count."""
+    from threadpoolctl import threadpool_limits
+
+    count = threads or max(1, (os.cpu_count() or 1) // share)
+    torch.set_num_threads(count)
+    threadpool_limits(count)
+    return count
 
 
 def check_device(device: str, here: bool = True) -> None:
