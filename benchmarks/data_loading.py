@@ -43,7 +43,7 @@ def synthetic_cases(folder: Path, n: int, rng: np.random.Generator) -> list[Case
         c = rng.integers(40, 90, 3)
         target[c[0] - 20 : c[0] + 20, c[1] - 25 : c[1] + 25, c[2] - 20 : c[2] + 20] = 2  # ~100k tumour voxels
         image = rng.standard_normal((4, *CROP), dtype=np.float32)
-        cache.write_case(folder, f"case{i}", {"image": image, "target": target}, {"sources": {}})
+        cache.write_case(folder, f"case{i}", {"image": image, "target": target}, {}, {}, {"name": "benchmark"})
     out = []
     for i in range(n):
         arrays, _ = cache.read_case(folder, f"case{i}")

@@ -30,6 +30,7 @@ import numpy as np
 
 from missbench.realdata.audio import read_wav, smil_mfcc, standardise
 from missbench.core.dataset import ClassificationDataset, Samples
+from missbench.core.params import Between
 
 ENV = "MISSBENCH_AVMNIST_ROOT"
 DIGITS = [str(d) for d in range(10)]
@@ -83,6 +84,13 @@ class AVMNIST(ClassificationDataset):
     description = "Audiovision-MNIST in SMIL's layout (MNIST PNGs + Free Spoken Digit wavs, 20x20 MFCC); needs root="
     env = ENV
     defaults: ClassVar[dict[str, Any]] = {"root": None, "per_class_train": 105, "n_val": 15, "per_class_test": 45}
+    constraints: ClassVar[dict[str, Between]] = {
+        "per_class_train": Between(1, integer=True), "n_val": Between(0, integer=True), "per_class_test": Between(1, integer=True)}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.params["n_val"] >= self.params["per_class_train"]:
+            raise ValueError(f"dataset 'avmnist': n_val {self.params['n_val']} must be below per_class_train={self.params['per_class_train']}")
 
     def inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))}
@@ -118,8 +126,6 @@ class AVMNIST(ClassificationDataset):
 
     def build(self) -> dict[str, Samples]:
         n_val, n_train = int(self.params["n_val"]), int(self.params["per_class_train"])
-        if not 0 <= n_val < n_train:
-            raise ValueError(f"dataset 'avmnist': n_val {n_val} must be in [0, per_class_train={n_train})")
         train = self.pairs("train")
         groups = {
             "train": [p for k, p in enumerate(train) if k % n_train < n_train - n_val],

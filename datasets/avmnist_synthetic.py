@@ -31,6 +31,7 @@ import numpy as np
 
 from missbench.realdata.audio import SR, smil_mfcc, standardise
 from missbench.core.dataset import ClassificationDataset, Samples
+from missbench.core.params import Between
 
 N_CLASSES = 10
 #: The digit templates' seed: the "words" are part of the data set's definition, not of a run.
@@ -153,6 +154,14 @@ class AVMNISTSynthetic(ClassificationDataset):
         "snr_low": -6.0,  # dB, background noise of the audio
         "snr_high": 6.0,
     }
+    constraints: ClassVar[dict[str, Between]] = {
+        "seed": Between(0, integer=True), "n_train": Between(1, integer=True), "n_val": Between(0, integer=True),
+        "n_test": Between(1, integer=True), "image_noise": Between(0)}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        if self.params["snr_low"] > self.params["snr_high"]:
+            raise ValueError(f"dataset {self.name!r}: snr_low {self.params['snr_low']} is above snr_high {self.params['snr_high']}")
 
     def inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))}

@@ -29,6 +29,7 @@ original shape, affine and header, so predictions can be pasted back into the or
 
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,9 @@ import numpy as np
 
 from missbench.realdata import cache
 from missbench.core.dataset import Case, Dataset
+from missbench.core.params import Between, OneOf, Rule
 from missbench.realdata.splits import SplitError, read_split
+from missbench.store.run_folder import write_atomic
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 #: File suffix of each modality (and of the label map) in the official layout.
@@ -217,6 +220,8 @@ class Brats2018(Dataset):
     defaults: ClassVar[dict[str, Any]] = {
         "root": None, "val_root": None, "split": None, "recipe": "rfnet", "crop": None, "cache": None,
     }
+    #: ``crop``: the minimum crop size per axis (0: no crop; null: the recipe's default).
+    constraints: ClassVar[dict[str, Rule]] = {"recipe": OneOf(*RECIPES), "crop": Between(0, integer=True)}
     et_threshold: ClassVar[int] = 500
 
     def __init__(self, **params: Any) -> None:
@@ -240,11 +245,7 @@ class Brats2018(Dataset):
     def _setup(self, params: dict[str, Any], need_split: bool = True) -> None:
         super().__init__(**params)
         p = self.params
-        if p["recipe"] not in RECIPES:
-            raise BratsDataError(f"dataset {self.name!r}: unknown recipe {p['recipe']!r}; expected one of {list(RECIPES)}")
         crop = RECIPES[p["recipe"]] if p["crop"] is None else p["crop"]
-        if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
-            raise BratsDataError(f"dataset {self.name!r}: crop must be an integer >= 0 (0: no crop), got {p['crop']!r}")
         self.recipe = {"name": p["recipe"], "crop": crop, "version": CACHE_VERSION}
         root = p["root"] or os.environ.get(ENV_ROOT)
         if not root:
@@ -321,12 +322,10 @@ class Brats2018(Dataset):
         """Every case the chosen split uses, plus the validation folder's."""
         return self._used()
 
-    def is_prepared(self, case_id: str) -> bool:
-        return cache.has_case(self.cache_folder, case_id, self._sources(self._files(case_id)))
-
-    @staticmethod
-    def _sources(case: CaseFiles) -> dict[str, list]:
-        return {k: [p.name, p.stat().st_size] for k, p in case.files.items()}
+    def is_prepared(self, case_id: str, verify: bool = False) -> bool:
+        """Cached from this recipe and from the case's files as they are now (missbench/realdata/cache.py:
+        a cheap check on size and modification time, every file rehashed with ``verify``)."""
+        return cache.has_case(self.cache_folder, case_id, self._files(case_id).files, self.recipe, verify)
 
     def check_headers(self, case_id: str) -> None:
         """Cheap checks before anything is written: readable headers, 3-D, same shape and affine."""
@@ -360,9 +359,9 @@ class Brats2018(Dataset):
             "crop_box": [list(b) for b in box], "original_shape": list(ref.shape), "affine": ref.affine.tolist(),
             "header": ref.header.binaryblock.hex(), "header_class": type(ref.header).__name__,
             "spacing": [zooms[2], zooms[0], zooms[1]], "axes": "D,H,W = NIfTI axes 2,0,1",
-            "label_voxels_outside_crop": lost, "sources": self._sources(case),
+            "label_voxels_outside_crop": lost,
         }
-        cache.write_case(self.cache_folder, case_id, arrays, meta)
+        cache.write_case(self.cache_folder, case_id, arrays, meta, case.files, self.recipe)
 
     def run_meta(self) -> dict[str, Any]:
         return {"cache": {"folder": str(self.cache_folder), "recipe": self.recipe}}
@@ -384,5 +383,6 @@ class Brats2018(Dataset):
         header.set_data_dtype(np.uint8)
         header.set_slope_inter(1, 0)
         img = image_cls(full, np.asarray(meta["affine"]), header)
-        cache.save_atomic(path, lambda tmp: nib.save(img, tmp))
+        data = img.to_bytes()
+        write_atomic(path, gzip.compress(data, compresslevel=1, mtime=0) if path.suffix == ".gz" else data)
 

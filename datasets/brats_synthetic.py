@@ -47,6 +47,7 @@ import numpy as np
 from scipy import ndimage
 
 from missbench.core.dataset import Case, Dataset
+from missbench.core.params import Between
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 
@@ -276,6 +277,10 @@ class BratsSynthetic(Dataset):
         "information like FLAIR/T1/T1c/T2; generated on the fly."
     )
     defaults: ClassVar[dict[str, Any]] = {"size": 64, "n_train": 40, "n_val": 6, "n_test": 12, "seed": 0}
+    #: Volumes of at least 16 voxels per axis (the brain model's smallest features); a training and a test case.
+    constraints: ClassVar[dict[str, Between]] = {
+        "size": Between(16, integer=True), "n_train": Between(1, integer=True), "n_val": Between(0, integer=True),
+        "n_test": Between(1, integer=True), "seed": Between(0, integer=True)}
     # Real BraTS post-processing drops predicted ET components under 500 voxels (of ~240x240x155);
     # scaled down here for the much smaller synthetic volumes (64^3 by default).
     et_threshold: ClassVar[int] = 50
@@ -285,16 +290,6 @@ class BratsSynthetic(Dataset):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        for key in ("size", "n_train", "n_val", "n_test", "seed"):
-            value = self.params[key]
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"dataset {self.name!r}: parameter {key!r} must be an integer, got {value!r}")
-            self.params[key] = int(value)
-        if self.params["size"] < 16:
-            raise ValueError(f"dataset {self.name!r}: size must be >= 16, got {self.params['size']}")
-        for key in ("n_train", "n_val", "n_test"):
-            if self.params[key] < 0:
-                raise ValueError(f"dataset {self.name!r}: {key} must be >= 0, got {self.params[key]}")
         self._cache: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 
     def _ranges(self) -> dict[str, range]:

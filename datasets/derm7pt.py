@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from missbench.core.dataset import ClassificationDataset, Samples
+from missbench.core.params import Between
 
 ENV = "MISSBENCH_DERM7PT_ROOT"
 CRITERIA = ("pigment_network", "streaks", "pigmentation", "regression_structures", "dots_and_globules",
@@ -53,6 +54,7 @@ class Derm7pt(ClassificationDataset):
     description = "Derm7pt release_v0: clinical + dermoscopic images + criteria/metadata table, 5 diagnosis groups; needs root="
     env = ENV
     defaults: ClassVar[dict[str, Any]] = {"root": None, "image_size": 64}
+    constraints: ClassVar[dict[str, Between]] = {"image_size": Between(1, integer=True)}
 
     @cached_property
     def meta(self) -> list[dict[str, str]]:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from missbench.core.dataset import ClassificationDataset, Samples
+from missbench.core.params import Between
 
 N_FEATURES = 12
 
@@ -62,6 +63,9 @@ class ImgTabSynthetic(ClassificationDataset):
     n_classes = 4
     description = "SYNTHETIC image (load_digits, 28x28) + 12-feature table; the 4-class label needs both"
     defaults: ClassVar[dict[str, Any]] = {"seed": 0, "n_train": 600, "n_val": 100, "n_test": 300, "image_noise": 0.35, "table_noise": 0.6}
+    constraints: ClassVar[dict[str, Between]] = {
+        "seed": Between(0, integer=True), "n_train": Between(1, integer=True), "n_val": Between(0, integer=True),
+        "n_test": Between(1, integer=True), "image_noise": Between(0), "table_noise": Between(0)}
 
     def inputs(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         return {"image": ("image", (1, 28, 28)), "tabular": ("tabular", (N_FEATURES,))}

@@ -41,7 +41,7 @@ def test_root_from_env_var_and_clear_errors_without_one(data, monkeypatch):
         Brats()
     with pytest.raises(ValueError, match="not found"):
         Brats(root=str(tmp / "nowhere"), split="all")
-    with pytest.raises(ValueError, match="unknown recipe 'nnunet'"):
+    with pytest.raises(ValueError, match="recipe='nnunet': expected one of"):
         Brats(split="all", recipe="nnunet")
 
 

@@ -36,7 +36,7 @@ def test_protocol_b_trains_on_every_case_and_scores_nothing_locally(trained):
 
 def test_export_writes_original_geometry_and_labels_and_resumes(trained, capsys):
     out = trained / "export"
-    assert main(["export", str(trained / "sweep"), "--out", str(out), "--subsets", "T1c,FLAIR+T1+T1c+T2",
+    assert main(["export", str(trained / "sweep"), "--out", str(out), "--threads", "1", "--subsets", "T1c,FLAIR+T1+T1c+T2",
                  "--et-postprocess", "--no-progress"]) == 0
     run_out = next(out.iterdir())
     record = json.loads((run_out / "export.json").read_text())

@@ -93,7 +93,7 @@ budgets:
         (BASE + "missing: {scheme: slots, rates: [0.1], eval: all}\n", "missing.eval 'all'"),
         (BASE + "missing: {scheme: slots, rates: [0.1], colour: red}\n", "missing: unknown key 'colour'"),
         (BASE.replace("non_dedicated", "dedicated") + "missing: {scheme: slots, rates: [0.1]}\n", "needs mode non_dedicated"),
-        (BASE.replace("checkpoint_every: 1", "checkpoint_every: 1, val_every: x"), "key 'val_every' must be int"),
+        (BASE.replace("checkpoint_every: 1", "checkpoint_every: 1, val_every: x"), "budgets.tiny.val_every='x': expected an integer >= 0"),
     ],
 )
 def test_malformed_missing_block_names_file_and_key(tmp_path, text, message):

@@ -1,10 +1,14 @@
 """`bench.py prepare`: the recipes, the cache (keyed by recipe, resumable, memory-mapped), bad input."""
 
 import gzip
+import hashlib
 import json
+import os
 import shutil
 import sys
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from brats_files import AFFINE, case_arrays, save, write_case, write_lists, write_set
@@ -186,3 +190,46 @@ def test_split_naming_cases_not_on_disk_is_refused(prepared, tmp_path, capsys):
     assert main(["prepare", "--dataset", "brats2018", "--no-progress", "--data-root", str(src / "train"),
                  "--dataset-param", f"cache={tmp_path / 'cache'}", "--dataset-param", f"split={lists}"]) == 2
     assert "Brats18_ZZZ_1" in capsys.readouterr().err and not (tmp_path / "cache").exists()
+
+
+def test_a_changed_source_of_equal_size_is_redone_and_verify_rehashes_everything(prepared, tmp_path, capsys):
+    src, _ = prepared
+    for name in ("train", "val", "cache"):
+        shutil.copytree(src / name, tmp_path / name)  # copies keep modification times: the cache stays current
+    assert _prepare(tmp_path) == 0 and "0 case(s), 8 already cached" in capsys.readouterr().out
+    folder = Brats.for_prepare(**_params(tmp_path)).cache_folder
+    assert json.loads((folder / "recipe.json").read_text())["sha256"] == hashlib.sha256(
+        json.dumps(Brats.for_prepare(**_params(tmp_path)).recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def relabel(case_id: str) -> Path:
+        """ET relabelled as necrotic core in an uncompressed seg file: same name and size, other labels."""
+        seg = next((tmp_path / "train").glob(f"*/{case_id}/{case_id}_seg.nii"))
+        size = seg.stat().st_size
+        labels = np.asarray(nib.load(seg).dataobj).copy()
+        assert (labels == 4).any()
+        labels[labels == 4] = 1
+        save(seg, labels)
+        assert seg.stat().st_size == size
+        return seg
+
+    relabel("Brats18_D_1")  # a new modification time: the cheap check rehashes it
+    with pytest.raises(ValueError, match=r"1 of 8 cases are not in the cache .*, or were cached from other files"):
+        Brats(**_params(tmp_path, split="all"))  # a run refuses the stale case
+    assert _prepare(tmp_path) == 0 and "1 case(s), 7 already cached" in capsys.readouterr().out
+    assert 4 not in Brats(**_params(tmp_path, split="all")).load("Brats18_D_1").target
+
+    seg = relabel("Brats18_B_1")
+    before = seg.stat()
+    os.utime(seg, ns=(before.st_atime_ns, json.loads((folder / "Brats18_B_1" / "meta.json").read_text())["sources"]["seg"]["mtime_ns"]))
+    image = folder / "Brats18_A_1" / "image.npy"
+    data = bytearray(image.read_bytes())
+    data[-8:] = b"\x7f" * 8  # a damaged cached array, same size
+    image.write_bytes(bytes(data))
+    assert _prepare(tmp_path) == 0 and "0 case(s), 8 already cached" in capsys.readouterr().out  # same size and time: trusted
+    assert _prepare(tmp_path, "--verify") == 0 and "2 case(s), 6 already cached (verified)" in capsys.readouterr().out
+    ds = Brats(**_params(tmp_path, split="all"))
+    assert 4 not in ds.load("Brats18_B_1").target and np.isfinite(ds.load("Brats18_A_1").image).all()
+    assert ds.load("Brats18_A_1").image[-1, -1, -1, -1] != np.frombuffer(b"\x7f" * 4, np.float32)[0]
+    recipe = folder / "recipe.json"
+    recipe.write_text(recipe.read_text().replace('"sha256": "', '"sha256": "0'))  # another recipe in this folder
+    assert _prepare(tmp_path) == 2 and f"{recipe} holds another recipe" in capsys.readouterr().err

@@ -84,6 +84,21 @@ def test_dedicated_array_job_gives_the_inline_rows_and_status_collect_work_later
     assert again.returncode == 0 and again.stdout.count(": skipped, done before") == 30 and "queued" not in again.stdout
 
 
+def test_two_submissions_at_once_queue_each_run_once_and_jobs_json_keeps_every_job(sweeps):
+    args = [sys.executable, "bench.py", "--protocol", "non_dedicated", "--methods", "zero_fill", "--seeds", "0,1,2", *COMMON, *SLURM,
+            "--out", str(sweeps / "s")]
+    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    text = "".join(out for out, _ in outs)
+    assert text.count("submitted 3 runs as SLURM array job") == 1 and text.count(": already ") == 3, text
+    jobs = json.loads((sweeps / "s" / "jobs.json").read_text())["runs"]
+    assert len(jobs) == 3 and len({j["job_id"].split("_")[0] for j in jobs.values()}) == 1
+    wait_until(lambda: ended(sweeps / "s"), 900, "the array did not finish")
+    runs = [sweeps / "s" / run_id for run_id in jobs]
+    assert all((r / "DONE").exists() and (r / "log.txt").read_text().count(f"run {r.name}: zero_fill on") == 1 for r in runs)
+
+
 def test_a_failing_run_fails_its_job_alone_and_is_reported_with_its_log(sweeps):
     out = bench("--protocol", "non_dedicated", "--methods", "shaspec,zero_fill", "--param", "shaspec.alpha=1e30",
                 *COMMON, *SLURM, "--wait", "--out", str(sweeps / "s"))

@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 from missbench.cli.args import UsageError, key_values
-from missbench.core.execution import Execution
+from missbench.core.execution import Execution, set_threads
+from missbench.experiment.validate import check_options
 from missbench.realdata.export import export_run, run_folders
 
 
 def export_command(argv: list[str]) -> int:
-    """``bench.py export RUN_OR_SWEEP --out DIR [--subsets all|A,B] [--et-postprocess] [--dataset-param K=V]``."""
+    """``bench.py export RUN_OR_SWEEP --out DIR [--subsets all|A,B] [--et-postprocess] [--dataset-param K=V] [--threads T]``."""
     p = argparse.ArgumentParser(prog="bench.py export", description="Write one NIfTI label map per case of the data set's "
                                 "export split (protocol B: the official validation cases) for each chosen subset.")
     p.add_argument("path", type=Path, help="a finished run folder, or a sweep folder (every finished run in it)")
@@ -23,9 +24,13 @@ def export_command(argv: list[str]) -> int:
     p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a data set parameter of the run, e.g. val_root=DIR (paths only: a different recipe changes the model's input)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores; on a loaded "
+                   "machine one thread can be many times faster)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
+        check_options({"threads": args.threads, "device": args.device})
+        set_threads(args.threads)
         overrides = key_values(args.dataset_param, "--dataset-param")
         for run in run_folders(args.path):
             subsets = list(run.spec().eval_subsets) if args.subsets == "all" else args.subsets.split(",") if args.subsets else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,7 @@ import torch
 
 from missbench.cli.args import UsageError, key_values
 from missbench.cli.sweep import report
-from missbench.core.execution import Execution
-from missbench.core.tasks import get_task
+from missbench.core.execution import Execution, set_threads
 from missbench.executors import EXECUTORS, Options, execute, plan
 from missbench.experiment import registry
 from missbench.experiment.protocol import Protocol, load_protocol
@@ -20,7 +18,7 @@ from missbench.experiment.registry import ROOT
 from missbench.experiment.resources import load_file as load_resources
 from missbench.experiment.resources import parse_flags as parse_resource_flags
 from missbench.experiment.resources import resolve as resolve_resources
-from missbench.experiment.spec import RunSpec
+from missbench.experiment.validate import Given, check_options, check_out, check_sweep
 from missbench.store import provenance
 from missbench.store.run_folder import RunFolder
 
@@ -89,14 +87,16 @@ def run_command(args: argparse.Namespace) -> int:
             if "backbone" in registry.method_class(m).defaults:
                 method_params.setdefault(m, {}).setdefault("backbone", "common")
     try:
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds is not None else None
     except ValueError:
         raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    specs = protocol.expand(methods, dataset_cls, key_values(args.dataset_param, "--dataset-param"), args.budget, seeds,
-                            method_params, key_values(args.training, "--training"))
+    given = Given(method_params, key_values(args.dataset_param, "--dataset-param"), key_values(args.training, "--training"))
+    specs = protocol.expand(methods, dataset_cls, given.dataset_params, args.budget, seeds, method_params, given.training)
     budget = specs[0].budget_name if specs else args.budget
     sweep = args.out or ROOT / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
-    check_specs(specs)
+    check_sweep(specs, given, dataset_cls)
+    check_options(vars(args), here=args.executor != "slurm")
+    check_out(sweep)
     if args.dry_run:
         print(f"{len(specs)} runs into {sweep}:")
         for s in specs:
@@ -107,13 +107,13 @@ def run_command(args: argparse.Namespace) -> int:
                   f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it{patch}, batch {s.budget.batch})")
         return 0
     opts = execution_options(args, protocol, methods)
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    set_threads(args.threads)
     exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
                     compile=args.compile, profile=args.profile)
-    todo, left = plan(specs, sweep, opts)
+    todo, left = plan(specs, sweep, opts, exe)
     for run_id, state in left.items():
         print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
-            state.state, f"already {state.state} as job {state.job_id}"))
+            state.state, f"already {state.state} " + (f"as job {state.job_id}" if state.job_id else f"elsewhere ({state.detail})")))
     if not execute(todo, sweep, exe, opts, lambda line: print(line, flush=True)):
         print(f"\n{len(todo)} runs queued; `python bench.py status {sweep}` shows their states, "
               f"`python bench.py collect {sweep}` gathers the results")
@@ -135,25 +135,9 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
     flags = parse_resource_flags(args.resource)
     for m in methods:
         resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
-    if args.jobs < 1 or args.array_parallelism < 1 or (args.max_array_size or 1) < 1:
-        raise UsageError("--jobs, --array-parallelism and --max-array-size must be positive")
     if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(ROOT)["git_dirty"]:
         raise UsageError(f"{ROOT} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
                          "commit them or pass --allow-dirty (meta.json records the dirty flag)")
     return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
                    args.rerun_failed, args.threads,
                    lambda m: resolve_resources(m, file, protocol.data.get("slurm", {}), flags))
-
-
-def check_specs(specs: list[RunSpec]) -> None:
-    """Refuse bad method, data set and training parameters before anything is written: each distinct
-    method setting is built once on the meta device (no memory, no weights), its data set instantiated."""
-    for spec in {(s.method, repr(s.method_params), repr(s.dataset_params), repr(s.training)): s for s in specs}.values():
-        try:
-            cls = registry.method_class(spec.method)
-            ds = registry.dataset_class(spec.dataset)(**spec.dataset_params)
-            with torch.device("meta"):
-                cls(get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
-            cls.training_for(ds.task).replace(**spec.training)
-        except (ValueError, TypeError) as e:
-            raise UsageError(str(e)) from None

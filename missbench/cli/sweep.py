@@ -15,7 +15,8 @@ def sweep_command(name: str, argv: list[str]) -> int:
     """``status``, ``collect`` or ``cancel`` of a sweep folder, from any process."""
     p = argparse.ArgumentParser(prog=f"bench.py {name}", description={
         "status": "Each run's state (pending, running, done, failed, stopped) with its log.",
-        "collect": "The table of the finished runs; their rows into <sweep>/collected.parquet.",
+        "collect": "The table of the finished runs; their rows into <sweep>/collected.parquet. It reads the rows the runs "
+                   "scored and computes no scores, so it takes no --threads.",
         "cancel": "Cancel the sweep's queued and running jobs."}[name])
     p.add_argument("sweep", type=Path, help="sweep folder (results/<protocol>_<dataset>_<budget>)")
     folder = p.parse_args(argv).sweep

@@ -78,8 +78,9 @@ class Dataset:
         """The cases ``prepare`` fills."""
         return []
 
-    def is_prepared(self, case_id: str) -> bool:
-        """Whether the case is in the cache, made from the same source files."""
+    def is_prepared(self, case_id: str, verify: bool = False) -> bool:
+        """Whether the case is in the cache, made from the same recipe and source files (by content); ``verify``
+        rehashes everything instead of trusting unchanged file sizes and times (``bench.py prepare --verify``)."""
         return True
 
     def check_headers(self, case_id: str) -> None:

@@ -9,12 +9,16 @@ bfloat16, so it is off unless asked for, and recorded with every run). The phase
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
+
+from missbench.core.params import Between, OneOf, ParamError, Rule, check_params
 
 _NULL = contextlib.nullcontext()
 
@@ -34,6 +38,14 @@ class Execution:
     compile: str | None = None
     #: Time the phases of training and evaluation into profile.json.
     profile: bool = False
+
+    def __post_init__(self) -> None:
+        check_params("execution", asdict(self), EXECUTION_DEFAULTS, EXECUTION_RULES)
+
+    def matches(self, recorded: dict[str, Any]) -> bool:
+        """Whether ``recorded`` (a failed attempt's execution options) equals these options, progress bars aside."""
+        return {k: v for k, v in asdict(self).items() if k != "progress"} == \
+            {k: recorded.get(k) for k in asdict(self) if k != "progress"}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context for forward passes (a no-op when ``amp`` is "off")."""
@@ -57,6 +69,47 @@ class Execution:
         if self.compile:
             module.compile(backend=self.compile)  # forward only; state-dict keys stay as they are
         return module
+
+
+#: Each execution option's default (its type) and allowed values; the device is checked by `check_device`.
+EXECUTION_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Execution)}
+EXECUTION_RULES: dict[str, Rule] = {"window_batch": Between(1, integer=True), "amp": OneOf("off", "bf16")}
+
+
+def set_threads(threads: int | None, share: int = 1) -> int:
+    """Let torch and the BLAS/OpenMP pools numpy and scipy use (threadpoolctl) run ``threads`` CPU threads
+    (default: this machine's cores divided by ``share``, the processes that split them); returns the count."""
+    from threadpoolctl import threadpool_limits
+
+    count = threads or max(1, (os.cpu_count() or 1) // share)
+    torch.set_num_threads(count)
+    threadpool_limits(count)
+    return count
+
+
+def check_device(device: str, here: bool = True) -> None:
+    """Refuse a device string torch does not parse and, with ``here`` (runs on this machine), a device this
+    machine lacks: CUDA without a GPU or with an index past the count, MPS or another backend unavailable.
+    No CUDA context is created (the count comes from the driver), so a local parent holds no GPU memory."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParamError(f"device={device!r}: expected a torch device (cpu, cuda, cuda:N, mps)", "device",
+                         f"={device!r}: expected a torch device (cpu, cuda, cuda:N, mps)") from None
+    if not here or dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        problem = ("no CUDA device is available on this machine" if not count else
+                   f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}" if (dev.index or 0) >= count else None)
+    elif dev.type == "mps":
+        problem = None if torch.backends.mps.is_available() else "MPS is not available on this machine"
+    else:
+        backend = getattr(torch, dev.type, None)
+        available = backend is not None and hasattr(backend, "is_available") and backend.is_available()
+        problem = None if available else f"no {dev.type} device is available on this machine"
+    if problem:
+        raise ParamError(f"device={device!r}: {problem}", "device", f"={device!r}: {problem}")
 
 
 class PhaseTimer:

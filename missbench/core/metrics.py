@@ -54,13 +54,14 @@ without it can score; it stays a dependency as the tests' reference.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
+from missbench.core.params import Between, OneOf, Rule, check_params
 from missbench.core.regions import REGION_LABELS
 
 #: HD95 (mm) of the BraTS rule when exactly one of prediction and reference is empty.
@@ -91,9 +92,18 @@ class MetricPolicy:
     et_threshold: int = 500
     hd95: str = "pooled"
 
+    def __post_init__(self) -> None:
+        check_params("metric policy", asdict(self), POLICY_DEFAULTS, POLICY_RULES)
+
     def columns(self) -> dict[str, Any]:
         """The row columns that record this policy."""
         return {"empty_policy": self.empty, "et_threshold": self.et_threshold, "hd95_definition": self.hd95}
+
+
+#: Each metric policy setting's default (its type) and allowed values.
+POLICY_DEFAULTS: dict[str, Any] = {"empty": MetricPolicy.empty, "et_threshold": MetricPolicy.et_threshold, "hd95": MetricPolicy.hd95}
+POLICY_RULES: dict[str, Rule] = {"empty": OneOf(*EMPTY_POLICIES), "et_threshold": Between(0, integer=True),
+                                 "hd95": OneOf(*HD95_DEFINITIONS)}
 
 
 def _check_settings(empty: str, hd95: str) -> None:

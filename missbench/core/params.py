@@ -1,6 +1,8 @@
-"""Declared parameters: a default gives a parameter's type, a rule (`OneOf`, `Between`) its allowed
-values. Methods and data sets declare theirs beside their defaults; `check_params` refuses a bad value
-with what is allowed, before anything runs.
+"""Declared parameters: a default gives a parameter's type, a rule (`OneOf`, `Between`, `Shape`) its
+allowed values. Methods and data sets declare theirs beside their defaults, training settings, budgets,
+the metric policy and execution options beside theirs; `check_params` refuses a bad value with what is
+allowed, before anything runs. This is the one rule engine: a `ParamError` names its key, and `at`
+names the flag or file key the value came from instead.
 
 Types follow the default: a bool takes only booleans, an int only integers, a float any number, a
 str only strings; a None default takes None or whatever the rule allows (the rule says the type).
@@ -14,11 +16,17 @@ from typing import Any
 
 
 class ParamError(ValueError):
-    """A parameter that is unknown or out of its type or range; ``key`` names it, the message says what is allowed."""
+    """A parameter that is unknown or out of its type or range; ``key`` names it, the message says what is
+    allowed. ``detail`` is the message after the parameter's name (e.g. ``='abc': expected a number``)."""
 
-    def __init__(self, message: str, key: str) -> None:
+    def __init__(self, message: str, key: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.detail = message if detail is None else detail
+
+    def at(self, where: str) -> "ParamError":
+        """The same error named by where the value came from: a flag (``--param shaspec.alpha``) or a file and key."""
+        return ParamError(f"{where}{self.detail}", self.key, self.detail)
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,24 @@ class Between:
         return kind
 
 
-Rule = OneOf | Between
+@dataclass(frozen=True)
+class Shape:
+    """A size per axis: an integer >= ``low`` (the same on every axis) or a list of ``length`` of them."""
+
+    length: int = 3
+    low: int = 1
+
+    def allows(self, value: Any) -> bool:
+        items = value if isinstance(value, list | tuple) else [value]
+        if isinstance(value, list | tuple) and len(value) != self.length:
+            return False
+        return all(isinstance(v, int) and not isinstance(v, bool) and v >= self.low for v in items)
+
+    def describe(self) -> str:
+        return f"an integer >= {self.low} or a list of {self.length} such integers"
+
+
+Rule = OneOf | Between | Shape
 
 
 def _is_number(value: Any) -> bool:
@@ -109,22 +134,25 @@ def check_value(key: str, value: Any, default: Any, rule: Rule | None = None) ->
     """Raise `ParamError` unless ``value`` has ``default``'s type and passes ``rule``."""
     if default is None and value is None:
         return
+    detail = None
     if default is not None and not _type_ok(value, default):
-        allowed = rule.describe() if rule is not None else type_name(default)
-        raise ParamError(f"{key}={value!r}: expected {allowed}", key)
-    if rule is not None and not rule.allows(value):
-        raise ParamError(f"{key}={value!r}: expected {rule.describe()}" + (" or null" if default is None else ""), key)
-    if _is_number(value) and not math.isfinite(value):
-        raise ParamError(f"{key}={value!r}: expected a finite number", key)
+        detail = f"={value!r}: expected {rule.describe() if rule is not None else type_name(default)}"
+    elif rule is not None and not rule.allows(value):
+        detail = f"={value!r}: expected {rule.describe()}" + (" or null" if default is None else "")
+    elif _is_number(value) and not math.isfinite(value):
+        detail = f"={value!r}: expected a finite number"
+    if detail is not None:
+        raise ParamError(f"{key}{detail}", key, detail)
 
 
 def check_params(owner: str, params: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
     """Refuse unknown names and bad values of ``params`` (``owner`` names whose, e.g. "method 'shaspec'")."""
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ParamError(f"{owner}: unknown parameter {unknown[0]!r}; expected one of {sorted(defaults)}", unknown[0])
+        raise ParamError(f"{owner}: unknown parameter {unknown[0]!r}; expected one of {sorted(defaults)}", unknown[0],
+                         f": unknown parameter; expected one of {sorted(defaults)}")
     for key, value in params.items():
         try:
             check_value(key, value, defaults[key], rules.get(key))
         except ParamError as e:
-            raise ParamError(f"{owner}: parameter {e}", key) from None
+            raise ParamError(f"{owner}: parameter {e}", key, e.detail) from None

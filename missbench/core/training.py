@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 
 from missbench.core.availability import DROPOUT_SCHEMES
+from missbench.core.params import Between, OneOf, Rule, check_params
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "poly", "constant", "step")
@@ -42,17 +43,11 @@ class TrainingDefaults:
     warmup_fraction: float = 0.0
 
     def __post_init__(self) -> None:
-        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("dropout", DROPOUT_SCHEMES)):
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"training {key} {getattr(self, key)!r}; expected one of {list(allowed)}")
-        if not 0 <= self.warmup_fraction <= 1:
-            raise ValueError(f"training warmup_fraction {self.warmup_fraction}; expected a number in [0, 1]")
+        check_params("training", asdict(self), TRAINING_DEFAULTS, TRAINING_RULES)
 
     def replace(self, **changes: Any) -> "TrainingDefaults":
-        """A copy with ``changes`` applied; unknown names are an error."""
-        unknown = sorted(set(changes) - set(asdict(self)))
-        if unknown:
-            raise ValueError(f"unknown training setting {unknown[0]!r}; expected one of {sorted(asdict(self))}")
+        """A copy with ``changes`` applied; an unknown name or a bad value is a `ParamError`."""
+        check_params("training", changes, TRAINING_DEFAULTS, TRAINING_RULES)
         return TrainingDefaults(**{**asdict(self), **changes})
 
     def lr_factor(self, step: int, total: int) -> float:
@@ -72,6 +67,15 @@ class TrainingDefaults:
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, amsgrad=self.amsgrad)
 
+
+#: Each training setting's default (its type) and allowed values: what a protocol's ``training:`` block
+#: and ``--training KEY=VALUE`` may set.
+TRAINING_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainingDefaults)}
+TRAINING_RULES: dict[str, Rule] = {
+    "optimizer": OneOf(*OPTIMIZERS), "lr": Between(0, low_open=True), "momentum": Between(0, 1, high_open=True),
+    "weight_decay": Between(0), "schedule": OneOf(*SCHEDULES), "step_every": Between(0, 1, low_open=True),
+    "step_gamma": Between(0, 1, low_open=True), "dropout": OneOf(*DROPOUT_SCHEMES), "warmup_fraction": Between(0, 1),
+}
 
 #: ShaSpec's training (paper §4.2, run.sh): SGD Nesterov 0.99, lr 1e-2, no weight decay, cosine, kept
 #: count uniform in 1..M after a full-modality warm-up of 80k of 180k iterations. The reference methods

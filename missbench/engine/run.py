@@ -107,7 +107,8 @@ def run_meta(spec: RunSpec, ctx: Context, outcome: Outcome) -> dict:
 
 def run(spec: RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: bool = False) -> str:
     """Run one spec into ``sweep_dir/<run_id>``; returns "done", or "skipped" if it had finished before.
-    Raises `missbench.store.run_folder.RunBusy` when another process is running it."""
+    Raises `missbench.store.run_folder.RunBusy` when another process is running it, and
+    `missbench.store.run_folder.NotRecorded` (one line, the failure chained) when the folder cannot be written."""
     folder = RunFolder(sweep_dir / spec.run_id)
     if folder.is_done() and not force:
         return "skipped"

@@ -4,7 +4,9 @@
 at a time, one GPU each when there are GPUs; ``slurm`` as submitit array jobs, one array per
 resource profile, split under the cluster's MaxArraySize. All three run the same ``RunTask`` and
 skip the same runs: done ones (unless ``force``), queued or running ones, and failed ones (FAILED
-in the run folder) unless ``rerun_failed``. submitit is imported only by the local and SLURM executors.
+in the run folder) unless ``rerun_failed`` or the failure cannot recur under this command (it came
+from the execution environment, or ran with other execution options). submitit is imported only by
+the local and SLURM executors.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Callable
 from missbench.core.execution import Execution
 from missbench.experiment.resources import DEFAULTS
 from missbench.experiment.spec import RunSpec
+from missbench.store.run_folder import RunFolder
 from missbench.store.sweep import RunState, SweepError, states
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -41,8 +44,11 @@ class Options:
     resources: Callable[[str], dict[str, Any]] = field(default=lambda method: dict(DEFAULTS))
 
 
-def plan(specs: list[RunSpec], sweep: Path, opts: Options) -> tuple[list[RunSpec], dict[str, RunState]]:
-    """(specs to run, {run id: state} of the ones left alone, with the reason in the state)."""
+def plan(specs: list[RunSpec], sweep: Path, opts: Options, exe: Execution | None = None) -> tuple[list[RunSpec], dict[str, RunState]]:
+    """(specs to run, {run id: state} of the ones left alone, with the reason in the state). A failed run is
+    run again without ``rerun_failed`` when its failure says nothing about the experiment: FAILED marks it
+    environmental (disk, memory, device), or records other execution options than ``exe`` (a typo in
+    ``--device`` must not block the corrected command)."""
     try:
         known = {r.run_id: r for r in states(sweep)} if sweep.is_dir() else {}
     except SweepError:
@@ -52,11 +58,18 @@ def plan(specs: list[RunSpec], sweep: Path, opts: Options) -> tuple[list[RunSpec
         state = known.get(spec.run_id)
         kind = state.state if state else None
         if kind in ("pending", "running", "unknown") or kind == "done" and not opts.force \
-                or kind == "failed" and not (opts.force or opts.rerun_failed):
+                or kind == "failed" and not (opts.force or opts.rerun_failed or _retry(RunFolder(sweep / spec.run_id), exe)):
             left[spec.run_id] = state
         else:
             todo.append(spec)
     return todo, left
+
+
+def _retry(folder: RunFolder, exe: Execution | None) -> bool:
+    """Whether a failed run's failure came from its environment or from other execution options than ``exe``."""
+    failure = folder.failure()
+    recorded = failure.get("execution") or {}
+    return bool(failure.get("environmental")) or bool(recorded) and exe is not None and not exe.matches(recorded)
 
 
 def execute(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None] = print) -> bool:

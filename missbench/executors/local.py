@@ -39,6 +39,6 @@ def run_local(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, s
                 if job.done():
                     finished += 1
                     error = job.exception()
-                    say(f"[{finished}/{len(todo)}] {spec.run_id}: " + (f"FAILED ({type(error).__name__})" if error else "done"))
+                    say(f"[{finished}/{len(todo)}] {spec.run_id}: " + (f"FAILED ({type(error).__name__})" if error else job.result()))
                     del running[slot]
             time.sleep(0.2)

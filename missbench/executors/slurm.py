@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from missbench.core.execution import Execution
-from missbench.executors import Options, SubmissionError
+from missbench.executors import Options, SubmissionError, plan
 from missbench.executors.environment import importable
 from missbench.executors.task import RunTask
 from missbench.experiment.resources import slurm_parameters
 from missbench.experiment.spec import RunSpec, canonical
-from missbench.store.sweep import SUBMITIT, record_jobs, states
+from missbench.store.sweep import SUBMITIT, locked, record_jobs, states
 
 #: Array size when ``scontrol`` cannot tell the cluster's MaxArraySize.
 DEFAULT_MAX_ARRAY_SIZE = 1000
@@ -33,16 +33,20 @@ def max_array_size(given: int | None) -> int:
 
 
 def submit_slurm(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None]) -> None:
-    """One array job per resource profile (and per MaxArraySize chunk); returns once submitted."""
+    """One array job per resource profile (and per MaxArraySize chunk); returns once submitted. Planned again
+    and submitted under the sweep's lock, so two submissions at once never queue the same run twice."""
     import submitit
     from submitit.core.utils import FailedJobError
 
-    groups: dict[str, tuple[dict[str, Any], list[RunSpec]]] = {}
-    for spec in todo:
-        res = opts.resources(spec.method)
-        groups.setdefault(canonical(res), (res, []))[1].append(spec)
     size = max_array_size(opts.max_array_size)
-    with importable():
+    with importable(), locked(sweep):
+        todo, taken = plan(todo, sweep, opts, exe)
+        for run_id, state in taken.items():
+            say(f"{run_id}: already {state.state} as job {state.job_id}")
+        groups: dict[str, tuple[dict[str, Any], list[RunSpec]]] = {}
+        for spec in todo:
+            res = opts.resources(spec.method)
+            groups.setdefault(canonical(res), (res, []))[1].append(spec)
         for res, specs in groups.values():
             executor = submitit.AutoExecutor(folder=sweep / SUBMITIT, cluster="slurm", slurm_max_num_timeout=res["requeues"])
             executor.update_parameters(name=f"missbench_{sweep.name}", slurm_array_parallelism=opts.array_parallelism,

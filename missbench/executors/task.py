@@ -7,9 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from missbench.core.execution import Execution
+from missbench.core.execution import Execution, set_threads
 from missbench.engine.checkpoint import save_live_state
 from missbench.engine.run import run
 from missbench.experiment.spec import RunSpec
@@ -30,7 +28,7 @@ class RunTask:
 
     def __call__(self, spec: RunSpec) -> str:
         if self.threads:
-            torch.set_num_threads(self.threads)
+            set_threads(self.threads)
         try:
             return run(spec, self.sweep_dir, self.exe, self.force)
         except RunBusy:

@@ -5,15 +5,17 @@ modality dropping, evaluated on every listed subset; dedicated: one model per li
 evaluated on that subset, or on all with ``eval_on: all``), the evaluation subsets in table order,
 seeds, named budgets, training overrides applied to every method (so a comparison can hold them
 equal), fixed method parameters, parameter grids, the metric policy and SLURM resources
-(``slurm:``). ``inherit: <protocol>`` starts from another file: mappings merge key by key,
-anything else is replaced.
-Unknown keys and wrong types are errors naming the file and the key.
+(``slurm:``). ``inherit: <protocol>`` starts from another file (a name is looked up beside the file,
+then in protocols/): mappings merge key by key, anything else is replaced.
+Unknown keys, wrong types and values out of range are errors naming the file and the key: method
+parameters, data set parameters, training settings, budget values and the metric policy are checked
+against their declarations (missbench.core.params) when the file loads.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,12 @@ import yaml
 
 from missbench.experiment import registry
 from missbench.core.dataset import Dataset
+from missbench.core.params import Between, OneOf, ParamError, Rule, check_value
 from missbench.experiment.resources import ResourceError
 from missbench.experiment.resources import check as check_resources
-from missbench.core.method import TrainingDefaults
-from missbench.core.metrics import EMPTY_POLICIES, HD95_DEFINITIONS
-from missbench.experiment.spec import Budget, RunSpec
+from missbench.core.metrics import POLICY_DEFAULTS, POLICY_RULES
+from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
+from missbench.experiment.spec import BUDGET_RULES, BUDGET_TYPES, Budget, RunSpec
 from missbench.core.availability import EVALS, MISSING_SCHEMES
 from missbench.core.subsets import all_subsets, parse_subset
 
@@ -36,22 +39,22 @@ TOP_KEYS = {
     "eval_on": str, "inherit": str, "slurm": dict, "missing": dict, "timing": dict,
 }
 #: mode timing (missbench/timing.py): warm-up and timed training iterations and inference passes. They ride
-#: in the spec's metric block (the measurement policy), so they are part of the run id.
-TIMING_KEYS = {"warmup": int, "iterations": int, "inference_warmup": int, "inference_passes": int}
+#: in the spec's metric block (the measurement policy), so they are part of the run id. All four are required.
+TIMING_KEYS = ("warmup", "iterations", "inference_warmup", "inference_passes")
 EVAL_ON = ("own", "all")
 _UNSET = object()
 REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
-BUDGET_KEYS = {"iterations": int, "patch": (int, list), "batch": int, "checkpoint_every": int,
-               "overlap": float, "log_every": int, "dataset": dict, "datasets": dict, "val_every": int}
+#: A budget's data set parameters: ``dataset`` for the protocol's own data set, ``datasets: {name: {...}}`` for others.
+BUDGET_DATASET_KEYS = ("dataset", "datasets")
 #: A missing-rate grid (missbench/missing.py): the scheme, its rates, the rarely present modality
 #: (modality_rate) and how test samples are evaluated (default: subsets for modality_rate, masks for slots).
 MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str}
-#: The metric policy: empty-region rule, ET post-processing threshold, window weighting and HD95 definition
-#: (the last two recorded in the spec only when set, so older run ids stay).
-METRIC_KEYS = {"empty": str, "et_threshold": int, "window": str, "hd95": str}
 #: Sliding-window weighting at evaluation (recorded in the spec only when set, so older run ids stay).
 WINDOWS = ("uniform", "gaussian")
-TRAINING_KEYS = {f.name: f.type for f in fields(TrainingDefaults)}
+#: The metric block: the metric policy (empty-region rule, ET post-processing threshold, HD95 definition)
+#: and the window weighting (the last two recorded in the spec only when set, so older run ids stay).
+METRIC_DEFAULTS: dict[str, Any] = {**POLICY_DEFAULTS, "window": WINDOWS[0]}
+METRIC_RULES: dict[str, Rule] = {**POLICY_RULES, "window": OneOf(*WINDOWS)}
 
 
 class ProtocolError(ValueError):
@@ -194,6 +197,25 @@ def _check_types(where: str, data: dict[str, Any], schema: dict[str, Any]) -> No
             raise ProtocolError(f"{where}: key {key!r} must be {_type_name(schema[key])}, got {type(value).__name__} {value!r}")
 
 
+def _check_values(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
+    """Refuse unknown keys and values of the wrong type or range (the rule engine); errors name ``where``.key."""
+    for key, value in values.items():
+        if key not in defaults:
+            raise ProtocolError(f"{where}: unknown key {key!r}; expected one of {sorted(defaults)}")
+        try:
+            check_value(key, value, defaults[key], rules.get(key))
+        except ParamError as e:
+            raise ProtocolError(str(e.at(f"{where}.{key}"))) from None
+
+
+def _plugin(kind: str, name: str, where: str) -> type:
+    """A registered method or data set class; a name that is not registered is an error naming ``where``."""
+    try:
+        return registry.method_class(name) if kind == "method" else registry.dataset_class(name)
+    except registry.UnknownName as e:
+        raise ProtocolError(f"{where}: {e}") from None
+
+
 def _type_name(t: Any) -> str:
     if isinstance(t, tuple):
         return " or ".join(x.__name__ for x in t)
@@ -223,10 +245,52 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop("inherit", None)
     if parent is None:
         return data
-    base = path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
-    if not base.exists():
-        raise ProtocolError(f"{path}: inherit {parent!r}: no file {base}")
+    name = parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml"
+    candidates = list(dict.fromkeys([path.parent / name, registry.PROTOCOLS / name]))
+    base = next((c for c in candidates if c.exists()), None)
+    if base is None:
+        raise ProtocolError(f"{path}: inherit {parent!r}: no file {' or '.join(map(str, candidates))}")
     return _merge(_read(base, (*chain, path.resolve())), data)
+
+
+def _check_budget(path: Path, name: str, budget: Any, own_dataset: str) -> None:
+    """One budget: required keys, each value's type and range, and its data set parameters."""
+    where = f"{path}: budgets.{name}"
+    if not isinstance(budget, dict):
+        raise ProtocolError(f"{where} must be a mapping")
+    for key in ("iterations", "batch", "checkpoint_every"):
+        if key not in budget:
+            raise ProtocolError(f"{where}: missing required key {key!r}")
+    values = {k: v for k, v in budget.items() if k not in BUDGET_DATASET_KEYS}
+    _check_values(where, values, BUDGET_TYPES, BUDGET_RULES)
+    _check_types(where, {k: v for k, v in budget.items() if k in BUDGET_DATASET_KEYS}, dict.fromkeys(BUDGET_DATASET_KEYS, dict))
+    blocks = {own_dataset: ("dataset", budget.get("dataset", {}))} if own_dataset in registry.dataset_names() else {}
+    for ds_name, params in budget.get("datasets", {}).items():
+        blocks[ds_name] = (f"datasets.{ds_name}", params)
+    for ds_name, (key, params) in blocks.items():
+        if not isinstance(params, dict):
+            raise ProtocolError(f"{where}.{key} must be a mapping of data set parameters")
+        cls = _plugin("dataset", ds_name, f"{where}.{key}")
+        _check_values(f"{where}.{key}", params, cls.defaults, cls.constraints)
+
+
+def _check_method_params(path: Path, data: dict[str, Any]) -> None:
+    """``method_params`` and ``grid``: each value against the method's declared parameters."""
+    for method, params in data.get("method_params", {}).items():
+        where = f"{path}: method_params.{method}"
+        if not isinstance(params, dict):
+            raise ProtocolError(f"{where} must be a mapping of parameter: value")
+        cls = _plugin("method", method, where)
+        _check_values(where, params, cls.defaults, cls.constraints)
+    for method, blocks in data.get("grid", {}).items():
+        for i, block in enumerate(blocks if isinstance(blocks, list) else [blocks]):
+            where = f"{path}: grid.{method}[{i}]"
+            if not isinstance(block, dict) or not all(isinstance(v, list) and v for v in block.values()):
+                raise ProtocolError(f"{where} must map each parameter to a non-empty list of values")
+            cls = _plugin("method", method, where)
+            for key, values in block.items():
+                for value in values:
+                    _check_values(where, {key: value}, cls.defaults, cls.constraints)
 
 
 def _check_missing(path: Path, data: dict[str, Any]) -> None:
@@ -267,30 +331,18 @@ def load_protocol(path: Path) -> Protocol:
         if not isinstance(s, int) or isinstance(s, bool):
             raise ProtocolError(f"{path}: seeds[{i}] must be an integer, got {s!r}")
     for name, b in data["budgets"].items():
-        if not isinstance(b, dict):
-            raise ProtocolError(f"{path}: budgets.{name} must be a mapping")
-        _check_types(f"{path}: budgets.{name}", b, BUDGET_KEYS)
-        for key in ("iterations", "batch", "checkpoint_every"):
-            if key not in b:
-                raise ProtocolError(f"{path}: budgets.{name}: missing required key {key!r}")
+        _check_budget(path, name, b, data.get("dataset", "brats_synthetic"))
     if data["default_budget"] not in data["budgets"]:
         raise ProtocolError(f"{path}: default_budget {data['default_budget']!r} is not among budgets {list(data['budgets'])}")
-    _check_types(f"{path}: training", data.get("training", {}), {k: (str if t == "str" else (int, float) if t == "float" else bool) for k, t in TRAINING_KEYS.items()})
-    _check_types(f"{path}: metric", data.get("metric", {}), METRIC_KEYS)
-    if data.get("metric", {}).get("empty", "one") not in EMPTY_POLICIES:
-        raise ProtocolError(f"{path}: metric.empty must be one of {list(EMPTY_POLICIES)}")
-    if data.get("metric", {}).get("window", "uniform") not in WINDOWS:
-        raise ProtocolError(f"{path}: metric.window must be one of {list(WINDOWS)}")
-    if data.get("metric", {}).get("hd95", HD95_DEFINITIONS[0]) not in HD95_DEFINITIONS:
-        raise ProtocolError(f"{path}: metric.hd95 must be one of {list(HD95_DEFINITIONS)}")
-    for method, params in data.get("method_params", {}).items():
-        if not isinstance(params, dict):
-            raise ProtocolError(f"{path}: method_params.{method} must be a mapping of parameter: value")
+    _check_values(f"{path}: training", data.get("training", {}), TRAINING_DEFAULTS, TRAINING_RULES)
+    _check_values(f"{path}: metric", data.get("metric", {}), METRIC_DEFAULTS, METRIC_RULES)
+    _check_method_params(path, data)
     _check_missing(path, data)
     if data["mode"] == "timing":
-        _check_types(f"{path}: timing", data.get("timing", {}), TIMING_KEYS)
+        timing = data.get("timing", {})
+        _check_values(f"{path}: timing", timing, dict.fromkeys(TIMING_KEYS, 0), dict.fromkeys(TIMING_KEYS, Between(0, integer=True)))
         for key in TIMING_KEYS:
-            if not isinstance(data.get("timing", {}).get(key), int) or data["timing"][key] < 0:
+            if key not in timing:
                 raise ProtocolError(f"{path}: timing.{key}: mode timing needs a non-negative integer")
     if data.get("eval_on", "own") not in EVAL_ON:
         raise ProtocolError(f"{path}: eval_on must be one of {list(EVAL_ON)}")
@@ -298,8 +350,4 @@ def load_protocol(path: Path) -> Protocol:
         check_resources(f"{path}: slurm", data.get("slurm", {}))
     except ResourceError as e:
         raise ProtocolError(str(e)) from None
-    for method, blocks in data.get("grid", {}).items():
-        for i, block in enumerate(blocks if isinstance(blocks, list) else [blocks]):
-            if not isinstance(block, dict) or not all(isinstance(v, list) and v for v in block.values()):
-                raise ProtocolError(f"{path}: grid.{method}[{i}] must map each parameter to a non-empty list of values")
     return Protocol(name=path.stem, path=path, data=data)

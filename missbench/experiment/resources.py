@@ -25,6 +25,9 @@ KEYS: dict[str, type | tuple[type, ...]] = {
 DEFAULTS: dict[str, Any] = {"time": "04:00:00", "cpus": 2, "gpus": 0, "requeues": 3, "signal_delay_s": 120,
                             "sbatch": {}, "setup": []}
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+#: Seconds a job needs to start (interpreter, imports, data, the first iterations): its time limit minus
+#: ``signal_delay_s`` must leave at least this, or SLURM's warning signal comes before the run can resume.
+STARTUP_S = 60
 
 
 class ResourceError(ValueError):
@@ -33,6 +36,11 @@ class ResourceError(ValueError):
 
 def time_minutes(text: str) -> int:
     """Minutes (rounded up) of an sbatch time: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    return math.ceil(time_seconds(text) / 60)
+
+
+def time_seconds(text: str) -> int:
+    """Seconds of an sbatch time (`time_minutes` lists the formats)."""
     match = _TIME.match(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not an sbatch time (MM, HH:MM:SS or D-HH:MM:SS)")
@@ -45,7 +53,7 @@ def time_minutes(text: str) -> int:
         seconds = a * 60 + (b or 0)
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a positive time")
-    return math.ceil(seconds / 60)
+    return seconds
 
 
 def check(where: str, block: Any) -> dict[str, Any]:
@@ -128,9 +136,16 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
 
 def resolve(method: str, file: tuple[dict[str, Any], dict[str, dict[str, Any]]] | None,
             protocol: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
-    """The resources of one method's runs: defaults < file < file's method block < protocol < flags."""
+    """The resources of one method's runs: defaults < file < file's method block < protocol < flags. Refuses a
+    time limit that leaves less than STARTUP_S seconds before the warning signal (``signal_delay_s`` before the end)."""
     glob, per_method = file or ({}, {})
-    return merge(DEFAULTS, glob, per_method.get(method, {}), protocol, flags)
+    res = merge(DEFAULTS, glob, per_method.get(method, {}), protocol, flags)
+    left = time_seconds(res["time"]) - res["signal_delay_s"]
+    if left < STARTUP_S:
+        raise ResourceError(f"resources of {method}: time {res['time']!r} minus signal_delay_s {res['signal_delay_s']} leaves "
+                            f"{left} s before SLURM's warning signal; a job needs at least {STARTUP_S} s to start "
+                            f"(raise time or lower signal_delay_s)")
+    return res
 
 
 def slurm_parameters(res: dict[str, Any]) -> dict[str, Any]:

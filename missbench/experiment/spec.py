@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from missbench.core.params import Between, Rule, Shape
+
 
 def canonical(obj: Any) -> str:
     """Canonical JSON: sorted keys, no whitespace, so equal specs hash equal."""
@@ -32,6 +34,16 @@ class Budget:
     @property
     def validation_period(self) -> int:
         return self.val_every or max(1, self.iterations // 10)
+
+
+#: Each budget value's type (by example; patch: an integer or a list, None on classification) and allowed
+#: values, checked when a protocol file loads.
+BUDGET_TYPES: dict[str, Any] = {"iterations": 1, "patch": None, "batch": 1, "checkpoint_every": 1, "overlap": 0.5,
+                                "log_every": 1, "val_every": 0}
+BUDGET_RULES: dict[str, Rule] = {
+    **{key: Between(1, integer=True) for key in ("iterations", "batch", "checkpoint_every", "log_every")},
+    "patch": Shape(3, 1), "overlap": Between(0, 1, high_open=True), "val_every": Between(0, integer=True),
+}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""``bench.py prepare``: run a data set's preprocessing recipe once per case into the cache (missbench/cache.py).
+"""``bench.py prepare``: run a data set's preprocessing recipe once per case into the cache (missbench/realdata/cache.py).
 
-Resumable: finished cases are skipped (a case folder is complete or absent). Every case to do is
+Resumable: finished cases are skipped (a case folder is complete or absent), unless their recipe or
+a source file's content changed since (``verify``: every source file and cached array rehashed, not
+only those whose size or modification time changed). Every case to do is
 checked first (headers: readable, 3-D, same shape and affine in all its files), before anything
 is written; then cases are processed in parallel (``--jobs`` worker processes). A case that fails
 its content checks (labels, non-finite voxels, unreadable voxels) is not written, the others are,
@@ -12,7 +14,6 @@ A data set takes part through the prepare hooks of `missbench.core.dataset.Datas
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -31,12 +32,13 @@ def _failures(errors: dict[str, str], what: str) -> PrepareError:
     return PrepareError(f"{len(errors)} case(s) failed {what}:\n" + "\n".join(f"  {msg}" for msg in errors.values()))
 
 
-def prepare(dataset: Any, jobs: int = 1, progress: bool = True, force: bool = False) -> dict[str, Any]:
+def prepare(dataset: Any, jobs: int = 1, progress: bool = True, force: bool = False, verify: bool = False) -> dict[str, Any]:
     """Fill ``dataset``'s cache; returns {folder, prepared, skipped, seconds}. Raises `PrepareError`
     naming every failed case: after the header checks (nothing written) or after processing."""
     t0 = time.perf_counter()
     ids = dataset.prepare_ids()
-    todo = [c for c in ids if force or not dataset.is_prepared(c)]
+    todo = [c for c in tqdm(ids, desc="verify" if verify else "check cache", disable=not progress, leave=False)
+            if force or not dataset.is_prepared(c, verify)]
     errors: dict[str, str] = {}
     for case_id in tqdm(todo, desc="check headers", disable=not progress, leave=False):
         try:
@@ -48,9 +50,7 @@ def prepare(dataset: Any, jobs: int = 1, progress: bool = True, force: bool = Fa
     folder = dataset.cache_folder
     folder.mkdir(parents=True, exist_ok=True)
     cache.remove_dead_temporaries(folder)
-    if not (folder / "recipe.json").exists():
-        text = json.dumps({"dataset": dataset.name, "recipe": dataset.recipe}, indent=1, sort_keys=True) + "\n"
-        cache.save_atomic(folder / "recipe.json", lambda tmp: tmp.write_text(text))
+    cache.write_recipe(folder, dataset.name, dataset.recipe)
     bar = tqdm(total=len(todo), desc=f"prepare {dataset.name}", unit="case", disable=not progress)
     if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
         # fork: the workers inherit the plugin module that missbench/registry.py loaded by path.

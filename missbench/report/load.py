@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from missbench.store.run_folder import DONE, FAILED, META, SPEC, RunFolder
+from missbench.store.run_folder import DONE, FAILED, META, REDO, SPEC, RunFolder, unreadable
 
 #: How deep below the given folder run folders are looked for (results/ -> sweep -> run).
 MAX_DEPTH = 3
@@ -78,25 +78,29 @@ def find_run_folders(root: Path) -> list[Path]:
 
 def read_run(folder: Path, live: tuple[str, str] | None = None) -> tuple[Run, pd.DataFrame | None]:
     """One run folder and, when it finished intact, its rows. ``live``: (state, detail) from whoever knows
-    the job (a sweep's queue), used for a run that is not done."""
+    the job (a sweep's queue), used for a run that is not done. Results that do not read make the run corrupt."""
     run = RunFolder(folder)
     if not folder.exists():
         return Run(folder.name, None, *(live or ("pending", "no run folder yet"))), None
     try:
         spec = run.spec_dict() if run.has_spec() else {}
-        state = run.state()
-        if state != "done":
-            if state == "failed":
-                failure = run.failure()
-                why = ("failed", f"{failure['error']}: {failure['message']}".lstrip(": "))
-            elif state == "corrupt":
-                why = ("corrupt", f"{run.problem()}; a rerun redoes it")
-            else:
-                why = ("stopped", "a run folder without DONE: killed, cancelled or unfinished; a rerun resumes it")
-            return Run(folder.name, folder, *(live or why), spec=spec), None
-        meta, rows = run.meta(), run.rows()
     except (OSError, ValueError) as e:
-        raise ValueError(f"run folder {folder}: cannot read it ({e})") from None
+        raise ValueError(f"run folder {folder}: cannot read its spec ({e})") from None
+    state, problem = run.state(), None
+    if state == "done":
+        try:
+            meta, rows = run.meta(), run.rows()
+        except (OSError, ValueError) as e:  # damaged after the check: as corrupt as a checksum mismatch
+            state, problem = "corrupt", unreadable(e)
+    if state != "done":
+        if state == "failed":
+            failure = run.failure()
+            why = ("failed", f"{failure['error']}: {failure['message']}".lstrip(": "))
+        elif state == "corrupt":
+            why = ("corrupt", f"{problem or run.problem()}; {REDO}")
+        else:
+            why = ("stopped", "a run folder without DONE: killed, cancelled or unfinished; a rerun resumes it")
+        return Run(folder.name, folder, *(live or why), spec=spec), None
     spec = {**meta.get("spec", {}), **spec}
     for key, column in ROW_IDENTITY.items():
         if key not in spec and column in rows and len(rows):

@@ -7,12 +7,17 @@ of the run folder.
     checkpoint.pt  training state (resume, export)        profile.json   phase times (--profile)
     features.npz   feature views (analysis)               DONE           checksums of rows and meta
     FAILED         the error, its class and the execution options of the failed attempt
-    .lock          held (flock) by the process running the run
+    .lock          held (flock) by the process running the run, which writes its host, PID and start time into it
 
 Every file is written to a unique temporary name, flushed to disk and renamed, so a kill never
 leaves a half-written file, and DONE is written last. DONE records the SHA-256 of rows.parquet and
 meta.json, so a run whose results were damaged later reads as corrupt (and a rerun redoes it),
 never as done.
+
+An infrastructure failure (the folder deleted, read-only, full) is a failed run, environmental:
+FAILED records it when it can be written; a folder that cannot be read or written reads as failed
+by its condition, and the error that could not be recorded is raised as `NotRecorded`, one line
+holding both errors.
 """
 
 from __future__ import annotations
@@ -32,15 +37,25 @@ from typing import Any
 import pandas as pd
 
 from missbench.experiment.spec import RunSpec, canonical
+from missbench.store import process
 
 SPEC, ROWS, META, LOG = "spec.json", "rows.parquet", "meta.json", "log.txt"
 CHECKPOINT, PROFILE, FEATURES = "checkpoint.pt", "profile.json", "features.npz"
 DONE, FAILED, LOCK = "DONE", "FAILED", ".lock"
 log = logging.getLogger("missbench")
+#: What every reader says of a corrupt run.
+REDO = "a rerun will redo it"
+#: Seconds a claimant retries a taken lock: `RunFolder.is_claimed` takes it for an instant to test it.
+CLAIM_PATIENCE_S = 0.5
 
 
 class RunBusy(RuntimeError):
     """Another process holds the run's claim (it is running elsewhere)."""
+
+
+class NotRecorded(RuntimeError):
+    """A failure the run folder could not record (it cannot be written): the message holds the failure
+    and the write error; the failure is chained as the cause."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -77,7 +92,13 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def _sha256(path: Path) -> str:
+def unreadable(error: BaseException) -> str:
+    """Why a run's results count as corrupt when reading them failed, in one line."""
+    return f"its results do not read ({type(error).__name__}: {' '.join(str(error).split())})"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -113,29 +134,42 @@ class RunFolder:
         return (self.path / SPEC).exists()
 
     def problem(self) -> str | None:
-        """Why a run with DONE cannot be trusted (a missing or changed rows.parquet or meta.json), else None."""
+        """Why a run with DONE cannot be trusted (a missing, unreadable or changed rows.parquet or meta.json), else None.
+        A DONE written before checksums were recorded is checked by reading the parquet footer and the JSON."""
         try:
             record = json.loads((self.path / DONE).read_text() or "{}")
-        except (OSError, ValueError):
-            return "DONE is unreadable"
-        for name in (ROWS, META):
-            if not (self.path / name).exists():
-                return f"{name} is missing"
-            want = record.get("sha256", {}).get(name)
-            if want is None:
-                continue  # DONE written before checksums were recorded
-            if _sha256(self.path / name) != want:
-                return f"{name} does not match its checksum in DONE"
+            for name in (ROWS, META):
+                if not (self.path / name).exists():
+                    return f"{name} is missing"
+                want = record.get("sha256", {}).get(name)
+                if want is not None and file_sha256(self.path / name) != want:
+                    return f"{name} does not match its checksum in DONE"
+            if not record.get("sha256"):
+                import pyarrow.parquet as pq
+
+                pq.read_metadata(self.path / ROWS)
+                json.loads((self.path / META).read_text())
+        except (OSError, ValueError) as e:  # pyarrow's errors are ValueErrors
+            return unreadable(e)
         return None
 
     def state(self) -> str:
-        """'done' (DONE, results intact), 'corrupt' (DONE, results damaged), 'failed' (FAILED), 'incomplete'
-        (started, no marker) or 'absent' (no folder)."""
-        if (self.path / DONE).exists():
-            return "done" if self.problem() is None else "corrupt"
-        if (self.path / FAILED).exists():
+        """'done' (DONE, results intact), 'corrupt' (DONE, results damaged), 'failed' (FAILED, or a folder that
+        cannot be read or written), 'incomplete' (started, no marker) or 'absent' (no folder)."""
+        try:
+            if (self.path / DONE).exists():
+                return "done" if self.problem() is None else "corrupt"
+            if (self.path / FAILED).exists():
+                return "failed"
+            if not self.path.exists():
+                return "absent"
+        except OSError:
             return "failed"
-        return "incomplete" if self.path.exists() else "absent"
+        return "incomplete" if self.writable() else "failed"
+
+    def writable(self) -> bool:
+        """Whether this process may create files in the folder."""
+        return os.access(self.path, os.W_OK | os.X_OK)
 
     def is_done(self) -> bool:
         return self.state() == "done"
@@ -144,29 +178,57 @@ class RunFolder:
 
     @contextlib.contextmanager
     def claim(self) -> Iterator[None]:
-        """Hold the run for this process (an exclusive lock the OS drops when the holder dies); `RunBusy` if taken."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK, "a+") as f:
+        """Hold the run for this process (an exclusive lock the OS drops when the holder dies) and write this
+        process's identity into the lock file; `RunBusy` if another holds it, `NotRecorded` if the folder
+        cannot be written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.path / LOCK, "a+")
+        except OSError as e:
+            raise NotRecorded(f"run {self.run_id}: cannot claim {self.path} ({type(e).__name__}: {e})") from e
+        with f:
+            deadline = time.monotonic() + CLAIM_PATIENCE_S
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise RunBusy(f"run {self.run_id} is running elsewhere (another process holds {self.path / LOCK})") from None
+                    time.sleep(0.05)
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunBusy(f"run {self.run_id} is running elsewhere (another process holds {self.path / LOCK})") from None
-            try:
+                try:
+                    f.truncate(0)
+                    f.write(json.dumps(process.identity()))
+                    f.flush()
+                except OSError as e:
+                    raise NotRecorded(f"run {self.run_id}: cannot write {self.path / LOCK} ({type(e).__name__}: {e})") from e
                 yield
             finally:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def is_claimed(self) -> bool:
-        """Whether some process holds the run's claim right now."""
-        if not (self.path / LOCK).exists():
+        """Whether some process holds the run's claim right now (tested by taking the lock for an instant)."""
+        try:
+            f = open(self.path / LOCK)
+        except OSError:
             return False
-        with open(self.path / LOCK, "a+") as f:
+        with f:
             try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
         return False
+
+    def holder(self) -> dict[str, Any] | None:
+        """The identity (host, pid, start time) the last claimant wrote, or None; it holds the run while
+        `is_claimed` (missbench.store.process.alive tells whether that process still runs)."""
+        try:
+            record = json.loads((self.path / LOCK).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def start(self, spec: RunSpec, fresh: bool) -> None:
         """Begin an attempt: write spec.json (refusing a folder that holds another spec) and clear the
@@ -237,10 +299,15 @@ class RunFolder:
 
     def fail(self, error: BaseException, trace: str, execution: dict[str, Any], environmental: bool) -> None:
         """Record a failed attempt: the error class and message, whether it came from the execution
-        environment (device, disk, memory) rather than the experiment, the execution options and the traceback."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / FAILED, {"error": type(error).__name__, "message": str(error), "environmental": environmental,
-                                        "execution": execution, "traceback": trace})
+        environment (device, disk, memory) rather than the experiment, the execution options and the traceback.
+        A folder deleted meanwhile is made again; one that cannot be written raises `NotRecorded`."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(self.path / FAILED, {"error": type(error).__name__, "message": str(error), "environmental": environmental,
+                                            "execution": execution, "traceback": trace})
+        except OSError as e:
+            raise NotRecorded(f"run {self.run_id}: {type(error).__name__}: {error}; FAILED could not be written either "
+                              f"({type(e).__name__}: {e})") from error
 
     # --- readers -------------------------------------------------------------------------------
 
@@ -257,8 +324,14 @@ class RunFolder:
         return json.loads((self.path / META).read_text())
 
     def failure(self) -> dict[str, Any]:
-        """What FAILED records (a FAILED written as plain text reads as its traceback)."""
-        text = (self.path / FAILED).read_text()
+        """What FAILED records (a FAILED written as plain text reads as its traceback); for a folder that cannot be
+        read or written (failed by its condition), an environmental failure saying so."""
+        try:
+            text = (self.path / FAILED).read_text()
+        except OSError as e:
+            why = f"{self.path} cannot be written" if isinstance(e, FileNotFoundError) else \
+                f"{self.path / FAILED} cannot be read ({type(e).__name__}: {e.strerror})"
+            return {"error": "", "message": why, "environmental": True, "execution": {}, "traceback": ""}
         try:
             record = json.loads(text)
         except ValueError:

@@ -1,25 +1,35 @@
 """A sweep folder's bookkeeping: which job runs which run (``jobs.json``), each run's state, collect, cancel.
 
-Everything here works from a new process: states come from the run folders (DONE, FAILED) and, for
-runs whose job may still be alive, from ``squeue`` (SLURM) or the process table (local). sacct is
-never needed, so a cluster without accounting works too.
+Everything here works from a new process: states come from the run folders (DONE, FAILED, the claim
+of the process running a run) and, for runs whose job may still be alive, from ``squeue`` (SLURM) or
+the process table (local). sacct is never needed, so a cluster without accounting works too.
+
+Concurrency: jobs.json is updated under an exclusive lock (``jobs.json.lock`` beside it) and replaced
+atomically, so processes recording at once keep every entry and readers never see half a file.
+Processes are recorded with their start time (missbench.store.process): a PID that a new process has
+reused is never taken for the recorded one, so `cancel` signals only the processes this sweep started.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from missbench.experiment.spec import RunSpec
-from missbench.store.run_folder import FAILED, RunFolder, write_json
+from missbench.store import process
+from missbench.store.run_folder import FAILED, REDO, RunFolder, write_json
 
 JOBS = "jobs.json"
+JOBS_LOCK = "jobs.json.lock"
 SUBMITIT = ".submitit"
 COLLECTED = "collected.parquet"
 #: squeue states of a job that is still coming or going; anything else has ended.
@@ -59,15 +69,47 @@ def read_jobs(sweep: Path) -> dict[str, Any]:
     return data
 
 
+#: Sweep locks this process holds: folder -> (open lock file, depth), so `locked` is re-entrant.
+_HELD: dict[Path, tuple[Any, int]] = {}
+
+
+@contextlib.contextmanager
+def locked(sweep: Path) -> Iterator[None]:
+    """Hold the sweep's bookkeeping lock (flock on jobs.json.lock; waits for another holder). Re-entrant
+    within a process, so a submission can plan and record under one hold."""
+    key = sweep.resolve()
+    if key in _HELD:
+        f, depth = _HELD[key]
+        _HELD[key] = (f, depth + 1)
+    else:
+        sweep.mkdir(parents=True, exist_ok=True)
+        f = open(sweep / JOBS_LOCK, "a")
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        _HELD[key] = (f, 1)
+    try:
+        yield
+    finally:
+        f, depth = _HELD[key]
+        if depth > 1:
+            _HELD[key] = (f, depth - 1)
+        else:
+            del _HELD[key]
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+
+
 def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[RunSpec, str | None]]) -> None:
-    """Add (spec, job id) pairs to ``jobs.json``: a resubmitted run's entry is replaced."""
-    data = read_jobs(sweep)
+    """Add (spec, job id) pairs to ``jobs.json`` under the sweep's lock: a resubmitted run's entry is replaced.
+    A local job's id is its submitit controller's PID, recorded with the process's start time."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    for spec, job_id in jobs:
-        data["runs"][spec.run_id] = {"job_id": job_id, "executor": executor, "submitted": now, "variant": spec.variant,
-                                     "train_subset": spec.train_subset or "random", "seed": spec.seed}
-    sweep.mkdir(parents=True, exist_ok=True)
-    write_json(sweep / JOBS, data)
+    with locked(sweep):
+        data = read_jobs(sweep)
+        for spec, job_id in jobs:
+            data["runs"][spec.run_id] = {"job_id": job_id, "executor": executor, "submitted": now, "variant": spec.variant,
+                                         "train_subset": spec.train_subset or "random", "seed": spec.seed}
+            if executor == "local" and job_id:
+                data["runs"][spec.run_id]["process"] = process.identity(int(job_id))
+        write_json(sweep / JOBS, data)
 
 
 def job_log(sweep: Path, job_id: str) -> Path:
@@ -85,14 +127,6 @@ def _squeue() -> dict[str, str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return dict(line.split("|", 1) for line in out.split() if "|" in line)
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def states(sweep: Path) -> list[RunState]:
@@ -117,18 +151,20 @@ def states(sweep: Path) -> list[RunState]:
             continue
         live, detail, slurm_state = None, "", ""
         if folder.is_claimed():
-            live, detail = "running", "a process holds the run"
+            holder = folder.holder()
+            live = "running"
+            detail = f"process {holder['pid']} on {holder['host']} holds the run" if holder else "a process holds the run"
         elif executor == "slurm" and job_id and queue is None:
             live, detail = "unknown", "squeue is not available here"
         elif executor == "slurm" and job_id:
             slurm_state = queue.get(job_id, "")
             live = "pending" if slurm_state in _PENDING else "running" if slurm_state in _RUNNING else None
-        elif executor == "local" and job_id and _pid_alive(job_id):
+        elif executor == "local" and process.alive(entry.get("process")):
             live = "running"
         if live:
             out.append(RunState(run_id, live, job_id, log, detail))
         elif state == "corrupt":
-            out.append(RunState(run_id, "corrupt", job_id, folder.log_path, f"{folder.problem()}: a rerun redoes it"))
+            out.append(RunState(run_id, "corrupt", job_id, folder.log_path, f"{folder.problem()}; {REDO}"))
         elif state == "failed":
             failure = folder.failure()
             out.append(RunState(run_id, "failed", job_id, log,
@@ -153,16 +189,25 @@ def summary(runs: list[RunState]) -> str:
 
 
 def cancel(sweep: Path) -> list[str]:
-    """Cancel the pending and running jobs this sweep submitted; returns their ids."""
+    """Cancel the pending and running jobs this sweep submitted; returns their ids. A local job is stopped with
+    SIGINT (what submitit's LocalJob.cancel sends): its controller and the worker holding the run's claim,
+    each only while it is the very process recorded (same host, PID and start time)."""
     live = [r for r in states(sweep) if r.state in ("pending", "running") and r.job_id]
     recorded = read_jobs(sweep)["runs"]
     slurm = [r.job_id for r in live if recorded[r.run_id]["executor"] == "slurm"]
     if slurm:
         subprocess.run(["scancel", *slurm], check=True, timeout=60)
+    cancelled = list(slurm)
     for r in live:
-        if recorded[r.run_id]["executor"] == "local":
-            os.kill(int(r.job_id), signal.SIGINT)  # what submitit's LocalJob.cancel sends its controller
-    return [r.job_id for r in live]
+        if recorded[r.run_id]["executor"] != "local":
+            continue
+        targets = [p for p in (recorded[r.run_id].get("process"), RunFolder(sweep / r.run_id).holder()) if process.alive(p)]
+        for p in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p["pid"], signal.SIGINT)
+        if targets:
+            cancelled.append(r.job_id)
+    return cancelled
 
 
 def status_text(runs: list[RunState]) -> str:

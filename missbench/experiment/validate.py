@@ -1,0 +1,112 @@
+"""A sweep's values, checked before anything is written, by the one rule engine (missbench.core.params).
+
+Protocol files are checked when they load (missbench.experiment.protocol: method and data set
+parameters, training settings, budgets, the metric policy). Here: what the command line gives
+(``--param``, ``--dataset-param``, ``--training``, the execution options, ``--out``), then every run
+spec of the sweep as a whole: each distinct method setting is built on the meta device (no memory,
+no weights), its data set instantiated, its training settings and metric policy resolved. A refusal
+is `Invalid`: one line naming the flag or the file and key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from missbench.core.dataset import Dataset
+from missbench.core.execution import EXECUTION_DEFAULTS, EXECUTION_RULES, check_device
+from missbench.core.metrics import MetricPolicy
+from missbench.core.params import Between, ParamError, Rule, check_params, check_value
+from missbench.core.tasks import get_task
+from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
+from missbench.experiment import registry
+from missbench.experiment.spec import RunSpec
+
+#: Run options that are counts (argparse dests); ``window_batch`` is Execution's own declaration.
+OPTION_RULES: dict[str, Rule] = {**{key: Between(1, integer=True) for key in ("threads", "jobs", "array_parallelism", "max_array_size")},
+                                 "window_batch": EXECUTION_RULES["window_batch"]}
+OPTION_DEFAULTS: dict[str, Any] = {**dict.fromkeys(OPTION_RULES, 1), "window_batch": EXECUTION_DEFAULTS["window_batch"]}
+
+
+class Invalid(ValueError):
+    """A value the sweep refuses: one line naming the flag or the file and key, the value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Given:
+    """The values the command line gave, so that an error names its flag."""
+
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_params: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+def flag(key: str) -> str:
+    """The flag of an option's argparse dest: ``window_batch`` -> ``--window-batch``."""
+    return "--" + key.replace("_", "-")
+
+
+def _check(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
+    try:
+        check_params(where, values, defaults, rules)
+    except ParamError as e:
+        raise Invalid(str(e.at(f"{where}{e.key}"))) from None
+
+
+def check_given(given: Given, dataset_cls: type[Dataset]) -> None:
+    """Each ``--param``, ``--dataset-param`` and ``--training`` value against its declaration."""
+    for method, params in given.method_params.items():
+        cls = registry.method_class(method)
+        _check(f"--param {method}.", params, cls.defaults, cls.constraints)
+    _check("--dataset-param ", given.dataset_params, dataset_cls.defaults, dataset_cls.constraints)
+    _check("--training ", given.training, TRAINING_DEFAULTS, TRAINING_RULES)
+
+
+def check_specs(specs: list[RunSpec]) -> None:
+    """Every run of the sweep as a whole, for what single values cannot show (a combination a method or data
+    set refuses): each distinct setting built once, the method on the meta device."""
+    for spec in {(s.method, repr(s.method_params), repr(s.dataset_params), repr(s.training), repr(s.metric)): s
+                 for s in specs}.values():
+        try:
+            cls = registry.method_class(spec.method)
+            ds = registry.dataset_class(spec.dataset)(**spec.dataset_params)
+            with torch.device("meta"):
+                cls(get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
+            cls.training_for(ds.task).replace(**spec.training)
+            MetricPolicy(**{k: v for k, v in spec.metric.items() if k in ("empty", "et_threshold", "hd95")})
+        except (ValueError, TypeError) as e:
+            raise Invalid(str(e)) from None
+
+
+def check_sweep(specs: list[RunSpec], given: Given, dataset_cls: type[Dataset]) -> None:
+    """The command line's values (naming their flags), then every run spec of the sweep."""
+    check_given(given, dataset_cls)
+    check_specs(specs)
+
+
+def check_options(options: dict[str, Any], here: bool = True) -> None:
+    """Execution options by argparse dest (a None value was not given): counts of at least 1, the window batch,
+    and the device if given, which must exist and, when the work runs on this machine (``here``), be available."""
+    try:
+        for key, rule in OPTION_RULES.items():
+            if options.get(key) is not None:
+                check_value(key, options[key], OPTION_DEFAULTS[key], rule)
+        if "device" in options:
+            check_device(options["device"], here)
+    except ParamError as e:
+        raise Invalid(str(e.at(flag(e.key)))) from None
+
+
+def check_out(path: Path) -> None:
+    """Refuse a sweep folder that is a file, lies below a file, or whose nearest existing folder is not writable."""
+    for p in [path, *path.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise Invalid(f"--out {path}: {p} is a file; expected a folder (or a path to create one)")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise Invalid(f"--out {path}: {p} is not writable")
+            return
