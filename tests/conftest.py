@@ -106,32 +106,35 @@ def smoke_spec(method: str):
     return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
 
 
-def run_killed_then_resumed(spec, tmp_path, monkeypatch):
+def run_killed_then_resumed(spec, tmp_path, monkeypatch, exe=None, checkpoint: int = 2):
     """Run ``spec`` uninterrupted into tmp_path/a; into tmp_path/b, kill it after the checkpoint at
-    iteration 2 (checking what the kill left), then rerun it. Returns the two run folders."""
+    iteration ``checkpoint`` (checking what the kill left), then rerun it. Returns the two run folders.
+
+    The kill comes at the start of iteration ``checkpoint``, once its batch is drawn: with prefetching (the
+    default ``exe``), the generators are a batch further on by then, and already were when the checkpoint
+    was written, which must record them as they were before that batch."""
     import pytest
 
-    from missbench.engine.run import run
     from missbench.core.execution import Execution
-    from missbench.core.tasks.segmentation import PatchSampler
+    from missbench.core.method import Method
+    from missbench.engine.run import run
 
-    exe = Execution(progress=False)
+    exe = exe or Execution(progress=False)
     assert run(spec, tmp_path / "a", exe) == "done"
-    original, calls = PatchSampler.sample, {"n": 0}
+    original = Method.set_step
 
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the checkpoint at iteration 2
+    def dying(self, step, total):
+        if step == checkpoint:
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, step, total)
 
-    monkeypatch.setattr(PatchSampler, "sample", dying)
+    monkeypatch.setattr(Method, "set_step", dying)
     with pytest.raises(KeyboardInterrupt):
         run(spec, tmp_path / "b", exe)
     killed = tmp_path / "b" / spec.run_id
     assert (killed / "checkpoint.pt").exists() and not (killed / "DONE").exists()
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == 2
-    monkeypatch.setattr(PatchSampler, "sample", original)
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == checkpoint
+    monkeypatch.setattr(Method, "set_step", original)
     assert run(spec, tmp_path / "b", exe) == "done"
     return tmp_path / "a" / spec.run_id, killed
 

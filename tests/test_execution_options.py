@@ -20,7 +20,7 @@ def test_profile_breaks_training_and_evaluation_into_phases(tmp_path):
     run_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("shaspec_"))
     profile = json.loads((run_dir / "profile.json").read_text())
     train, evaluate = profile["train"], profile["evaluate"]
-    assert {"data", "forward", "backward", "optimiser", "checkpoint", "other"} <= set(train)
+    assert {"data_wait", "forward", "backward", "optimiser", "checkpoint", "other"} <= set(train)
     assert train["forward"]["calls"] == train["backward"]["calls"] == 4  # the smoke budget's iterations
     assert {"encode", "decode", "metric", "other"} <= set(evaluate)  # ShaSpec shares its encoders across subsets
     for part in (train, evaluate):

@@ -58,6 +58,7 @@ def test_timing_meta_records_counts_timer_load_and_the_flag(timing_store):
     assert {k: t[k] for k in COUNTS} == COUNTS
     assert t["timer"] == "perf_counter" and isinstance(t["shared_device"], bool)
     assert {"loadavg_1min", "cores"} <= set(t["load_before"]) and t["train_s_per_iter_median"] > 0
+    assert 0 <= t["data_wait_share"] < 1  # the loop's wait for its batches over the timed iterations' wall time
 
 
 def test_counts_are_part_of_the_run_id(tmp_path):

@@ -51,7 +51,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="wrap each method's forward in torch.compile (backend default inductor)")
     p.add_argument("--profile", action="store_true",
-                   help="time data, forward, backward, optimiser, encode, decode and metric phases into each run's profile.json")
+                   help="time data wait, forward, backward, optimiser, encode, decode and metric phases into each run's profile.json")
+    p.add_argument("--no-prefetch", action="store_true", help="draw each training batch when it is needed, not during the previous step")
     x = p.add_argument_group("execution (README: Running on a cluster)")
     x.add_argument("--executor", choices=EXECUTORS, default="inline",
                    help="inline: in this process; local: submitit subprocesses; slurm: submitit array jobs")
@@ -109,7 +110,7 @@ def run_command(args: argparse.Namespace) -> int:
     opts = execution_options(args, protocol, methods)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
-                    compile=args.compile, profile=args.profile)
+                    compile=args.compile, profile=args.profile, prefetch=not args.no_prefetch)
     todo, left = plan(specs, sweep, opts)
     for run_id, state in left.items():
         print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(

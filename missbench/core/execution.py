@@ -1,9 +1,9 @@
-"""How a run executes: device, memory format, mixed precision, compilation, profiling.
+"""How a run executes: device, memory format, mixed precision, compilation, batch prefetching, profiling.
 
 These options change speed, not the experiment: they are recorded in meta.json but are not part of
 the run id (channels-last and compilation reorder float sums; ``amp`` rounds activations to
-bfloat16, so it is off unless asked for, and recorded with every run). The phase timer behind
-``--profile`` lives here too: tasks and the trainer time their phases with it.
+bfloat16, so it is off unless asked for, and recorded with every run; prefetching changes no
+number). The phase timer behind ``--profile`` lives here too: tasks and the trainer time their phases with it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class Execution:
     compile: str | None = None
     #: Time the phases of training and evaluation into profile.json.
     profile: bool = False
+    #: Draw the next training batch in a background thread while the current step runs (same batches, same order).
+    prefetch: bool = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The mixed-precision context for forward passes (a no-op when ``amp`` is "off")."""
