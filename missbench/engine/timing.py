@@ -2,7 +2,7 @@
 iteration and an inference pass cost, per method, at the protocol's batch and patch on the chosen device.
 
 One method at a time: ``warmup`` untimed then ``iterations`` timed training iterations (the trainer's
-own `train_step` and batch stream on the method the run skeleton placed and compiled, so
+own `train_step`, optimiser and batch stream on the method the run skeleton placed and compiled, so
 every execution option applies; taking the batch is not timed, but its wait is: meta.json's timing
 ``data_wait_share``), then
 ``inference_warmup`` untimed and ``inference_passes`` timed inference passes (the task's: sliding-window
@@ -35,7 +35,7 @@ from missbench.core.method import count_parameters
 from missbench.core.subsets import Subset
 from missbench.engine.batches import BatchStream, SamplingRNG, draw_batch
 from missbench.engine.context import Context, Outcome
-from missbench.engine.train import train_step
+from missbench.engine.train import make_optimizer, train_step
 
 #: GPU memory (MiB) beyond this run's own that counts as held by others, when NVML cannot count processes.
 CONTEXT_ALLOWANCE_MIB = 1536.0
@@ -88,8 +88,9 @@ def shared_device(before: dict[str, Any], after: dict[str, Any], own_threads: in
 
     CPU: the load of others (the load before the run, or after it less this run's threads) plus this
     run's threads exceeds the cores. GPU: another process is on it (NVML counts more than one), or,
-    where NVML cannot count, more memory is in use than this process's allocator and its own CUDA
-    context (up to `CONTEXT_ALLOWANCE_MIB`) explain.
+    where NVML cannot count (no NVML, or one that does not see even this run's process, as in some
+    containers), more memory is in use than this process's allocator and its own CUDA context (up to
+    `CONTEXT_ALLOWANCE_MIB`) explain.
     """
     others = max(before["loadavg_1min"], after["loadavg_1min"] - own_threads)
     if others + own_threads > before["cores"]:
@@ -97,7 +98,7 @@ def shared_device(before: dict[str, Any], after: dict[str, Any], own_threads: in
     processes = [r.get("gpu_processes") for r in (before, after) if "gpu_processes" in r]
     if any(n is not None and n > 1 for n in processes):
         return True
-    counted = any(n is not None for n in processes)
+    counted = any(processes)  # None or 0: NVML could not see this run's own process
     unexplained = max(before.get("gpu_mib_unexplained", 0.0) or 0.0, after.get("gpu_mib_unexplained", 0.0) or 0.0)
     return not counted and unexplained > CONTEXT_ALLOWANCE_MIB
 
@@ -148,7 +149,7 @@ def time_training(ctx: Context, counts: dict[str, int]) -> tuple[list[float], fl
     total = counts["warmup"] + counts["iterations"]
     stream = BatchStream(lambda k: draw_batch(batches, k, None, cfg, 0, gen, spec.budget.batch, method.n_modalities),
                          SamplingRNG(rng, gen), exe, total)
-    optimizer = cfg.make_optimizer(p for p in method.parameters() if p.requires_grad)
+    optimizer = make_optimizer(method, cfg, exe)
     timed, phases = timer(exe.torch_device), ctx.timers["train"] if exe.profile else PhaseTimer()
     method.train()
     times, waited, wall = [], 0.0, 0.0

@@ -3,7 +3,8 @@ drawn ahead in a background thread, in the same order), modality dropping, the m
 selection and checkpoints (missbench/engine/checkpoint.py: a rerun resumes with the numbers an
 uninterrupted run gives).
 
-`train_step` is the one training step: the timing protocol times exactly this function.
+`train_step` is the one training step and `make_optimizer` its optimiser: the timing protocol times
+exactly these.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Inputs, y: t
     return out, loss
 
 
+def make_optimizer(method: Method, cfg: TrainingDefaults, exe: Execution) -> torch.optim.Optimizer:
+    """The method's optimiser over its trainable parameters, fused if the execution says so."""
+    return cfg.make_optimizer((p for p in method.parameters() if p.requires_grad), fused=exe.fused_optimizer)
+
+
 def fit_stage(method: Method, index: int, batches: Batches, every: torch.Tensor, exe: Execution) -> None:
     """The method's stage ``index`` on the stage data, harness-zeroed, in eval mode without gradients."""
     def stage_batches() -> Any:
@@ -82,7 +88,7 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     """
     budget, total, m = spec.budget, spec.budget.iterations, method.n_modalities
     timer = timer or PhaseTimer()
-    optimizer = cfg.make_optimizer(p for p in method.parameters() if p.requires_grad)
+    optimizer = make_optimizer(method, cfg, exe)
     rng, gen = np.random.default_rng(spec.derived_seed), torch.Generator().manual_seed(spec.derived_seed)
     fixed = parse_subset(spec.train_subset, method.modalities).mask if spec.train_subset else None
     batches = task.batches(data, budget.batch, budget.patch, rng, spec.derived_seed, masks)
