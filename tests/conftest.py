@@ -221,3 +221,29 @@ def direct_poe(mu, var, kept):
     """mu = Σ mu_i/var_i / (1 + Σ 1/var_i), var = 1 / (1 + Σ 1/var_i) over the kept experts and the N(0, 1) prior."""
     precision = 1 + sum(1 / var[i] for i in kept)
     return sum(mu[i] / var[i] for i in kept) / precision, 1 / precision
+
+
+#: Packages a GPU host may lack (submitit: the local and SLURM executors; nibabel: NIfTI files; medpy: the
+#: reference scoring path), which the run path must not need.
+OPTIONAL_PACKAGES = ("submitit", "nibabel", "medpy")
+
+
+def without_optional_packages(code: str, *args: str, timeout: float = 600):
+    """Run Python ``code`` with ``args`` in a subprocess (the repository root first on sys.path) where importing
+    any of `OPTIONAL_PACKAGES` fails; ``attempted`` (a list in the code's namespace) names each import tried."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prelude = f"""
+import importlib.abc, sys
+attempted = []
+class _Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {OPTIONAL_PACKAGES!r}:
+            attempted.append(name)
+            raise ImportError(f"No module named {{name!r}} (not installed on this host)")
+sys.meta_path.insert(0, _Missing())
+"""
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=timeout)
