@@ -91,3 +91,26 @@ def test_cuda_graphs_compile_in_reduce_overhead_mode(monkeypatch, default_flags)
     assert calls == [{"backend": "inductor"}, {"backend": "inductor", "mode": "reduce-overhead"}]
     with pytest.raises(ValueError, match="--compile"):
         Execution(device="cuda", compile="eager", cuda_graphs=True)
+
+
+def test_a_compiled_forward_that_reads_its_iteration_does_not_recompile_every_iteration():
+    """RFNet reads its iteration in forward (the fusion start): as a constant it recompiled at every iteration
+    until dynamo's limit, then ran eagerly, so a compiled timing measured recompilation."""
+    from torch._dynamo.utils import counters
+
+    class Staged(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.step, self.total_steps = torch.nn.Linear(4, 4), 0, 20
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) * (0.0 if self.step < 0.5 * self.total_steps else 1.0)
+
+    torch._dynamo.reset()
+    counters.clear()
+    module = Execution(compile="eager").place(Staged(), volumes=False)
+    for step in range(20):
+        module.step = step
+        module(torch.ones(2, 4))
+    assert counters["stats"]["unique_graphs"] <= 3  # the first call, then symbolic, then the branch flip
+    torch._dynamo.reset()

@@ -110,6 +110,10 @@ class Execution:
         fmt = torch.channels_last_3d if self.channels_last and volumes else torch.contiguous_format
         module.to(self.torch_device, memory_format=fmt)
         if self.compile:
+            # Methods read their iteration (`Method.set_step`) in forward; as a constant it would recompile the
+            # forward at every iteration until dynamo's recompile limit, then run it eagerly. As a symbolic
+            # integer it costs a recompile only where a branch on it flips (RFNet's fusion start).
+            torch._dynamo.config.allow_unspec_int_on_nn_module = True
             mode = {"mode": "reduce-overhead"} if self.cuda_graphs else {}
             module.compile(backend=self.compile, **mode)  # forward only; state-dict keys stay as they are
         return module
