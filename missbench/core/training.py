@@ -69,11 +69,11 @@ class TrainingDefaults:
     def make_optimizer(self, params: Iterable[torch.nn.Parameter], fused: bool = False) -> torch.optim.Optimizer:
         """The optimiser over ``params`` (the trainable ones); ``fused``: PyTorch's fused kernel, one launch
         for all parameters (PyTorch refuses a device it has none for), else its default implementation."""
-        kernel = fused or None  # None: PyTorch's default (foreach on CUDA, a loop on the CPU)
+        kernel = {"fused": True} if fused else {}  # else PyTorch's default (foreach on CUDA, a loop on the CPU)
         if self.optimizer == "sgd":
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay,
-                                   fused=kernel)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, amsgrad=self.amsgrad, fused=kernel)
+                                   **kernel)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, amsgrad=self.amsgrad, **kernel)
 
 
 #: ShaSpec's training (paper §4.2, run.sh): SGD Nesterov 0.99, lr 1e-2, no weight decay, cosine, kept
