@@ -33,9 +33,8 @@ import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import nibabel as nib
 import numpy as np
 
 from missbench.realdata import cache
@@ -43,6 +42,9 @@ from missbench.core.dataset import Case, Dataset
 from missbench.core.params import Between, OneOf, Rule
 from missbench.realdata.splits import SplitError, read_split
 from missbench.store.run_folder import write_atomic
+
+if TYPE_CHECKING:  # nibabel reads and writes NIfTI only: a host that trains from the prepared cache needs none
+    import nibabel as nib
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 #: File suffix of each modality (and of the label map) in the official layout.
@@ -108,6 +110,8 @@ def scan(root: Path, labelled: bool) -> tuple[dict[str, CaseFiles], dict[str, li
 
 
 def _load_header(case: CaseFiles, key: str) -> nib.Nifti1Image:
+    import nibabel as nib
+
     path = case.files[key]
     try:
         img = nib.load(path)
@@ -371,6 +375,8 @@ class Brats2018(Dataset):
     def write_label_map(self, case: Case, labels: np.ndarray, path: Path) -> None:
         """Save a label map of ``case`` (cached grid, D x H x W) as NIfTI in the original grid: pasted
         into the crop box of a zero volume of the original shape, with the original affine and header."""
+        import nibabel as nib
+
         _, meta = cache.read_case(self.cache_folder, case.case_id)
         box = [slice(a, b) for a, b in meta["crop_box"]]
         labels = np.asarray(labels, dtype=np.uint8).transpose(1, 2, 0)

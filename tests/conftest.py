@@ -106,32 +106,35 @@ def smoke_spec(method: str):
     return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
 
 
-def run_killed_then_resumed(spec, tmp_path, monkeypatch):
+def run_killed_then_resumed(spec, tmp_path, monkeypatch, exe=None, checkpoint: int = 2):
     """Run ``spec`` uninterrupted into tmp_path/a; into tmp_path/b, kill it after the checkpoint at
-    iteration 2 (checking what the kill left), then rerun it. Returns the two run folders."""
+    iteration ``checkpoint`` (checking what the kill left), then rerun it. Returns the two run folders.
+
+    The kill comes at the start of iteration ``checkpoint``, once its batch is drawn: with prefetching (the
+    default ``exe``), the generators are a batch further on by then, and already were when the checkpoint
+    was written, which must record them as they were before that batch."""
     import pytest
 
-    from missbench.engine.run import run
     from missbench.core.execution import Execution
-    from missbench.core.tasks.segmentation import PatchSampler
+    from missbench.core.method import Method
+    from missbench.engine.run import run
 
-    exe = Execution(progress=False)
+    exe = exe or Execution(progress=False)
     assert run(spec, tmp_path / "a", exe) == "done"
-    original, calls = PatchSampler.sample, {"n": 0}
+    original = Method.set_step
 
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 3:  # after the checkpoint at iteration 2
+    def dying(self, step, total):
+        if step == checkpoint:
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, step, total)
 
-    monkeypatch.setattr(PatchSampler, "sample", dying)
+    monkeypatch.setattr(Method, "set_step", dying)
     with pytest.raises(KeyboardInterrupt):
         run(spec, tmp_path / "b", exe)
     killed = tmp_path / "b" / spec.run_id
     assert (killed / "checkpoint.pt").exists() and not (killed / "DONE").exists()
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == 2
-    monkeypatch.setattr(PatchSampler, "sample", original)
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == checkpoint
+    monkeypatch.setattr(Method, "set_step", original)
     assert run(spec, tmp_path / "b", exe) == "done"
     return tmp_path / "a" / spec.run_id, killed
 
@@ -218,3 +221,29 @@ def direct_poe(mu, var, kept):
     """mu = Σ mu_i/var_i / (1 + Σ 1/var_i), var = 1 / (1 + Σ 1/var_i) over the kept experts and the N(0, 1) prior."""
     precision = 1 + sum(1 / var[i] for i in kept)
     return sum(mu[i] / var[i] for i in kept) / precision, 1 / precision
+
+
+#: Packages a GPU host may lack (submitit: the local and SLURM executors; nibabel: NIfTI files; medpy: the
+#: reference scoring path), which the run path must not need.
+OPTIONAL_PACKAGES = ("submitit", "nibabel", "medpy")
+
+
+def without_optional_packages(code: str, *args: str, timeout: float = 600):
+    """Run Python ``code`` with ``args`` in a subprocess (the repository root first on sys.path) where importing
+    any of `OPTIONAL_PACKAGES` fails; ``attempted`` (a list in the code's namespace) names each import tried."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    prelude = f"""
+import importlib.abc, sys
+attempted = []
+class _Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {OPTIONAL_PACKAGES!r}:
+            attempted.append(name)
+            raise ImportError(f"No module named {{name!r}} (not installed on this host)")
+sys.meta_path.insert(0, _Missing())
+"""
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=timeout)

@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import smoke_spec
 from missbench.cli import main
@@ -20,7 +21,7 @@ def test_profile_breaks_training_and_evaluation_into_phases(tmp_path):
     run_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("shaspec_"))
     profile = json.loads((run_dir / "profile.json").read_text())
     train, evaluate = profile["train"], profile["evaluate"]
-    assert {"data", "forward", "backward", "optimiser", "checkpoint", "other"} <= set(train)
+    assert {"data_wait", "forward", "backward", "optimiser", "checkpoint", "other"} <= set(train)
     assert train["forward"]["calls"] == train["backward"]["calls"] == 4  # the smoke budget's iterations
     assert {"encode", "decode", "metric", "other"} <= set(evaluate)  # ShaSpec shares its encoders across subsets
     for part in (train, evaluate):
@@ -56,3 +57,60 @@ def test_bf16_autocast_runs_and_is_recorded(tmp_path):
 def test_amp_auto_is_off_on_cpu():
     assert resolve_amp("auto", "cpu") == "off"
     assert resolve_amp("bf16", "cpu") == "bf16"
+
+
+@pytest.fixture
+def default_flags():
+    """Put the process-wide backend flags back to the default execution's after a test that changes them."""
+    yield
+    Execution().configure()
+
+
+def test_gpu_step_flags_reach_meta_json(tmp_path, default_flags):
+    assert main([*SMOKE, "--methods", "zero_fill", "--threads", "1", "--out", str(tmp_path), "--tf32", "--fused-optimizer",
+                 "--deterministic", "--no-prefetch"]) == 0
+    run_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("zero_fill"))
+    execution = json.loads((run_dir / "meta.json").read_text())["execution"]
+    assert {k: execution[k] for k in ("tf32", "fused_optimizer", "deterministic", "prefetch", "cudnn_benchmark", "cuda_graphs")} == {
+        "tf32": True, "fused_optimizer": True, "deterministic": True, "prefetch": False, "cudnn_benchmark": False, "cuda_graphs": False}
+
+
+def test_configure_sets_every_flag_on_or_off(default_flags):
+    Execution(tf32=True, cudnn_benchmark=True).configure()
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark
+    Execution().configure()  # IEEE float32 on CUDA, no autotuning: an earlier run's flags do not carry over
+    assert not (torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32 or torch.backends.cudnn.benchmark)
+
+
+def test_cuda_graphs_compile_in_reduce_overhead_mode(monkeypatch, default_flags):
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *args, **kwargs: self)  # no GPU here
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kwargs: calls.append(kwargs))
+    for graphs in (False, True):
+        Execution(device="cuda", compile="inductor", cuda_graphs=graphs).place(torch.nn.Conv3d(1, 1, 1), volumes=True)
+    assert calls == [{"backend": "inductor"}, {"backend": "inductor", "mode": "reduce-overhead"}]
+    with pytest.raises(ValueError, match="--compile"):
+        Execution(device="cuda", compile="eager", cuda_graphs=True)
+
+
+def test_a_compiled_forward_that_reads_its_iteration_does_not_recompile_every_iteration():
+    """RFNet reads its iteration in forward (the fusion start): as a constant it recompiled at every iteration
+    until dynamo's limit, then ran eagerly, so a compiled timing measured recompilation."""
+    from torch._dynamo.utils import counters
+
+    class Staged(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.step, self.total_steps = torch.nn.Linear(4, 4), 0, 20
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(x) * (0.0 if self.step < 0.5 * self.total_steps else 1.0)
+
+    torch._dynamo.reset()
+    counters.clear()
+    module = Execution(compile="eager").place(Staged(), volumes=False)
+    for step in range(20):
+        module.step = step
+        module(torch.ones(2, 4))
+    assert counters["stats"]["unique_graphs"] <= 3  # the first call, then symbolic, then the branch flip
+    torch._dynamo.reset()

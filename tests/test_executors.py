@@ -24,7 +24,7 @@ from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.core.execution import Execution
 from missbench.store.run_folder import load_rows
 from missbench.store.sweep import record_jobs, states
-from missbench.core.tasks.segmentation import PatchSampler
+from missbench.core.method import Method
 
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress", "--threads", "1"]
 #: ShaSpec with a DAO weight of 1e30 passes every check up front; its loss overflows at its second training step.
@@ -202,16 +202,16 @@ def test_checkpoint_saves_the_live_state_and_the_resumed_run_has_the_same_number
     spec = smoke_spec("zero_fill")  # 4 iterations, periodic checkpoints at 2 and 4
     task = RunTask(tmp_path / "a", Execution(progress=False), force=True)
     assert task(spec) == "done"
-    original, calls, resubmitted = PatchSampler.sample, {"n": 0}, []
+    original, resubmitted = Method.set_step, []
 
-    def preempted(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 4:  # during iteration 3, past the periodic checkpoint at 2
+    def preempted(self, step, total):
+        # in the main thread, as a signal handler runs: iteration 3 has its batch, past the periodic checkpoint at 2
+        if step == 3:
             resubmitted.append(RunTask(tmp_path / "b", Execution(progress=False), force=True).checkpoint(spec))
             raise KeyboardInterrupt
-        return original(self, batch)
+        return original(self, step, total)
 
-    monkeypatch.setattr(PatchSampler, "sample", preempted)
+    monkeypatch.setattr(Method, "set_step", preempted)
     with pytest.raises(KeyboardInterrupt):
         RunTask(tmp_path / "b", Execution(progress=False), force=True)(spec)
     run_dir = tmp_path / "b" / spec.run_id
@@ -219,7 +219,7 @@ def test_checkpoint_saves_the_live_state_and_the_resumed_run_has_the_same_number
     assert not (run_dir / "FAILED").exists()
     again = resubmitted[0]
     assert again.function.force is False and again.args == (spec,)
-    monkeypatch.setattr(PatchSampler, "sample", original)
+    monkeypatch.setattr(Method, "set_step", original)
     assert again.function(*again.args) == "done"
     assert "resumed from" in (run_dir / "log.txt").read_text() and "at iteration 3" in (run_dir / "log.txt").read_text()
     pd.testing.assert_frame_equal(load_rows(tmp_path / "a"), load_rows(tmp_path / "b"))

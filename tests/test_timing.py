@@ -58,6 +58,7 @@ def test_timing_meta_records_counts_timer_load_and_the_flag(timing_store):
     assert {k: t[k] for k in COUNTS} == COUNTS
     assert t["timer"] == "perf_counter" and isinstance(t["shared_device"], bool)
     assert {"loadavg_1min", "cores"} <= set(t["load_before"]) and t["train_s_per_iter_median"] > 0
+    assert 0 <= t["data_wait_share"] < 1  # the loop's wait for its batches over the timed iterations' wall time
 
 
 def test_counts_are_part_of_the_run_id(tmp_path):
@@ -98,6 +99,26 @@ def test_a_run_alone_on_a_gpu_is_not_flagged_for_its_own_cuda_context():
     assert shared_device(idle | {"gpu_mib_unexplained": 6000.0, "gpu_processes": None}, idle, own_threads=1)
 
 
+def test_nvml_that_sees_no_process_cannot_count():
+    """A container's NVML may list no process at all, not even this run's: then the memory rule decides."""
+    idle = {"loadavg_1min": 0.1, "cores": 16.0}
+    assert shared_device(idle | {"gpu_mib_unexplained": 6000.0, "gpu_processes": 0}, idle, own_threads=1)
+    assert not shared_device(idle | {"gpu_mib_unexplained": 770.0, "gpu_processes": 0}, idle, own_threads=1)
+
+
+def test_a_timing_sweep_through_bench_py_exits_0_with_the_timing_table(tmp_path):
+    """The H200 run: `bench.py --protocol timing` finished every run, then exited 1 printing an (empty) Dice summary."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "bench.py", "--protocol", str(tiny_timing_protocol(tmp_path)), "--budget", "smoke",
+                          "--methods", "zero_fill", "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(tmp_path / "s")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    header = next(line for line in out.stdout.splitlines() if line.startswith("method "))
+    assert "train s/iter" in header and "infer s/case" in header and "train peak MiB" in header
+    assert "zero_fill" in out.stdout and "Dice" not in out.stdout and "Traceback" not in out.stderr
+
+
 def test_timing_protocol_needs_its_counts(tmp_path):
     bad = tmp_path / "t.yaml"
     bad.write_text(f"inherit: {registry.protocol_path('non_dedicated')}\nmode: timing\n")
@@ -124,3 +145,55 @@ def test_timing_table_from_the_store(timing_store, tmp_path):
     assert table.loc["zero_fill", "train peak MiB"] == pytest.approx(mem[mem.region == "train"].value.iloc[0], abs=1e-3)
     assert table.loc["zero_fill", "infer peak MiB"] == pytest.approx(mem[mem.region == "infer"].value.iloc[0], abs=1e-3)
     assert pd.isna(table.loc["zero_fill", "lifetime peak MiB"])
+
+
+def test_the_timed_step_runs_under_every_execution_option(tmp_path, monkeypatch):
+    """The H200 run: timing applied neither --amp bf16 nor --compile to training (bf16's step equalled fp32's).
+    The timed step must train the method the run skeleton placed and compiled, on inputs in its memory
+    format, under its autocast, with its optimiser and backend flags."""
+    import torch
+
+    from missbench.core.execution import Execution
+    from missbench.engine import timing
+    from missbench.engine.run import run
+
+    compiled, seen = [], []
+    compile_module = torch.nn.Module.compile
+
+    def spy_compile(self, *args, **kwargs):
+        compiled.append(self)
+        return compile_module(self, *args, **kwargs)
+
+    step = timing.train_step
+
+    def spy_step(method, optimizer, x, y, available, exe, phases, before_update=None):
+        inside = {}
+        handle = method.register_forward_pre_hook(lambda m, args: inside.update(autocast=torch.get_autocast_dtype("cpu")
+                                                                                if torch.is_autocast_enabled("cpu") else None))
+        try:
+            out = step(method, optimizer, x, y, available, exe, phases, before_update)
+        finally:
+            handle.remove()
+        convs = [m.weight for m in method.modules() if isinstance(m, torch.nn.Conv3d)]
+        seen.append({**inside, "compiled": any(m is method for m in compiled), "fused": optimizer.defaults["fused"],
+                     "channels_last": x.is_contiguous(memory_format=torch.channels_last_3d)
+                     and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in convs),
+                     "deterministic": torch.are_deterministic_algorithms_enabled(),
+                     "tf32": torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32})
+        return out
+
+    monkeypatch.setattr(torch.nn.Module, "compile", spy_compile)
+    monkeypatch.setattr(timing, "train_step", spy_step)
+    # 32^3 patches: at 16^3 zero_fill's deepest 3x3x3 convolution sees 2^3 voxels, where torch 2.13's CPU bf16
+    # convolution backward returns NaN weight gradients in about 2% of calls (AMD EPYC with avx512_bf16).
+    path = tiny_timing_protocol(tmp_path)
+    path.write_text(path.read_text() + "budgets: {smoke: {patch: 32, dataset: {size: 32}}}\n")
+    spec = load_protocol(path).expand(["zero_fill"], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
+    exe = Execution(progress=False, amp="bf16", compile="eager", tf32=True, fused_optimizer=True, deterministic=True)
+    try:
+        assert run(spec, tmp_path / "s", exe) == "done"
+    finally:
+        Execution().configure()
+    assert len(seen) == COUNTS["warmup"] + COUNTS["iterations"]
+    assert all(s == {"autocast": torch.bfloat16, "compiled": True, "fused": True, "channels_last": True, "deterministic": True,
+                     "tf32": True} for s in seen), seen[0]

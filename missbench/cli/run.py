@@ -49,7 +49,16 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
                    help="wrap each method's forward in torch.compile (backend default inductor)")
     p.add_argument("--profile", action="store_true",
-                   help="time data, forward, backward, optimiser, encode, decode and metric phases into each run's profile.json")
+                   help="time data wait, forward, backward, optimiser, encode, decode and metric phases into each run's profile.json")
+    g = p.add_argument_group("GPU training step (README: Speed, memory and devices); recorded in meta.json, off by default")
+    g.add_argument("--tf32", action="store_true", help="float32 matmuls and convolutions on TF32 tensor cores (default: IEEE float32)")
+    g.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN times its convolution algorithms per input shape and keeps the fastest")
+    g.add_argument("--fused-optimizer", action="store_true", help="the optimiser's fused kernel (Adam/SGD fused=True)")
+    g.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the compiled step as CUDA graphs (torch.compile mode reduce-overhead; needs --compile on CUDA)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only (torch, cuDNN, cuBLAS workspace): bit-identical reruns on one GPU")
+    g.add_argument("--no-prefetch", action="store_true", help="draw each training batch when it is needed, not during the previous step")
     x = p.add_argument_group("execution (README: Running on a cluster)")
     x.add_argument("--executor", choices=EXECUTORS, default="inline",
                    help="inline: in this process; local: submitit subprocesses; slurm: submitit array jobs")
@@ -108,8 +117,13 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
     opts = execution_options(args, protocol, methods)
     set_threads(args.threads)
-    exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
-                    compile=args.compile, profile=args.profile)
+    try:
+        exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
+                        compile=args.compile, profile=args.profile, tf32=args.tf32, cudnn_benchmark=args.cudnn_benchmark,
+                        fused_optimizer=args.fused_optimizer, cuda_graphs=args.cuda_graphs, deterministic=args.deterministic,
+                        prefetch=not args.no_prefetch)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     todo, left = plan(specs, sweep, opts, exe)
     for run_id, state in left.items():
         print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(

@@ -1,9 +1,13 @@
-"""How a run executes: device, memory format, mixed precision, compilation, profiling.
+"""How a run executes: device, memory format, precision, compilation, kernel choice, batch prefetching,
+determinism, profiling.
 
 These options change speed, not the experiment: they are recorded in meta.json but are not part of
-the run id (channels-last and compilation reorder float sums; ``amp`` rounds activations to
-bfloat16, so it is off unless asked for, and recorded with every run). The phase timer behind
-``--profile`` lives here too: tasks and the trainer time their phases with it.
+the run id. Those that change rounding are off unless asked for: ``amp`` rounds activations to
+bfloat16, ``tf32`` rounds float32 matmul and convolution inputs to 10 mantissa bits on CUDA, fused
+optimisers and compilation reorder float sums. Off, float32 is IEEE float32 on every device (PyTorch
+itself lets cuDNN convolutions use TF32; MissBench does not unless ``tf32``), so the fp32 default
+gives the same kind of numbers on every GPU generation. Prefetching and channels-last change no number.
+The phase timer behind ``--profile`` lives here too: tasks and the trainer time their phases with it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,17 @@ from missbench.core.params import Between, OneOf, ParamError, Rule, check_params
 
 _NULL = contextlib.nullcontext()
 
+#: cuBLAS's workspace setting for reproducible results (CUDA >= 10.2; the cuBLAS docs' "Results reproducibility").
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
+
 
 @dataclass(frozen=True)
 class Execution:
-    """Where and how a run executes (``bench.py``'s execution flags)."""
+    """Where and how a run executes (``bench.py``'s execution flags).
+
+    One process runs one execution: `configure` sets process-wide backend flags (TF32, cuDNN,
+    determinism) from it, every flag on or off, so a run never inherits an earlier run's settings.
+    """
 
     device: str = "cpu"
     channels_last: bool = True
@@ -38,6 +49,29 @@ class Execution:
     compile: str | None = None
     #: Time the phases of training and evaluation into profile.json.
     profile: bool = False
+    #: CUDA: float32 matmuls and convolutions on TF32 tensor cores (off: IEEE float32).
+    tf32: bool = False
+    #: CUDA: cuDNN times the convolution algorithms for each new input shape and keeps the fastest.
+    cudnn_benchmark: bool = False
+    #: The optimiser's fused kernel (Adam / SGD ``fused=True``), on devices PyTorch has one for.
+    fused_optimizer: bool = False
+    #: CUDA: replay the compiled forward and backward as CUDA graphs (torch.compile mode "reduce-overhead",
+    #: which records one graph per input shape and runs code it cannot capture eagerly); needs compile="inductor".
+    cuda_graphs: bool = False
+    #: Deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN deterministic and not
+    #: autotuned, cuBLAS's fixed workspace): bit-identical reruns on one GPU, at some cost in speed.
+    deterministic: bool = False
+    #: Draw the next training batch in a background thread while the current step runs (same batches, same order).
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("off", "bf16"):
+            raise ValueError(f"amp {self.amp!r}; expected 'off' or 'bf16'")
+        if self.cuda_graphs and (self.compile != "inductor" or self.torch_device.type != "cuda"):
+            raise ValueError("CUDA graphs replay what inductor compiled on a GPU: pass --compile (inductor) and a CUDA --device")
+        if self.deterministic and self.cudnn_benchmark:
+            raise ValueError("cuDNN autotuning picks algorithms by timing them, which is not deterministic: "
+                             "pass --deterministic or --cudnn-benchmark, not both")
 
     def __post_init__(self) -> None:
         check_params("execution", asdict(self), EXECUTION_DEFAULTS, EXECUTION_RULES)
@@ -55,6 +89,24 @@ class Execution:
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
+    def configure(self) -> None:
+        """Set the process-wide flags this execution asks for, before the run's first kernel.
+
+        With ``deterministic``, CUBLAS_WORKSPACE_CONFIG is set (unless set already) before the first
+        cuBLAS call, which is when cuBLAS and PyTorch's determinism check read it.
+        """
+        if self.deterministic:
+            workspace = os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC[0])
+            if workspace not in CUBLAS_DETERMINISTIC:
+                raise ValueError(f"--deterministic needs CUBLAS_WORKSPACE_CONFIG in {CUBLAS_DETERMINISTIC}, "
+                                 f"not {workspace!r}; unset it or set one of those")
+        torch.use_deterministic_algorithms(self.deterministic)
+        torch.backends.cudnn.deterministic = self.deterministic
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        # The per-backend flags, not torch.set_float32_matmul_precision: that one also changes CPU matmuls.
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
+        torch.backends.cudnn.allow_tf32 = self.tf32
+
     def prepare(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
         """Move an input (or a list of per-modality inputs) to the device, 5-D ones in the chosen memory format."""
         if isinstance(x, list):
@@ -63,11 +115,18 @@ class Execution:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last and x.ndim == 5 else x
 
     def place(self, module: torch.nn.Module, volumes: bool) -> torch.nn.Module:
-        """Move ``module`` to the device; channels-last for 3-D convolutions (``volumes``) when chosen; compile it if asked."""
+        """Configure the process (`configure`), move ``module`` to the device, channels-last for 3-D
+        convolutions (``volumes``) when chosen, and compile it if asked."""
+        self.configure()
         fmt = torch.channels_last_3d if self.channels_last and volumes else torch.contiguous_format
         module.to(self.torch_device, memory_format=fmt)
         if self.compile:
-            module.compile(backend=self.compile)  # forward only; state-dict keys stay as they are
+            # Methods read their iteration (`Method.set_step`) in forward; as a constant it would recompile the
+            # forward at every iteration until dynamo's recompile limit, then run it eagerly. As a symbolic
+            # integer it costs a recompile only where a branch on it flips (RFNet's fusion start).
+            torch._dynamo.config.allow_unspec_int_on_nn_module = True
+            mode = {"mode": "reduce-overhead"} if self.cuda_graphs else {}
+            module.compile(backend=self.compile, **mode)  # forward only; state-dict keys stay as they are
         return module
 
 

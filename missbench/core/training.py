@@ -61,11 +61,14 @@ class TrainingDefaults:
             return (1 - t) ** 0.9
         return 1.0  # constant
 
-    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        """The optimiser over ``params`` (the trainable ones)."""
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter], fused: bool = False) -> torch.optim.Optimizer:
+        """The optimiser over ``params`` (the trainable ones); ``fused``: PyTorch's fused kernel, one launch
+        for all parameters (PyTorch refuses a device it has none for), else its default implementation."""
+        kernel = {"fused": True} if fused else {}  # else PyTorch's default (foreach on CUDA, a loop on the CPU)
         if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay)
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, amsgrad=self.amsgrad)
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov, weight_decay=self.weight_decay,
+                                   **kernel)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, amsgrad=self.amsgrad, **kernel)
 
 
 #: Each training setting's default (its type) and allowed values: what a protocol's ``training:`` block

@@ -1,6 +1,8 @@
 """Training checkpoints: the whole state at an iteration boundary (model, optimiser, step, every RNG,
 the method's stages, frozen parameters, model selection), written atomically into the run folder, and
-the live snapshot a preemption handler saves between periodic checkpoints.
+the live snapshot a preemption handler saves between periodic checkpoints. The batch generators' state
+comes from the `BatchStream` (as it was before the boundary's batch was drawn, even when a background
+thread has drawn it already).
 
 A resumed run gives the numbers an uninterrupted one gives. Parameters and optimiser change only in
 ``optimizer.step()``, so between the start of an iteration and that call, the live state plus the
@@ -15,10 +17,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 from missbench.core.method import Method
+from missbench.engine.batches import BatchStream
 from missbench.engine.selection import Selection
 from missbench.store.run_folder import RunFolder
 
@@ -31,9 +33,9 @@ _live: "Checkpointer | None" = None
 class Checkpointer:
     """Saves and restores one training's state in ``folder``."""
 
-    def __init__(self, folder: RunFolder, method: Method, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
-                 gen: torch.Generator, selection: Selection | None) -> None:
-        self.folder, self.method, self.optimizer, self.rng, self.gen, self.selection = folder, method, optimizer, rng, gen, selection
+    def __init__(self, folder: RunFolder, method: Method, optimizer: torch.optim.Optimizer, batches: BatchStream,
+                 selection: Selection | None) -> None:
+        self.folder, self.method, self.optimizer, self.batches, self.selection = folder, method, optimizer, batches, selection
         self.buffer_names = set(method.state_dict()) - {n for n, _ in method.named_parameters()}
         self.boundary: dict[str, Any] = {}
 
@@ -44,8 +46,7 @@ class Checkpointer:
             return 0, 0
         self.method.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.bit_generator.state = state["numpy_rng"]
-        self.gen.set_state(state["torch_rng"])
+        self.batches.set_rng_state({k: state[k] for k in ("numpy_rng", "torch_rng")})
         torch.set_rng_state(state["torch_global_rng"])
         frozen = set(state["frozen"])
         for name, p in self.method.named_parameters():
@@ -60,7 +61,7 @@ class Checkpointer:
         """Write the current state; ``captured`` replaces parts taken at the iteration boundary."""
         self.folder.save_checkpoint({
             "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": step,
-            "numpy_rng": self.rng.bit_generator.state, "torch_rng": self.gen.get_state(), "torch_global_rng": torch.get_rng_state(),
+            **self.batches.rng_state(), "torch_global_rng": torch.get_rng_state(),
             "stages_done": stages_done, "frozen": [n for n, p in self.method.named_parameters() if not p.requires_grad],
             "selection": self.selection.state() if self.selection is not None else None,
         } | captured)
@@ -68,8 +69,8 @@ class Checkpointer:
     def mark(self, step: int, stages_done: int) -> None:
         """Snapshot what changes before the optimiser step: the start of iteration ``step``."""
         buffers = {k: v.clone() for k, v in self.method.state_dict().items() if k in self.buffer_names}
-        self.boundary = {"step": step, "stages_done": stages_done, "numpy_rng": self.rng.bit_generator.state,
-                         "torch_rng": self.gen.get_state(), "torch_global_rng": torch.get_rng_state(), "buffers": buffers}
+        self.boundary = {"step": step, "stages_done": stages_done, **self.batches.rng_state(),
+                         "torch_global_rng": torch.get_rng_state(), "buffers": buffers}
 
     def mid_update(self) -> None:
         """From here until the next `mark` the live state is mid-update and cannot be saved."""

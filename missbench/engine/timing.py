@@ -2,7 +2,9 @@
 iteration and an inference pass cost, per method, at the protocol's batch and patch on the chosen device.
 
 One method at a time: ``warmup`` untimed then ``iterations`` timed training iterations (the trainer's
-own `train_step`, so every execution option applies; sampling the batch is not timed), then
+own `train_step`, optimiser and batch stream on the method the run skeleton placed and compiled, so
+every execution option applies; taking the batch is not timed, but its wait is: meta.json's timing
+``data_wait_share``), then
 ``inference_warmup`` untimed and ``inference_passes`` timed inference passes (the task's: sliding-window
 prediction of one test case, or one batch of test samples, with every modality). Each timed region is
 bracketed by device synchronisation: CUDA events on a GPU, ``time.perf_counter`` on a CPU
@@ -28,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from missbench.core.availability import draw_available, zero_inputs
 from missbench.core.execution import PhaseTimer
 from missbench.core.method import count_parameters
 from missbench.core.subsets import Subset
+from missbench.engine.batches import BatchStream, SamplingRNG, draw_batch
 from missbench.engine.context import Context, Outcome
-from missbench.engine.train import train_step
+from missbench.engine.train import make_optimizer, train_step
 
 #: GPU memory (MiB) beyond this run's own that counts as held by others, when NVML cannot count processes.
 CONTEXT_ALLOWANCE_MIB = 1536.0
@@ -86,8 +88,9 @@ def shared_device(before: dict[str, Any], after: dict[str, Any], own_threads: in
 
     CPU: the load of others (the load before the run, or after it less this run's threads) plus this
     run's threads exceeds the cores. GPU: another process is on it (NVML counts more than one), or,
-    where NVML cannot count, more memory is in use than this process's allocator and its own CUDA
-    context (up to `CONTEXT_ALLOWANCE_MIB`) explain.
+    where NVML cannot count (no NVML, or one that does not see even this run's process, as in some
+    containers), more memory is in use than this process's allocator and its own CUDA context (up to
+    `CONTEXT_ALLOWANCE_MIB`) explain.
     """
     others = max(before["loadavg_1min"], after["loadavg_1min"] - own_threads)
     if others + own_threads > before["cores"]:
@@ -95,7 +98,7 @@ def shared_device(before: dict[str, Any], after: dict[str, Any], own_threads: in
     processes = [r.get("gpu_processes") for r in (before, after) if "gpu_processes" in r]
     if any(n is not None and n > 1 for n in processes):
         return True
-    counted = any(n is not None for n in processes)
+    counted = any(processes)  # None or 0: NVML could not see this run's own process
     unexplained = max(before.get("gpu_mib_unexplained", 0.0) or 0.0, after.get("gpu_mib_unexplained", 0.0) or 0.0)
     return not counted and unexplained > CONTEXT_ALLOWANCE_MIB
 
@@ -134,26 +137,33 @@ def phase_memory(device: torch.device, out: dict[str, Any]) -> Iterator[None]:
         out.update(kind="peak_process_rss_mib_lifetime", mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def time_training(ctx: Context, counts: dict[str, int]) -> list[float]:
-    """Seconds of each timed training iteration after the warm-up (batches sampled outside the timed region)."""
-    spec, method, task, exe = ctx.spec, ctx.method, ctx.task, ctx.exe
-    masks = ctx.masks["train"]
-    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch,
-                           np.random.default_rng(spec.derived_seed), spec.derived_seed, masks)
-    gen = torch.Generator().manual_seed(spec.derived_seed)
-    optimizer = ctx.cfg.make_optimizer(p for p in method.parameters() if p.requires_grad)
-    timed, total, idle = timer(exe.torch_device), counts["warmup"] + counts["iterations"], PhaseTimer()
+def time_training(ctx: Context, counts: dict[str, int]) -> tuple[list[float], float]:
+    """Seconds of each timed training iteration after the warm-up, and the data wait share of the timed
+    iterations: the time the loop waited for its batch (with prefetching, for the background thread
+    to finish drawing it; then the copy to the device) over their wall time. Batches come from the
+    trainer's `BatchStream` and are taken outside the timed region."""
+    spec, method, task, exe, cfg = ctx.spec, ctx.method, ctx.task, ctx.exe, ctx.cfg
+    rng, gen = np.random.default_rng(spec.derived_seed), torch.Generator().manual_seed(spec.derived_seed)
+    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, spec.derived_seed,
+                           ctx.masks["train"])
+    total = counts["warmup"] + counts["iterations"]
+    stream = BatchStream(lambda k: draw_batch(batches, k, None, cfg, 0, gen, spec.budget.batch, method.n_modalities),
+                         SamplingRNG(rng, gen), exe, total)
+    optimizer = make_optimizer(method, cfg, exe)
+    timed, phases = timer(exe.torch_device), ctx.timers["train"] if exe.profile else PhaseTimer()
     method.train()
-    times = []
-    for step in range(total):
-        x, y, drawn = batches.sample(step)
-        available = drawn if drawn is not None else draw_available(ctx.cfg.dropout, spec.budget.batch, method.n_modalities, gen)
-        x, y, available = exe.prepare(zero_inputs(x, available)), y.to(exe.device), available.to(exe.device)
-        method.set_step(step, total)
-        t = timed(lambda: train_step(method, optimizer, x, y, available, exe, ctx.timers["train"] if exe.profile else idle))
-        if step >= counts["warmup"]:
-            times.append(t)
-    return times
+    times, waited, wall = [], 0.0, 0.0
+    with stream.running(0):
+        for step in range(total):
+            t0 = time.perf_counter()
+            x, y, available = stream.take(step)
+            wait = time.perf_counter() - t0
+            method.set_step(step, total)
+            t = timed(lambda: train_step(method, optimizer, x, y, available, exe, phases))
+            if step >= counts["warmup"]:
+                times.append(t)
+                waited, wall = waited + wait, wall + time.perf_counter() - t0
+    return times, waited / wall if wall else 0.0
 
 
 def time_inference(ctx: Context, counts: dict[str, int]) -> list[float]:
@@ -173,7 +183,7 @@ def time_method(ctx: Context) -> Outcome:
     infer_mem: dict[str, Any] = {}
     t0 = time.perf_counter()
     with phase_memory(dev, train_mem):
-        train_times = time_training(ctx, counts)
+        train_times, data_wait_share = time_training(ctx, counts)
     t1 = time.perf_counter()
     with phase_memory(dev, infer_mem):
         infer_times = time_inference(ctx, counts)
@@ -191,6 +201,7 @@ def time_method(ctx: Context) -> Outcome:
     meta = {"timing": {**counts, "timer": "cuda events" if dev.type == "cuda" else "perf_counter",
                        "train_s_per_iter_median": float(np.median(train_times)) if train_times else None,
                        "infer_s_per_case_median": float(np.median(infer_times)) if infer_times else None,
+                       "data_wait_share": data_wait_share,
                        "memory": {"train": {train_mem["kind"]: train_mem["mib"]}, "infer": {infer_mem["kind"]: infer_mem["mib"]}},
                        "load_before": before, "load_after": after, "shared_device": shared}}
     return Outcome(rows, meta, {"train": t1 - t0, "evaluate": t2 - t1},

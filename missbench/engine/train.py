@@ -1,8 +1,10 @@
-"""Training: the method's optimiser and schedule over the task's batches, modality dropping, the
-method's stages, model selection and checkpoints (missbench/engine/checkpoint.py: a rerun resumes
-with the numbers an uninterrupted run gives).
+"""Training: the method's optimiser and schedule over the task's batches (missbench/engine/batches.py:
+drawn ahead in a background thread, in the same order), modality dropping, the method's stages, model
+selection and checkpoints (missbench/engine/checkpoint.py: a rerun resumes with the numbers an
+uninterrupted run gives).
 
-`train_step` is the one training step: the timing protocol times exactly this function.
+`train_step` is the one training step and `make_optimizer` its optimiser: the timing protocol times
+exactly these.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from missbench.core.availability import Inputs, draw_available, zero_inputs
+from missbench.core.availability import Inputs, zero_inputs
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.method import Method, Output
 from missbench.core.subsets import parse_subset
 from missbench.core.tasks import Task
 from missbench.core.tasks.base import Batches
 from missbench.core.training import TrainingDefaults
+from missbench.engine.batches import BatchStream, SamplingRNG, draw_batch
 from missbench.engine.checkpoint import Checkpointer
 from missbench.engine.selection import Selection
 from missbench.experiment.spec import RunSpec
@@ -57,19 +60,9 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Inputs, y: t
     return out, loss
 
 
-def next_batch(batches: Batches, step: int, fixed: tuple[bool, ...] | None, cfg: TrainingDefaults, warmup: int,
-               gen: torch.Generator, batch: int, n_modalities: int, exe: Execution) -> tuple[Inputs, torch.Tensor, torch.Tensor]:
-    """Iteration ``step``'s batch on the device, its availability (the data's masks, the fixed training subset,
-    every modality during the warm-up, else the dropping scheme) applied by zeroing."""
-    x, y, drawn = batches.sample(step)
-    if drawn is not None:
-        available = drawn
-    elif fixed is not None:
-        available = torch.tensor([fixed] * batch)
-    else:
-        available = draw_available("full" if step < warmup else cfg.dropout, batch, n_modalities, gen)
-    x = zero_inputs(x, available)
-    return exe.prepare(x), y.to(exe.device), available.to(exe.device)
+def make_optimizer(method: Method, cfg: TrainingDefaults, exe: Execution) -> torch.optim.Optimizer:
+    """The method's optimiser over its trainable parameters, fused if the execution says so."""
+    return cfg.make_optimizer((p for p in method.parameters() if p.requires_grad), fused=exe.fused_optimizer)
 
 
 def fit_stage(method: Method, index: int, batches: Batches, every: torch.Tensor, exe: Execution) -> None:
@@ -95,19 +88,20 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     """
     budget, total, m = spec.budget, spec.budget.iterations, method.n_modalities
     timer = timer or PhaseTimer()
-    optimizer = cfg.make_optimizer(p for p in method.parameters() if p.requires_grad)
+    optimizer = make_optimizer(method, cfg, exe)
     rng, gen = np.random.default_rng(spec.derived_seed), torch.Generator().manual_seed(spec.derived_seed)
-    checkpoints = Checkpointer(folder, method, optimizer, rng, gen, selection)
-    step, stages_done = checkpoints.restore(exe.torch_device)
-    stage_steps = method.stage_steps(total)
     fixed = parse_subset(spec.train_subset, method.modalities).mask if spec.train_subset else None
     batches = task.batches(data, budget.batch, budget.patch, rng, spec.derived_seed, masks)
-    every = torch.tensor([fixed or (True,) * m])
     warmup = int(round(cfg.warmup_fraction * total))
+    stream = BatchStream(lambda k: draw_batch(batches, k, fixed, cfg, warmup, gen, budget.batch, m), SamplingRNG(rng, gen), exe, total)
+    checkpoints = Checkpointer(folder, method, optimizer, stream, selection)
+    step, stages_done = checkpoints.restore(exe.torch_device)
+    stage_steps = method.stage_steps(total)
+    every = torch.tensor([fixed or (True,) * m])
     method.train()
     bar = tqdm(total=total, initial=step, desc=f"train {spec.method}", disable=not exe.progress, leave=False)
     last: dict[str, float] = {}
-    with checkpoints.live():
+    with checkpoints.live(), stream.running(step):
         while True:
             while stages_done < len(stage_steps) and stage_steps[stages_done] <= step:
                 checkpoints.mid_update()
@@ -120,8 +114,8 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
             checkpoints.mark(step, stages_done)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * cfg.lr_factor(step, total)
-            with timer.phase("data"):
-                x, y, available = next_batch(batches, step, fixed, cfg, warmup, gen, budget.batch, m, exe)
+            with timer.phase("data_wait"):
+                x, y, available = stream.take(step)
             method.set_step(step, total)
             out, loss = train_step(method, optimizer, x, y, available, exe, timer, before_update=checkpoints.mid_update)
             step += 1
