@@ -1,6 +1,7 @@
 """Execution options of #8: --profile writes a phase breakdown, --compile and --amp run and are recorded."""
 
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -47,7 +48,10 @@ def test_compiled_forward_gives_the_rows_of_the_eager_one(tmp_path):
 
 
 def test_bf16_autocast_runs_and_is_recorded(tmp_path):
+    # 32^3 patches: torch 2.13's CPU bf16 backward of a 3x3x3 convolution over a 2x2x2 input (zero_fill's
+    # deepest level at 16^3) sometimes returns NaN gradients on this machine's CPU.
     spec = smoke_spec("zero_fill")
+    spec = replace(spec, budget=replace(spec.budget, patch=(32, 32, 32)))
     assert run(spec, tmp_path, Execution(progress=False, amp="bf16")) == "done"
     rows = pd.read_parquet(tmp_path / spec.run_id / "rows.parquet")
     assert rows.value[rows.metric == "dice"].between(0, 1).all()

@@ -65,16 +65,12 @@ class Execution:
     prefetch: bool = True
 
     def __post_init__(self) -> None:
-        if self.amp not in ("off", "bf16"):
-            raise ValueError(f"amp {self.amp!r}; expected 'off' or 'bf16'")
+        check_params("execution", asdict(self), EXECUTION_DEFAULTS, EXECUTION_RULES)
         if self.cuda_graphs and (self.compile != "inductor" or self.torch_device.type != "cuda"):
             raise ValueError("CUDA graphs replay what inductor compiled on a GPU: pass --compile (inductor) and a CUDA --device")
         if self.deterministic and self.cudnn_benchmark:
             raise ValueError("cuDNN autotuning picks algorithms by timing them, which is not deterministic: "
                              "pass --deterministic or --cudnn-benchmark, not both")
-
-    def __post_init__(self) -> None:
-        check_params("execution", asdict(self), EXECUTION_DEFAULTS, EXECUTION_RULES)
 
     def matches(self, recorded: dict[str, Any]) -> bool:
         """Whether ``recorded`` (a failed attempt's execution options) equals these options, progress bars aside."""
