@@ -1,11 +1,24 @@
-"""Shared fixtures: the data set's modalities, the segmentation task, tiny inputs."""
+"""Shared fixtures: the data set's modalities, the segmentation task, tiny inputs.
+
+The tests use the checkout they live in: pyproject.toml puts it first on sys.path (``pythonpath``),
+so ``missbench`` is imported from here even when an editable install points at another checkout,
+and this file pins the benchmark root to it (``$MISSBENCH_ROOT``, which subprocesses inherit), so
+plugins and protocols come from here wherever pytest is started.
+"""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
+from pathlib import Path
 
-from missbench.core.tasks import get_task
+#: The checkout these tests belong to.
+CHECKOUT = Path(__file__).resolve().parent.parent
+os.environ["MISSBENCH_ROOT"] = str(CHECKOUT)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from missbench.core.tasks import get_task  # noqa: E402
 
 MODS = ("FLAIR", "T1", "T1c", "T2")
 

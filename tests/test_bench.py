@@ -8,13 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_killed_then_resumed, smoke_spec
+from conftest import CHECKOUT, run_killed_then_resumed, smoke_spec
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.experiment.protocol import load_protocol
 from missbench.store.run_folder import load_rows
 
-ROOT = registry.ROOT
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 
 
@@ -80,9 +79,9 @@ def test_unknown_names_get_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 def test_bench_script_exit_status_and_list():
-    bad = subprocess.run([sys.executable, "bench.py", "--methods", "nosuch"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "bench.py", "--methods", "nosuch"], cwd=CHECKOUT, capture_output=True, text=True)
     assert bad.returncode == 2 and "valid: " in bad.stderr and "shaspec" in bad.stderr
-    listing = subprocess.run([sys.executable, "bench.py", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run([sys.executable, "bench.py", "list"], cwd=CHECKOUT, capture_output=True, text=True, check=True).stdout
     assert "shaspec" in listing and "zero_fill" in listing and "brats_synthetic" in listing and "non_dedicated" in listing
 
 
@@ -94,7 +93,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, 
 
 def test_make_tables_writes_the_dice_table_from_the_store(smoke_sweep, tmp_path):
     out = subprocess.run([sys.executable, "analysis/make_tables.py", str(smoke_sweep), "--out", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                         cwd=CHECKOUT, capture_output=True, text=True, check=True).stdout
     assert "Avg" in out
     table = pd.read_csv(tmp_path / "dice_non_dedicated_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
     assert list(table.index) == [*proto_subsets(), "Avg"]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import smoke_spec
+from conftest import CHECKOUT, smoke_spec
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.executors import Options, plan
@@ -227,7 +227,7 @@ def test_checkpoint_saves_the_live_state_and_the_resumed_run_has_the_same_number
 
 def test_bench_status_runs_from_a_fresh_process(fake_sweep):
     sweep, _, _ = fake_sweep
-    out = subprocess.run([sys.executable, "bench.py", "status", str(sweep)], cwd=registry.ROOT, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "bench.py", "status", str(sweep)], cwd=CHECKOUT, capture_output=True, text=True)
     assert out.returncode == 1 and "failed" in out.stdout and "done" in out.stdout
 
 

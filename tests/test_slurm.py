@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import CHECKOUT
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.store.run_folder import load_rows
@@ -25,7 +26,6 @@ pytestmark = [
                        reason="no SLURM: sbatch is not on PATH (start a one-node cluster with scripts/slurm_local.sh up)"),
     pytest.mark.slow,
 ]
-ROOT = registry.ROOT
 #: One CPU per task and one torch thread on both paths, so the float sums (and rows) match.
 SLURM = ["--executor", "slurm", "--allow-dirty", "--resource", "cpus=1", "--resource", "time=00:30:00"]
 COMMON = ["--budget", "smoke", "--no-progress", "--threads", "1"]
@@ -34,7 +34,7 @@ KEY = ["run_id", "eval_subset", "case_id", "region", "metric"]
 
 def bench(*args: str) -> subprocess.CompletedProcess:
     """bench.py in a fresh process."""
-    return subprocess.run([sys.executable, "bench.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "bench.py", *args], cwd=CHECKOUT, capture_output=True, text=True, timeout=600)
 
 
 def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:

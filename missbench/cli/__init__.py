@@ -11,6 +11,7 @@ from missbench.executors import SubmissionError
 from missbench.experiment.protocol import ProtocolError
 from missbench.experiment.registry import UnknownName
 from missbench.experiment.resources import ResourceError
+from missbench.experiment.root import RootError
 from missbench.store.sweep import SweepError
 
 
@@ -36,6 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         from missbench.cli.run import run_command, run_parser
 
         return run_command(run_parser().parse_args(argv))
-    except (UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError) as e:
+    except (UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError, RootError) as e:
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from missbench.cli.args import root_option
 from missbench.core.method import count_parameters
 from missbench.core.tasks import get_task
 from missbench.experiment import registry
 from missbench.experiment.protocol import load_protocol
+from missbench.experiment.root import use_root
 
 
 def list_command(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench.py list", description="List registered methods, data sets and protocols.")
+    root_option(p)
     p.add_argument("--methods", action="store_true", help="methods only, with parameter counts")
     p.add_argument("--datasets", action="store_true")
     p.add_argument("--protocols", action="store_true")
     args = p.parse_args(argv)
+    use_root(args.root)
     every = not (args.methods or args.datasets or args.protocols)
     if every or args.methods:
         ds = registry.dataset_class("brats_synthetic")

@@ -9,17 +9,17 @@ from typing import Any
 
 import torch
 
-from missbench.cli.args import UsageError, key_values
+from missbench.cli.args import UsageError, key_values, root_option
 from missbench.cli.sweep import report
 from missbench.core.execution import Execution
 from missbench.core.tasks import get_task
 from missbench.executors import EXECUTORS, Options, execute, plan
 from missbench.experiment import registry
 from missbench.experiment.protocol import Protocol, load_protocol
-from missbench.experiment.registry import ROOT
 from missbench.experiment.resources import load_file as load_resources
 from missbench.experiment.resources import parse_flags as parse_resource_flags
 from missbench.experiment.resources import resolve as resolve_resources
+from missbench.experiment.root import root, use_root
 from missbench.experiment.spec import RunSpec
 from missbench.store import provenance
 from missbench.store.run_folder import RunFolder
@@ -27,6 +27,7 @@ from missbench.store.run_folder import RunFolder
 
 def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.py", description="Run a MissBench protocol. `bench.py list` lists methods, data sets and protocols.")
+    root_option(p)
     p.add_argument("--protocol", default="non_dedicated", help="protocol name (protocols/<name>.yaml) or path")
     p.add_argument("--methods", required=True, help="comma-separated method names")
     p.add_argument("--dataset", default=None, help="data set name (default: the protocol's, else brats_synthetic)")
@@ -68,6 +69,7 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    use_root(args.root)
     protocol = load_protocol(registry.protocol_path(args.protocol))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -95,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
     specs = protocol.expand(methods, dataset_cls, key_values(args.dataset_param, "--dataset-param"), args.budget, seeds,
                             method_params, key_values(args.training, "--training"))
     budget = specs[0].budget_name if specs else args.budget
-    sweep = args.out or ROOT / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
+    sweep = args.out or root() / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
     check_specs(specs)
     if args.dry_run:
         print(f"{len(specs)} runs into {sweep}:")
@@ -137,8 +139,8 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
         resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
     if args.jobs < 1 or args.array_parallelism < 1 or (args.max_array_size or 1) < 1:
         raise UsageError("--jobs, --array-parallelism and --max-array-size must be positive")
-    if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(ROOT)["git_dirty"]:
-        raise UsageError(f"{ROOT} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
+    if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(root())["git_dirty"]:
+        raise UsageError(f"{root()} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
                          "commit them or pass --allow-dirty (meta.json records the dirty flag)")
     return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
                    args.rerun_failed, args.threads,

@@ -27,7 +27,7 @@ from missbench.engine.context import Context, Outcome, context, mask_meta
 from missbench.engine.selection import Selection
 from missbench.engine.timing import time_method
 from missbench.engine.train import train
-from missbench.experiment import registry
+from missbench.experiment.root import root
 from missbench.experiment.spec import RunSpec
 from missbench.store import provenance
 from missbench.store.run_folder import RunFolder
@@ -100,7 +100,7 @@ def run_meta(spec: RunSpec, ctx: Context, outcome: Outcome) -> dict:
         "method_citation": type(ctx.method).citation, "parameters": count_parameters(ctx.method),
         "method_params_resolved": ctx.method.params, "derived_seed": spec.derived_seed, "data": ctx.dataset.run_meta(),
         **outcome.meta,
-        "execution": asdict(ctx.exe), "versions": provenance.versions(), **provenance.git_state(registry.ROOT),
+        "execution": asdict(ctx.exe), "versions": provenance.versions(), **provenance.git_state(root()),
         **provenance.device_info(dev), **provenance.scheduler_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -1,8 +1,10 @@
-"""Plugin discovery: one class per file in ``methods/`` and ``datasets/``, found by folder (as benchopt).
+"""Plugin discovery: one class per file in ``methods/`` and ``datasets/``, and the protocol files in
+``protocols/``, found by folder in the benchmark root (missbench/experiment/root.py), as benchopt.
 
 The folders are loaded by file path under the module names ``missbench.plugins.<kind>.<file>``;
 they are never put on ``sys.path``, so the repository's ``datasets/`` cannot shadow Hugging
-Face's ``datasets`` distribution (or any other) in site-packages.
+Face's ``datasets`` distribution (or any other) in site-packages. Nothing here imports torch until a
+plugin folder is read, so commands that need no plugin stay fast.
 """
 
 from __future__ import annotations
@@ -13,23 +15,32 @@ import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
 
-from missbench.core.dataset import Dataset
-from missbench.core.method import Method
+from missbench.experiment.root import root
 
-ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = {"methods": (ROOT / "methods", Method), "datasets": (ROOT / "datasets", Dataset)}
-PROTOCOLS = ROOT / "protocols"
+if TYPE_CHECKING:
+    from missbench.core.dataset import Dataset
+    from missbench.core.method import Method
 
 
 class UnknownName(ValueError):
     """A method, data set or protocol name that is not registered."""
 
 
+class Plugins(NamedTuple):
+    """One plugin folder, read: name -> class, name -> file, and the files that failed to import, with the error."""
+
+    classes: dict[str, type]
+    files: dict[str, Path]
+    broken: dict[str, str]
+
+
 def load_plugin(path: Path, kind: str) -> ModuleType:
-    """Import one plugin file under ``missbench.plugins.<kind>.<stem>``."""
+    """Import one plugin file under ``missbench.plugins.<kind>.<stem>`` (again when that name holds
+    another root's file of the same name)."""
     name = f"missbench.plugins.{kind}.{path.stem}"
-    if name in sys.modules:
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -43,37 +54,47 @@ def load_plugin(path: Path, kind: str) -> ModuleType:
     return module
 
 
-#: Plugin files that failed to import, with the error: reported when a name is not found.
-BROKEN: dict[str, str] = {}
+def _base(kind: str) -> type:
+    """The class every plugin of ``kind`` subclasses."""
+    from missbench.core.dataset import Dataset
+    from missbench.core.method import Method
+
+    return {"methods": Method, "datasets": Dataset}[kind]
 
 
 @cache
-def _registry(kind: str) -> dict[str, type]:
-    folder, base = FOLDERS[kind]
-    found: dict[str, type] = {}
+def _scan(folder: Path, kind: str) -> Plugins:
+    """Every plugin class of ``folder`` (read once per folder and process)."""
+    base = _base(kind)
+    plugins = Plugins({}, {}, {})
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
         try:
             module = load_plugin(path, kind)
         except Exception as e:  # one broken plugin must not take the others down
-            BROKEN[f"{kind}/{path.name}"] = f"{type(e).__name__}: {e}"
+            plugins.broken[f"{kind}/{path.name}"] = f"{type(e).__name__}: {e}"
             continue
         for obj in vars(module).values():
             if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and obj.__module__ == module.__name__:
-                if obj.name in found:
+                if obj.name in plugins.classes:
                     raise RuntimeError(f"{kind} name {obj.name!r} is defined twice ({path})")
-                found[obj.name] = obj
-    return found
+                plugins.classes[obj.name], plugins.files[obj.name] = obj, path
+    return plugins
+
+
+def plugins(kind: str) -> Plugins:
+    """The ``kind`` ("methods" or "datasets") plugins of the current root."""
+    return _scan(root() / kind, kind)
 
 
 def _get(kind: str, name: str) -> type:
-    reg = _registry(kind)
-    if name not in reg:
-        broken = [f"{f} ({err})" for f, err in BROKEN.items() if f.startswith(kind)]
+    found = plugins(kind)
+    if name not in found.classes:
+        broken = [f"{f} ({err})" for f, err in found.broken.items()]
         hint = f"; could not load: {'; '.join(broken)}" if broken else ""
-        raise UnknownName(f"unknown {kind[:-1]} {name!r}; valid: {', '.join(sorted(reg))}{hint}")
-    return reg[name]
+        raise UnknownName(f"unknown {kind[:-1]} {name!r}; valid: {', '.join(sorted(found.classes))}{hint}")
+    return found.classes[name]
 
 
 def method_class(name: str) -> type[Method]:
@@ -85,23 +106,23 @@ def dataset_class(name: str) -> type[Dataset]:
 
 
 def method_names() -> list[str]:
-    return sorted(_registry("methods"))
+    return sorted(plugins("methods").classes)
 
 
 def dataset_names() -> list[str]:
-    return sorted(_registry("datasets"))
+    return sorted(plugins("datasets").classes)
 
 
 def protocol_names() -> list[str]:
-    return sorted(p.stem for p in PROTOCOLS.glob("*.yaml"))
+    return sorted(p.stem for p in (root() / "protocols").glob("*.yaml"))
 
 
 def protocol_path(name: str) -> Path:
-    """A protocol given by name (protocols/<name>.yaml) or by path."""
+    """A protocol given by name (protocols/<name>.yaml in the root) or by path."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    candidate = PROTOCOLS / f"{name}.yaml"
+    candidate = root() / "protocols" / f"{name}.yaml"
     if not candidate.exists():
         raise UnknownName(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())} (or a path to a .yaml file)")
     return candidate
