@@ -25,6 +25,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sbatch") is None,
                        reason="no SLURM: sbatch is not on PATH (start a one-node cluster with scripts/slurm_local.sh up)"),
     pytest.mark.slow,
+    pytest.mark.slurm,
 ]
 #: One CPU per task and one torch thread on both paths, so the float sums (and rows) match.
 SLURM = ["--executor", "slurm", "--allow-dirty", "--resource", "cpus=1", "--resource", "time=00:30:00"]
