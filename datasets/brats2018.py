@@ -32,14 +32,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import nibabel as nib
 import numpy as np
 
 from missbench.realdata import cache
 from missbench.core.dataset import Case, Dataset
 from missbench.realdata.splits import SplitError, read_split
+
+if TYPE_CHECKING:  # nibabel is imported where files are read or written, so listing plugins does not pay for it
+    import nibabel as nib
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 #: File suffix of each modality (and of the label map) in the official layout.
@@ -105,6 +107,8 @@ def scan(root: Path, labelled: bool) -> tuple[dict[str, CaseFiles], dict[str, li
 
 
 def _load_header(case: CaseFiles, key: str) -> nib.Nifti1Image:
+    import nibabel as nib
+
     path = case.files[key]
     try:
         img = nib.load(path)
@@ -372,6 +376,8 @@ class Brats2018(Dataset):
     def write_label_map(self, case: Case, labels: np.ndarray, path: Path) -> None:
         """Save a label map of ``case`` (cached grid, D x H x W) as NIfTI in the original grid: pasted
         into the crop box of a zero volume of the original shape, with the original affine and header."""
+        import nibabel as nib
+
         _, meta = cache.read_case(self.cache_folder, case.case_id)
         box = [slice(a, b) for a, b in meta["crop_box"]]
         labels = np.asarray(labels, dtype=np.uint8).transpose(1, 2, 0)

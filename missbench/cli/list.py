@@ -5,11 +5,33 @@ from __future__ import annotations
 import argparse
 
 from missbench.cli.args import root_option
-from missbench.core.method import count_parameters
-from missbench.core.tasks import get_task
 from missbench.experiment import registry
-from missbench.experiment.protocol import load_protocol
 from missbench.experiment.root import use_root
+
+#: The data set whose modalities and task the parameter counts are for.
+COUNTED_ON = "brats_synthetic"
+
+
+def parameter_counts(cls: type, task: object, modalities: tuple[str, ...]) -> dict[str, int]:
+    """Trainable parameters with the paper's architecture ("paper") and on the harness's common blocks
+    ("common"), each architecture built once, on the meta device; {} when the method does not support the task.
+    A method without a ``backbone`` parameter has one architecture, counted in both columns."""
+    from missbench.core.method import count_on_meta
+
+    if "backbone" not in cls.defaults:
+        try:
+            n = count_on_meta(cls, task, modalities)
+        except ValueError:
+            return {}
+        return {"paper": n, "common": n}
+    rule = cls.constraints.get("backbone")
+    counts = {}
+    for backbone in rule.values if rule is not None else (cls.defaults["backbone"],):
+        try:
+            counts["common" if backbone == "common" else "paper"] = count_on_meta(cls, task, modalities, backbone=backbone)
+        except ValueError:
+            continue
+    return counts
 
 
 def list_command(argv: list[str]) -> int:
@@ -22,18 +44,15 @@ def list_command(argv: list[str]) -> int:
     use_root(args.root)
     every = not (args.methods or args.datasets or args.protocols)
     if every or args.methods:
-        ds = registry.dataset_class("brats_synthetic")
-        print("methods: parameters on brats_synthetic's modalities with the paper's architecture and with --backbone common")
+        from missbench.core.tasks import get_task
+
+        ds = registry.dataset_class(COUNTED_ON)
+        task = get_task(ds.task)
+        print(f"methods: parameters on {COUNTED_ON}'s modalities with the paper's architecture and with --backbone common")
         print(f"  {'name':<12} {'paper':>12} {'common':>12}  citation")
         for name in registry.method_names():
             cls = registry.method_class(name)
-            counts = {}
-            for backbone in ("paper", "official", "common"):
-                params = {"backbone": backbone} if "backbone" in cls.defaults else {}
-                try:
-                    counts.setdefault("common" if backbone == "common" else "paper", count_parameters(cls(get_task(ds.task), ds.modalities, **params)))
-                except ValueError:
-                    continue
+            counts = parameter_counts(cls, task, ds.modalities)
             paper, common = (f"{counts[k]:,}" if k in counts else "-" for k in ("paper", "common"))
             print(f"  {name:<12} {paper:>12} {common:>12}  {cls.citation}")
     if every or args.datasets:
@@ -42,6 +61,8 @@ def list_command(argv: list[str]) -> int:
             cls = registry.dataset_class(name)
             print(f"  {name:<16} {cls.task:<13} {'+'.join(cls.modalities):<20} {cls.description}")
     if every or args.protocols:
+        from missbench.experiment.protocol import load_protocol
+
         print("protocols:")
         for name in registry.protocol_names():
             proto = load_protocol(registry.protocol_path(name))

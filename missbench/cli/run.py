@@ -5,24 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from missbench.cli.args import UsageError, key_values, root_option
-from missbench.cli.sweep import report
-from missbench.core.execution import Execution
-from missbench.core.tasks import get_task
 from missbench.executors import EXECUTORS, Options, execute, plan
 from missbench.experiment import registry
-from missbench.experiment.protocol import Protocol, load_protocol
 from missbench.experiment.resources import load_file as load_resources
 from missbench.experiment.resources import parse_flags as parse_resource_flags
 from missbench.experiment.resources import resolve as resolve_resources
 from missbench.experiment.root import root, use_root
-from missbench.experiment.spec import RunSpec
-from missbench.store import provenance
-from missbench.store.run_folder import RunFolder
+
+if TYPE_CHECKING:  # torch and pandas come with these: imported where a run needs them, so `--help` is fast
+    from missbench.experiment.protocol import Protocol
+    from missbench.experiment.spec import RunSpec
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -69,6 +64,13 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from missbench.cli.sweep import report
+    from missbench.core.execution import Execution
+    from missbench.experiment.protocol import load_protocol
+    from missbench.store.run_folder import RunFolder
+
     use_root(args.root)
     protocol = load_protocol(registry.protocol_path(args.protocol))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -127,12 +129,16 @@ def resolve_amp(amp: str, device: str) -> str:
     """``--amp auto``: bf16 on a CUDA device that supports it, else off."""
     if amp != "auto":
         return amp
+    import torch
+
     return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "off"
 
 
 def execution_options(args: argparse.Namespace, protocol: Protocol, methods: list[str]) -> Options:
     """Executor options with each method's resources (file < its method block < protocol < flags), checked
     before anything is written; refuses a SLURM submission from a dirty git tree unless --allow-dirty."""
+    from missbench.store import provenance
+
     file = load_resources(args.resources, registry.method_names()) if args.resources else None
     flags = parse_resource_flags(args.resource)
     for m in methods:
@@ -150,6 +156,10 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
 def check_specs(specs: list[RunSpec]) -> None:
     """Refuse bad method, data set and training parameters before anything is written: each distinct
     method setting is built once on the meta device (no memory, no weights), its data set instantiated."""
+    import torch
+
+    from missbench.core.tasks import get_task
+
     for spec in {(s.method, repr(s.method_params), repr(s.dataset_params), repr(s.training)): s for s in specs}.values():
         try:
             cls = registry.method_class(spec.method)
