@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import missbench
-from conftest import CHECKOUT
+from conftest import CHECKOUT, make_root
 from missbench.cli import main
 from missbench.executors.environment import importable
 from missbench.experiment import root as benchmark_root
@@ -23,15 +22,10 @@ from missbench.experiment.root import RootError, root, use_root
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress", "--threads", "1"]
 
 
-def make_root(folder: Path, method: str = "my_fill") -> Path:
-    """A benchmark root holding only one method, ``method`` (zero_fill under another name), and the
-    checkout's data sets and protocols."""
-    (folder / "methods").mkdir(parents=True)
-    text = (CHECKOUT / "methods" / "zero_fill.py").read_text().replace('name = "zero_fill"', f'name = "{method}"')
-    (folder / "methods" / f"{method}.py").write_text(text)
-    shutil.copytree(CHECKOUT / "datasets", folder / "datasets", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(CHECKOUT / "protocols", folder / "protocols")
-    return folder
+def my_root(folder: Path) -> Path:
+    """A benchmark root whose only method is ``my_fill`` (zero_fill under another name)."""
+    text = (CHECKOUT / "methods" / "zero_fill.py").read_text().replace('name = "zero_fill"', 'name = "my_fill"')
+    return make_root(folder, {"my_fill.py": text})
 
 
 def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -47,7 +41,7 @@ def test_the_tests_import_and_use_their_own_checkout():
 
 
 def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(tmp_path, monkeypatch):
-    here, there, plain = make_root(tmp_path / "here"), make_root(tmp_path / "there"), tmp_path / "plain"
+    here, there, plain = my_root(tmp_path / "here"), my_root(tmp_path / "there"), tmp_path / "plain"
     plain.mkdir()
     monkeypatch.delenv(benchmark_root.ENV)
     monkeypatch.chdir(here)
@@ -70,7 +64,7 @@ def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(t
 
 
 def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path):
-    mine = make_root(tmp_path / "mine")
+    mine = my_root(tmp_path / "mine")
     listing = bench("list", "--methods", cwd=mine)
     assert listing.returncode == 0, listing.stderr
     assert "my_fill" in listing.stdout and "shaspec" not in listing.stdout
@@ -86,7 +80,7 @@ def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path)
 
 
 def test_jobs_inherit_the_root_and_this_checkouts_package(tmp_path, monkeypatch):
-    mine = make_root(tmp_path / "mine")
+    mine = my_root(tmp_path / "mine")
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     use_root(mine)
     try:
@@ -100,7 +94,7 @@ def test_jobs_inherit_the_root_and_this_checkouts_package(tmp_path, monkeypatch)
 
 def test_a_local_job_finds_a_method_that_only_the_root_has(tmp_path):
     """The job runs in a subprocess: it reads the method from the submitting process's root."""
-    mine = make_root(tmp_path / "mine")
+    mine = my_root(tmp_path / "mine")
     run = bench(*SMOKE, "--methods", "my_fill", "--executor", "local", cwd=mine)
     assert run.returncode == 0, run.stdout + run.stderr
     meta = json.loads(next((mine / "results" / "non_dedicated_brats_synthetic_smoke").glob("my_fill_*/meta.json")).read_text())

@@ -1,5 +1,5 @@
 """Command line: ``bench.py [run options]`` runs a protocol; ``bench.py list`` shows what is registered;
-``bench.py prepare`` / ``export`` fill and
+``bench.py check NAME`` runs a method through the contract; ``bench.py prepare`` / ``export`` fill and
 read a real data set's cache; ``bench.py status|collect|cancel <sweep>`` follow a sweep from any process.
 One module per subcommand, imported when it is called, so that no command pays for another's imports
 (``--help`` imports no torch)."""
@@ -42,6 +42,10 @@ def dispatch(argv: list[str]) -> int:
         from missbench.cli.list import list_command
 
         return list_command(argv[1:])
+    if argv[:1] == ["check"]:
+        from missbench.cli.check import check_command
+
+        return check_command(argv[1:])
     if argv[:1] == ["prepare"]:
         from missbench.cli.prepare import prepare_command
 
