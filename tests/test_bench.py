@@ -69,6 +69,8 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
         (["--methods", "shaspec", "--protocol", "nosuch"], "unknown protocol 'nosuch'; valid: alpha_beta, audio_rate, "),
         (["--methods", "shaspec", "--budget", "nosuch"], "unknown budget 'nosuch'; valid: smoke, default, paper"),
         (["--methods", "shaspec", "--param", "shaspec.dao=l2"], "dao='l2'"),
+        (["--methods", "rfnet", "--protocol", "audio_rate"], "--methods: rfnet does not support task 'classification'"),
+        (["--methods", "rfnet", "--protocol", "audio_rate", "--dry-run"], "--methods: rfnet does not support task 'classification'"),
     ],
 )
 def test_unknown_names_get_one_line_and_exit_2(tmp_path, capsys, args, message):

@@ -108,3 +108,16 @@ def test_bad_parameters_get_one_line_and_exit_2(capsys):
     assert main(["check", "shaspec", "--param", "width=wide"]) == 2
     err = capsys.readouterr().err
     assert "width='wide'" in err and err.count("\n") == 1
+
+
+def test_a_method_without_loss_terms_fails_its_run_with_one_line(tmp_path, monkeypatch, capsys):
+    """At run time train_step refuses it (MethodError), the run records FAILED and the user reads one line."""
+    old, new = BROKEN["losses"]
+    monkeypatch.setenv("MISSBENCH_ROOT", str(make_root(tmp_path / "root", {"toy.py": GOOD.replace(old, new)})))
+    sweep = tmp_path / "sweep"
+    assert main(["--methods", "toy", "--budget", "smoke", "--no-progress", "--threads", "1", "--out", str(sweep)]) == 1
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("[1/1] "))
+    assert "FAILED, MethodError: method 'toy' returned no loss terms in training; add the task loss" in line
+    assert "TypeError" not in out and "Traceback" not in out
+    assert "MethodError" in next(sweep.glob("toy_*/FAILED")).read_text()
