@@ -1,5 +1,6 @@
 """bench.py end to end on the smoke budget: rows, rerun skipping, resume, errors."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -43,7 +44,9 @@ def test_run_folder_holds_spec_meta_and_provenance(smoke_sweep):
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["spec"] == json.loads((run_dir / "spec.json").read_text())
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
-    assert {"git_sha", "git_dirty", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
+    assert {"git_sha", "git_dirty", "git_untracked_plugins", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
+    files = ("methods/shaspec.py", "datasets/brats_synthetic.py", "protocols/non_dedicated.yaml")
+    assert meta["plugin_files"] == {f: hashlib.sha256((CHECKOUT / f).read_bytes()).hexdigest() for f in files}
 
 
 def test_rerun_skips_finished_runs(smoke_sweep, capsys):

@@ -145,9 +145,12 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
         resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
     if args.jobs < 1 or args.array_parallelism < 1 or (args.max_array_size or 1) < 1:
         raise UsageError("--jobs, --array-parallelism and --max-array-size must be positive")
-    if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(root())["git_dirty"]:
-        raise UsageError(f"{root()} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
-                         "commit them or pass --allow-dirty (meta.json records the dirty flag)")
+    git = provenance.git_state(root()) if args.executor == "slurm" and not args.allow_dirty else {}
+    if git.get("git_dirty"):
+        untracked = git.get("git_untracked_plugins")
+        raise UsageError(f"{root()} has uncommitted changes" + (f" (untracked: {', '.join(untracked)})" if untracked else "")
+                         + ", which queued SLURM jobs would pick up when they start; commit them or pass --allow-dirty "
+                         "(meta.json records the dirty flag)")
     return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
                    args.rerun_failed, args.threads,
                    lambda m: resolve_resources(m, file, protocol.data.get("slurm", {}), flags))

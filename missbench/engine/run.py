@@ -27,6 +27,9 @@ from missbench.engine.context import Context, Outcome, context, mask_meta
 from missbench.engine.selection import Selection
 from missbench.engine.timing import time_method
 from missbench.engine.train import train
+from missbench.experiment import registry
+from missbench.experiment.protocol import protocol_files
+from missbench.experiment.registry import UnknownName
 from missbench.experiment.root import root
 from missbench.experiment.spec import RunSpec
 from missbench.store import provenance
@@ -101,8 +104,24 @@ def run_meta(spec: RunSpec, ctx: Context, outcome: Outcome) -> dict:
         "method_params_resolved": ctx.method.params, "derived_seed": spec.derived_seed, "data": ctx.dataset.run_meta(),
         **outcome.meta,
         "execution": asdict(ctx.exe), "versions": provenance.versions(), **provenance.git_state(root()),
+        "plugin_files": plugin_files(spec),
         **provenance.device_info(dev), **provenance.scheduler_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def plugin_files(spec: RunSpec) -> dict[str, str]:
+    """SHA-256 of every plugin file the run used, by its path in the root: the method's and the data set's
+    files as they were imported, and the protocol file with the files it inherits from. A protocol given
+    by a path outside the root's protocols/ is not a plugin file; the spec records what it set."""
+    taken = {}
+    for kind, name in (("methods", spec.method), ("datasets", spec.dataset)):
+        found = registry.plugins(kind)
+        taken[found.files[name]] = found.sha256[name]
+    try:
+        protocols = protocol_files(registry.protocol_path(spec.protocol))
+    except UnknownName:
+        protocols = []
+    return provenance.file_hashes([*taken, *protocols], root(), taken)
 
 
 def run(spec: RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: bool = False) -> str:

@@ -207,6 +207,27 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _inherited(path: Path, parent: str) -> Path:
+    """The file that ``inherit: <parent>`` in ``path`` names: relative to its folder, ``.yaml`` added to a bare name."""
+    return path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+
+
+def protocol_files(path: Path) -> list[Path]:
+    """A protocol file and the files it inherits from, nearest first, as they are now (a run's provenance);
+    stops at a file that is missing, unreadable or already listed."""
+    files: list[Path] = []
+    while path.exists() and path.resolve() not in {f.resolve() for f in files}:
+        files.append(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            break
+        if not isinstance(data, dict) or not isinstance(data.get("inherit"), str):
+            break
+        path = _inherited(path, data["inherit"])
+    return files
+
+
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A protocol file's mapping with its ``inherit`` chain resolved (relative to the file's folder)."""
     if path.resolve() in chain:
@@ -223,7 +244,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop("inherit", None)
     if parent is None:
         return data
-    base = path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+    base = _inherited(path, parent)
     if not base.exists():
         raise ProtocolError(f"{path}: inherit {parent!r}: no file {base}")
     return _merge(_read(base, (*chain, path.resolve())), data)

@@ -9,6 +9,7 @@ plugin folder is read, so commands that need no plugin stay fast.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import sys
@@ -29,10 +30,12 @@ class UnknownName(ValueError):
 
 
 class Plugins(NamedTuple):
-    """One plugin folder, read: name -> class, name -> file, and the files that failed to import, with the error."""
+    """One plugin folder, read: name -> class, name -> file, name -> SHA-256 of the file as it was imported
+    (provenance: the code that runs), and the files that failed to import, with the error."""
 
     classes: dict[str, type]
     files: dict[str, Path]
+    sha256: dict[str, str]
     broken: dict[str, str]
 
 
@@ -66,11 +69,12 @@ def _base(kind: str) -> type:
 def _scan(folder: Path, kind: str) -> Plugins:
     """Every plugin class of ``folder`` (read once per folder and process)."""
     base = _base(kind)
-    plugins = Plugins({}, {}, {})
+    plugins = Plugins({}, {}, {}, {})
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
         try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
             module = load_plugin(path, kind)
         except Exception as e:  # one broken plugin must not take the others down
             plugins.broken[f"{kind}/{path.name}"] = f"{type(e).__name__}: {e}"
@@ -79,7 +83,7 @@ def _scan(folder: Path, kind: str) -> Plugins:
             if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and obj.__module__ == module.__name__:
                 if obj.name in plugins.classes:
                     raise RuntimeError(f"{kind} name {obj.name!r} is defined twice ({path})")
-                plugins.classes[obj.name], plugins.files[obj.name] = obj, path
+                plugins.classes[obj.name], plugins.files[obj.name], plugins.sha256[obj.name] = obj, path, digest
     return plugins
 
 
