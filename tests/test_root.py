@@ -42,7 +42,7 @@ def test_the_tests_import_and_use_their_own_checkout():
 
 def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(tmp_path, monkeypatch):
     here, there, plain = my_root(tmp_path / "here"), my_root(tmp_path / "there"), tmp_path / "plain"
-    plain.mkdir()
+    (plain / "datasets").mkdir(parents=True)  # a data folder: not a root
     monkeypatch.delenv(benchmark_root.ENV)
     monkeypatch.chdir(here)
     assert root() == here
@@ -56,7 +56,7 @@ def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(t
     finally:
         use_root(None)
     assert root() == there
-    with pytest.raises(RootError, match=r"--root .*plain is not a benchmark root: it holds none of methods/, datasets/, protocols/"):
+    with pytest.raises(RootError, match=r"--root .*plain is not a benchmark root: it holds neither methods/ nor protocols/"):
         use_root(plain)
     monkeypatch.setenv(benchmark_root.ENV, str(plain))
     with pytest.raises(RootError, match=r"\$MISSBENCH_ROOT .*plain is not a benchmark root"):

@@ -38,7 +38,7 @@ def root_option(parser: argparse.ArgumentParser) -> None:
     (missbench/experiment/root.py); the command passes ``args.root`` to ``use_root``."""
     parser.add_argument("--root", type=Path, default=None, metavar="DIR",
                         help="benchmark root: the folder whose methods/, datasets/, protocols/ are used and whose results/ "
-                             "is written (default: the current directory when it holds one of them, else this checkout)")
+                             "is written (default: the current directory when it holds methods/ or protocols/, else this checkout)")
 
 
 def data_root_alias(argv: list[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """The benchmark root: the folder whose plugins (methods/, datasets/, protocols/) a command uses and
 whose results/ it writes into, as benchopt's benchmark folder.
 
-A root is a folder holding at least one of the plugin folders. The root of a process is, first match:
+A root is a folder holding methods/ or protocols/ (datasets/ alone is not enough: data folders are often
+called that, and so is Hugging Face's package in site-packages). The root of a process is, first match:
 
 1. the folder given by ``--root DIR`` (`use_root`);
 2. ``$MISSBENCH_ROOT``: what local and SLURM jobs inherit from the submitting process
@@ -21,8 +22,10 @@ from pathlib import Path
 
 #: The environment variable that carries the root to jobs and subprocesses.
 ENV = "MISSBENCH_ROOT"
-#: The plugin folders; a folder holding any of them is a root.
+#: The plugin folders.
 PLUGIN_FOLDERS = ("methods", "datasets", "protocols")
+#: The plugin folders that make a folder a root.
+MARKERS = ("methods", "protocols")
 #: The checkout the running ``missbench`` package comes from (the fallback root).
 PACKAGE_CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -34,14 +37,14 @@ class RootError(ValueError):
 
 
 def is_root(path: Path) -> bool:
-    """Whether ``path`` holds a plugin folder."""
-    return any((path / name).is_dir() for name in PLUGIN_FOLDERS)
+    """Whether ``path`` holds methods/ or protocols/."""
+    return any((path / name).is_dir() for name in MARKERS)
 
 
 def _checked(path: Path | str, source: str) -> Path:
     folder = Path(path).expanduser().resolve()
     if not is_root(folder):
-        raise RootError(f"{source} {folder} is not a benchmark root: it holds none of {', '.join(f + '/' for f in PLUGIN_FOLDERS)}")
+        raise RootError(f"{source} {folder} is not a benchmark root: it holds neither methods/ nor protocols/")
     return folder
 
 
@@ -62,5 +65,5 @@ def root() -> Path:
         return cwd.resolve()
     if is_root(PACKAGE_CHECKOUT):
         return PACKAGE_CHECKOUT
-    raise RootError(f"{cwd} is not a benchmark root (no {', '.join(f + '/' for f in PLUGIN_FOLDERS)}); "
-                    f"run from one or pass --root DIR")
+    raise RootError(f"{cwd} is not a benchmark root (it holds neither methods/ nor protocols/), and neither is "
+                    f"{PACKAGE_CHECKOUT}; run from one or pass --root DIR")
