@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from missbench.core.availability import Inputs, draw_available, zero_inputs
+from missbench.core.availability import Inputs, batch_size, draw_available, zero_inputs
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.inference import subset_predictor
 from missbench.core.method import Method, count_on_meta, count_parameters
@@ -136,10 +136,6 @@ def random_availability(batch: int, n_modalities: int, seed: int = 0) -> Callabl
     return at
 
 
-def _batch_size(x: Inputs) -> int:
-    return x.shape[0] if isinstance(x, torch.Tensor) else x[0].shape[0]
-
-
 def _differs_where_missing(x: Inputs, mask: tuple[bool, ...]) -> Inputs:
     """``x`` changed a lot in the modalities ``mask`` leaves out, and only there."""
     if isinstance(x, torch.Tensor):
@@ -190,7 +186,7 @@ def check_parameters(method: Method, cls: type[Method], task: Task, modalities: 
 def check_patterns(method: Method, x: Inputs) -> str:
     """For every availability pattern, the harness-zeroed input gives finite logits of the task's shape."""
     task = method.task
-    b = _batch_size(x)
+    b = batch_size(x)
     spatial = tuple(x.shape[2:]) if isinstance(x, torch.Tensor) else ()
     want = (b, task.out_channels(method.output), *spatial)
     method.eval()
@@ -213,7 +209,7 @@ def check_ignores_missing(method: Method, x: Inputs, masks_itself: bool = False,
     another fails here. With ``masks_itself``, also through the method's own forward on raw inputs
     (it never reads a missing modality, whatever the input holds)."""
     method.eval()
-    b = _batch_size(x)
+    b = batch_size(x)
     with torch.no_grad():
         for s in all_subsets(method.modalities):
             other = _differs_where_missing(x, s.mask)
@@ -255,7 +251,7 @@ def check_same_seed(cls: type[Method], task: Task, modalities: tuple[str, ...], 
     """Two builds under the same seed give the same predictions, and the same loss terms in training mode
     under the same seed (dropout and sampling included)."""
     a, b = (build(cls, task, modalities, params) for _ in range(2))
-    available = torch.ones(_batch_size(x), len(modalities), dtype=torch.bool)
+    available = torch.ones(batch_size(x), len(modalities), dtype=torch.bool)
     with torch.no_grad():
         if not torch.equal(a.eval()(x, available).logits, b.eval()(x, available).logits):
             raise ContractViolation("two builds under one seed predict differently")
@@ -268,16 +264,13 @@ def check_same_seed(cls: type[Method], task: Task, modalities: tuple[str, ...], 
 
 
 class ToyBatches:
-    """The `missbench.core.tasks.base.Batches` of one toy batch, for the method's stages."""
+    """One toy batch as the stage data of `missbench.core.tasks.base.Batches` (what `fit_stage` reads)."""
 
     def __init__(self, x: Inputs, y: torch.Tensor) -> None:
         self.x, self.y = x, y
 
-    def sample(self, step: int) -> tuple[Inputs, torch.Tensor, None]:
-        return self.x, self.y, None
-
     def stage(self, every: torch.Tensor) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
-        yield self.x, self.y, every.expand(_batch_size(self.x), -1)
+        yield self.x, self.y, every.expand(batch_size(self.x), -1)
 
 
 def toy_training(method: Method, x: Inputs, y: torch.Tensor, availability: Callable[[int], torch.Tensor], steps: int,
@@ -315,7 +308,7 @@ def check_losses(method: Method, x: Inputs, y: torch.Tensor, steps: int = LOSS_S
     and a total that falls under the method's final objective: over the steps after its last stage (a
     stage may change the loss terms, as SMIL's meta-learning does), the mean of the last quarter is below
     that of the first."""
-    history = toy_training(method, x, y, random_availability(_batch_size(x), len(method.modalities)), steps)
+    history = toy_training(method, x, y, random_availability(batch_size(x), len(method.modalities)), steps)
     final = history[max(method.stage_steps(steps), default=0):]
     quarter = max(1, len(final) // 4)
     first = sum(h["total"] for h in final[:quarter]) / quarter
@@ -340,7 +333,7 @@ def check_checkpoint(method: Method, cls: type[Method], params: dict[str, Any], 
     fresh.eval()
     with torch.no_grad():
         for s in all_subsets(method.modalities):
-            available = torch.tensor([s.mask] * _batch_size(x))
+            available = torch.tensor([s.mask] * batch_size(x))
             zeroed = zero_inputs(x, available)
             if not torch.equal(method(zeroed, available).logits, fresh(zeroed, available).logits):
                 raise ContractViolation(f"{s.label}: the reloaded state_dict predicts differently")
