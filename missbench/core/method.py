@@ -13,13 +13,13 @@ to the named loss terms it returns.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from missbench.core.params import Rule, check_params
 from missbench.core.tasks.base import Task
@@ -131,21 +131,23 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-class _SkipRandomFills(TorchFunctionMode):
-    """Makes in-place random fills of meta tensors no-ops: they fill nothing there, and torch runs them
-    through Python references that import torch._dynamo (about a second of CPU) on first use."""
-
-    FILLS = frozenset({torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_, torch.Tensor.bernoulli_,
-                       torch.Tensor.exponential_, torch.Tensor.log_normal_, torch.Tensor.geometric_, torch.Tensor.cauchy_})
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if func in self.FILLS and args[0].is_meta:
-            return args[0]
-        return func(*args, **(kwargs or {}))
+@contextlib.contextmanager
+def _no_initialisation() -> Iterator[None]:
+    """Makes torch.nn.init's functions no-ops: on the meta device there is nothing to fill, and running them
+    costs most of a meta build (normal_ even imports torch._dynamo, about a second, on first use)."""
+    names = [n for n in vars(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, function in saved.items():
+            setattr(nn.init, n, function)
 
 
 def count_on_meta(cls: type[Method], task: Task, modalities: tuple[str, ...], **params: Any) -> int:
     """`count_parameters` of ``cls(task, modalities, **params)`` built on the meta device: shapes only, no
     memory and no initialisation, so counting a 188M-parameter backbone takes milliseconds."""
-    with torch.device("meta"), _SkipRandomFills():
+    with torch.device("meta"), _no_initialisation():
         return count_parameters(cls(task, modalities, **params))
