@@ -1,5 +1,6 @@
 """Plugin discovery in the benchmark root: by folder, never on sys.path, one root's files at a time."""
 
+import pickle
 import sys
 
 import pytest
@@ -25,13 +26,17 @@ def test_a_broken_plugin_is_named_when_its_method_is_asked_for(tmp_path, monkeyp
 
 
 def test_each_root_gets_its_own_file_of_a_plugin_name(tmp_path, monkeypatch):
-    """Two roots with a methods/zero_fill.py: each root's classes come from its own file."""
+    """Two roots with a methods/zero_fill.py: each root's classes come from its own file, under a module
+    name of their own, so both still pickle (a forked worker of `bench.py prepare` pickles its data set)."""
     (tmp_path / "methods").mkdir()
     text = (CHECKOUT / "methods" / "zero_fill.py").read_text().replace('citation = "', 'citation = "another root: ')
     (tmp_path / "methods" / "zero_fill.py").write_text(text)
+    ours = registry.method_class("zero_fill")
     monkeypatch.setenv("MISSBENCH_ROOT", str(tmp_path))
-    assert registry.method_class("zero_fill").citation.startswith("another root: ")
+    theirs = registry.method_class("zero_fill")
+    assert theirs.citation.startswith("another root: ") and not ours.citation.startswith("another root: ")
     assert registry.plugins("methods").files["zero_fill"] == tmp_path / "methods" / "zero_fill.py"
+    assert theirs.__module__ != ours.__module__
+    assert pickle.loads(pickle.dumps(ours)) is ours and pickle.loads(pickle.dumps(theirs)) is theirs
     monkeypatch.setenv("MISSBENCH_ROOT", str(CHECKOUT))
-    assert not registry.method_class("zero_fill").citation.startswith("another root: ")
-    assert registry.plugins("methods").files["zero_fill"] == CHECKOUT / "methods" / "zero_fill.py"
+    assert registry.method_class("zero_fill") is ours

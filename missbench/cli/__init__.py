@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from missbench.cli.args import data_root_alias
+from missbench.experiment.root import use_root
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        use_root(None)  # a command's --root holds for that command only
 
 
 def dispatch(argv: list[str]) -> int:

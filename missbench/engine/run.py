@@ -104,19 +104,16 @@ def run_meta(spec: RunSpec, ctx: Context, outcome: Outcome) -> dict:
         "method_params_resolved": ctx.method.params, "derived_seed": spec.derived_seed, "data": ctx.dataset.run_meta(),
         **outcome.meta,
         "execution": asdict(ctx.exe), "versions": provenance.versions(), **provenance.git_state(root()),
-        "plugin_files": plugin_files(spec),
+        "plugin_files": plugin_files(spec, (type(ctx.method), type(ctx.dataset))),
         **provenance.device_info(dev), **provenance.scheduler_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def plugin_files(spec: RunSpec) -> dict[str, str]:
-    """SHA-256 of every plugin file the run used, by its path in the root: the method's and the data set's
-    files as they were imported, and the protocol file with the files it inherits from. A protocol given
-    by a path outside the root's protocols/ is not a plugin file; the spec records what it set."""
-    taken = {}
-    for kind, name in (("methods", spec.method), ("datasets", spec.dataset)):
-        found = registry.plugins(kind)
-        taken[found.files[name]] = found.sha256[name]
+def plugin_files(spec: RunSpec, classes: tuple[type, ...]) -> dict[str, str]:
+    """SHA-256 of every plugin file the run used, by its path in the root: the files of its method and data
+    set ``classes`` as they were imported, and the protocol file with the files it inherits from. A class
+    or protocol from outside the root's plugin folders has no plugin file; the spec records what it set."""
+    taken = dict(found for found in map(registry.imported_file, classes) if found is not None)
     try:
         protocols = protocol_files(registry.protocol_path(spec.protocol))
     except UnknownName:

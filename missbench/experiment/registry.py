@@ -3,7 +3,9 @@
 
 The folders are loaded by file path under the module names ``missbench.plugins.<kind>.<file>``;
 they are never put on ``sys.path``, so the repository's ``datasets/`` cannot shadow Hugging
-Face's ``datasets`` distribution (or any other) in site-packages. Nothing here imports torch until a
+Face's ``datasets`` distribution (or any other) in site-packages. A process that reads a second root
+(tests do) gets that root's file of a taken name under a name of its own, so every loaded class
+stays what its module name says (pickle finds it). Nothing here imports torch until a
 plugin folder is read, so commands that need no plugin stay fast.
 """
 
@@ -40,10 +42,12 @@ class Plugins(NamedTuple):
 
 
 def load_plugin(path: Path, kind: str) -> ModuleType:
-    """Import one plugin file under ``missbench.plugins.<kind>.<stem>`` (again when that name holds
-    another root's file of the same name)."""
+    """Import one plugin file under ``missbench.plugins.<kind>.<stem>``, or, when another root's file holds
+    that name, under ``<that name>_<hash of the path>``; a file is imported once per process."""
     name = f"missbench.plugins.{kind}.{path.stem}"
-    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+    if getattr(sys.modules.get(name), "__file__", str(path)) != str(path):
+        name += "_" + hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -85,6 +89,17 @@ def _scan(folder: Path, kind: str) -> Plugins:
                     raise RuntimeError(f"{kind} name {obj.name!r} is defined twice ({path})")
                 plugins.classes[obj.name], plugins.files[obj.name], plugins.sha256[obj.name] = obj, path, digest
     return plugins
+
+
+def imported_file(cls: type) -> tuple[Path, str] | None:
+    """(file, SHA-256 when imported) of a method or data set class of the current root; None for a class
+    that is not one of its plugins (one defined elsewhere, e.g. in a test)."""
+    for kind in ("methods", "datasets"):
+        found = plugins(kind)
+        name = getattr(cls, "name", None)
+        if found.classes.get(name) is cls:
+            return found.files[name], found.sha256[name]
+    return None
 
 
 def plugins(kind: str) -> Plugins:
