@@ -5,16 +5,18 @@ builds a method (``list`` counts every method's parameters, on the meta device).
     python benchmarks/cli_speed.py [--repeats 5]
 
 CPU time (user + system, of the child process) rather than wall time: on a shared machine it moves
-far less with the load. Measured here (2-core x86-64 shared with three other users, load average ~8,
-torch 2.13.0+cpu, Python 3.11; median of 5):
+far less with the load. Measured here (2-core x86-64 shared with three other users, load average
+8.5-9, torch 2.13.0+cpu, Python 3.11; median of 3), this checkout against the one before issue #17
+(the same script copied into it):
 
-    command                      CPU s   before (issue #17)
-    python -c 'import torch'      1.08
-    python bench.py --help        0.35   1.93: every command imported torch, pandas, scipy, medpy, submitit
-    python bench.py list          1.51   6.31: every method built three times, ShaSpec's 188M parameters allocated
+    command                      CPU s   before issue #17
+    python -c 'import torch'      1.42   1.35
+    python bench.py --help        0.48   2.52  every command imported torch, pandas, scipy, medpy, submitit
+    python bench.py list          1.66   7.10  every method built 3 times; ShaSpec's 188M parameters allocated
 
-``list`` is torch's import plus 0.43 s: 0.33 s builds the 14 architectures (each method once per
-backbone, on the meta device, random fills skipped), 0.1 s imports the plugins and reads the protocols.
+``list`` is torch's import plus about 0.25 s (the 14 meta-device builds with torch.nn.init skipped,
+the plugins, the protocols), so it meets 1.5 s only where ``import torch`` takes under ~1.25 s; at
+this load torch alone takes 1.35-1.42 s.
 """
 
 from __future__ import annotations
