@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from missbench.realdata.audio import SR, smil_mfcc, standardise
 from missbench.core.dataset import ClassificationDataset, Samples
 from missbench.core.params import Between
 
@@ -60,6 +59,8 @@ def _speakers(rng: np.random.Generator) -> list[tuple[float, float]]:
 
 def synth_word(digit: int, rng: np.random.Generator, speaker: tuple[float, float], noise_db: tuple[float, float]) -> np.ndarray:
     """One spoken-digit-like waveform at 8 kHz (float32)."""
+    from missbench.realdata.audio import SR  # scipy: imported on use, so listing the plugins stays fast
+
     tract, pitch = speaker
     phones = _templates()[digit]
     rate = rng.uniform(0.8, 1.25)
@@ -104,6 +105,8 @@ def synth_word(digit: int, rng: np.random.Generator, speaker: tuple[float, float
 def _build(seed: int, n_train: int, n_val: int, n_test: int, image_noise: float, snr_low: float, snr_high: float) -> dict[str, Samples]:
     from scipy.ndimage import zoom
     from sklearn.datasets import load_digits
+
+    from missbench.realdata.audio import smil_mfcc, standardise
 
     digits = load_digits()
     rng = np.random.default_rng(seed)

@@ -43,8 +43,8 @@ from missbench.core.params import Between, OneOf, Rule
 from missbench.realdata.splits import SplitError, read_split
 from missbench.store.run_folder import write_atomic
 
-if TYPE_CHECKING:  # nibabel reads and writes NIfTI only: a host that trains from the prepared cache needs none
-    import nibabel as nib
+if TYPE_CHECKING:  # nibabel reads and writes NIfTI only: a host that trains from the prepared cache needs none,
+    import nibabel as nib  # and listing plugins does not pay for it
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 #: File suffix of each modality (and of the label map) in the official layout.

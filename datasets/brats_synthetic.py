@@ -44,7 +44,6 @@ from collections import OrderedDict
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import ndimage
 
 from missbench.core.dataset import Case, Dataset
 from missbench.core.params import Between
@@ -102,6 +101,8 @@ def generate_case(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndar
     state). Image channels are in ``MODALITIES`` order, z-scored over brain voxels, 0 outside the
     brain; target labels are 0 background, 1 necrotic / non-enhancing core, 2 oedema, 4 enhancing.
     """
+    from scipy import ndimage  # imported on use, so listing the plugins stays fast
+
     size = int(size)
     if size < 16:
         raise ValueError(f"brats_synthetic: size must be >= 16, got {size}")

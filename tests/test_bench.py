@@ -1,5 +1,6 @@
 """bench.py end to end on the smoke budget: rows, rerun skipping, resume, errors."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -8,13 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_killed_then_resumed, smoke_spec
+from conftest import CHECKOUT, run_killed_then_resumed, smoke_spec
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.experiment.protocol import load_protocol
 from missbench.store.run_folder import load_rows
 
-ROOT = registry.ROOT
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 
 
@@ -44,7 +44,9 @@ def test_run_folder_holds_spec_meta_and_provenance(smoke_sweep):
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["spec"] == json.loads((run_dir / "spec.json").read_text())
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
-    assert {"git_sha", "git_dirty", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
+    assert {"git_sha", "git_dirty", "git_untracked_plugins", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
+    files = ("methods/shaspec.py", "datasets/brats_synthetic.py", "protocols/non_dedicated.yaml")
+    assert meta["plugin_files"] == {f: hashlib.sha256((CHECKOUT / f).read_bytes()).hexdigest() for f in files}
 
 
 def test_rerun_skips_finished_runs(smoke_sweep, capsys):
@@ -70,6 +72,8 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
         (["--methods", "shaspec", "--protocol", "nosuch"], "unknown protocol 'nosuch'; valid: alpha_beta, audio_rate, "),
         (["--methods", "shaspec", "--budget", "nosuch"], "unknown budget 'nosuch'; valid: smoke, default, paper"),
         (["--methods", "shaspec", "--param", "shaspec.dao=l2"], "dao='l2'"),
+        (["--methods", "rfnet", "--protocol", "audio_rate"], "--methods: rfnet does not support task 'classification'"),
+        (["--methods", "rfnet", "--protocol", "audio_rate", "--dry-run"], "--methods: rfnet does not support task 'classification'"),
     ],
 )
 def test_unknown_names_get_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -80,9 +84,9 @@ def test_unknown_names_get_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 def test_bench_script_exit_status_and_list():
-    bad = subprocess.run([sys.executable, "bench.py", "--methods", "nosuch"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "bench.py", "--methods", "nosuch"], cwd=CHECKOUT, capture_output=True, text=True)
     assert bad.returncode == 2 and "valid: " in bad.stderr and "shaspec" in bad.stderr
-    listing = subprocess.run([sys.executable, "bench.py", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run([sys.executable, "bench.py", "list"], cwd=CHECKOUT, capture_output=True, text=True, check=True).stdout
     assert "shaspec" in listing and "zero_fill" in listing and "brats_synthetic" in listing and "non_dedicated" in listing
 
 
@@ -94,7 +98,7 @@ def test_killed_run_resumes_from_its_checkpoint_with_the_same_numbers(tmp_path, 
 
 def test_make_tables_writes_the_dice_table_from_the_store(smoke_sweep, tmp_path):
     out = subprocess.run([sys.executable, "analysis/make_tables.py", str(smoke_sweep), "--out", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                         cwd=CHECKOUT, capture_output=True, text=True, check=True).stdout
     assert "Avg" in out
     table = pd.read_csv(tmp_path / "dice_non_dedicated_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
     assert list(table.index) == [*proto_subsets(), "Avg"]

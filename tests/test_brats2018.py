@@ -84,7 +84,7 @@ def test_protocol_files_validate_policy_and_window(tmp_path):
     assert b.data["subsets"] == a.data["subsets"] and len(a.data["subsets"]) == 15
     for key, value, msg in [("empty", "zero", "metric.empty"), ("window", "hann", "metric.window")]:
         bad = tmp_path / f"{key}.yaml"
-        bad.write_text(f"inherit: {registry.PROTOCOLS / 'brats2018_a.yaml'}\nmetric: {{{key}: {value}}}\n")
+        bad.write_text(f"inherit: {registry.protocol_path('brats2018_a')}\nmetric: {{{key}: {value}}}\n")
         with pytest.raises(ProtocolError, match=msg):
             load_protocol(bad)
 

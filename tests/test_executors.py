@@ -4,6 +4,7 @@ subprocesses, what a rerun skips, status/collect/cancel from the sweep folder, t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import smoke_spec
+from conftest import CHECKOUT, smoke_spec
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.executors import Options, plan
@@ -225,10 +226,33 @@ def test_checkpoint_saves_the_live_state_and_the_resumed_run_has_the_same_number
     pd.testing.assert_frame_equal(load_rows(tmp_path / "a"), load_rows(tmp_path / "b"))
 
 
-def test_bench_status_runs_from_a_fresh_process(fake_sweep):
+def fake_squeue(folder, lines: str):
+    """The PATH with a ``squeue`` first that prints ``lines``: a cluster's queue as a fresh process reads it."""
+    folder.mkdir()
+    (folder / "squeue").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+    (folder / "squeue").chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_bench_status_runs_from_a_fresh_process(fake_sweep, tmp_path):
+    """A later process reads the states from the run folders and from squeue's output."""
     sweep, _, _ = fake_sweep
-    out = subprocess.run([sys.executable, "bench.py", "status", str(sweep)], cwd=registry.ROOT, capture_output=True, text=True)
-    assert out.returncode == 1 and "failed" in out.stdout and "done" in out.stdout
+    path = fake_squeue(tmp_path / "bin", "999999_2|RUNNING\\n999999_3|PENDING\\n999999_4|CANCELLED\\n")
+    out = subprocess.run([sys.executable, "bench.py", "status", str(sweep)], cwd=CHECKOUT, capture_output=True, text=True,
+                         env={**os.environ, "PATH": path})
+    assert out.returncode == 1 and "5 runs: 1 done, 1 failed, 1 running, 1 pending, 1 stopped" in out.stdout
+
+
+def test_status_without_squeue_says_unknown_and_why(fake_sweep, monkeypatch, capsys):
+    """Without squeue a run that has not finished is unknown, FAILED or not: a failed run resubmitted with
+    --rerun-failed keeps its FAILED until the new attempt starts, and only squeue knows it is queued."""
+    sweep, specs, _ = fake_sweep
+    monkeypatch.setattr("missbench.store.sweep._squeue", lambda: None)
+    got = {r.run_id: (r.state, r.detail) for r in states(sweep)}
+    assert got[specs[0].run_id][0] == "done"
+    assert {got[s.run_id] for s in specs[1:]} == {("unknown", "squeue is not available here")}
+    assert main(["status", str(sweep)]) == 0
+    assert "5 runs: 1 done, 4 unknown" in capsys.readouterr().out
 
 
 def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_array_size(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from missbench.experiment import registry
+from conftest import CHECKOUT
 from missbench.core.metrics import (
     EMPTY_POLICIES,
     HD95_DEFINITIONS,
@@ -23,7 +23,7 @@ from missbench.core.metrics import (
     surface_distances,
 )
 
-_spec = importlib.util.spec_from_file_location("scoring_benchmark", registry.ROOT / "benchmarks" / "scoring.py")
+_spec = importlib.util.spec_from_file_location("scoring_benchmark", CHECKOUT / "benchmarks" / "scoring.py")
 bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
@@ -198,7 +198,7 @@ def test_scoring_does_not_import_medpy():
             "from missbench.core.metrics import score_case\n"
             "a = np.zeros((8, 8, 8), np.uint8); a[2:6, 2:6, 2:6] = 2; b = np.roll(a, 1, 0)\n"
             "print(score_case(a, b, (1, 1, 1))[-1]['value'])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=registry.ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=CHECKOUT, capture_output=True, text=True, check=True)
     assert float(out.stdout) == 1.0
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+# Run as a script (--write): this checkout's package and conftest (which pins the root to this checkout),
+# as under pytest, whichever checkout an editable install points at.
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 from conftest import MODS, classification_task, tiny_batch, tiny_classification_batch  # noqa: E402
 from missbench.experiment import registry  # noqa: E402
 from missbench.core.availability import zero_inputs  # noqa: E402

@@ -11,8 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from missbench.experiment import registry
-from missbench.experiment.protocol import load_protocol
+# Run as a script (--write): this checkout's package and conftest (which pins the root to this checkout),
+# as under pytest, whichever checkout an editable install points at.
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
+import conftest  # noqa: E402, F401
+from missbench.experiment import registry  # noqa: E402
+from missbench.experiment.protocol import load_protocol  # noqa: E402
 
 PINS = Path(__file__).parent / "data" / "run_ids.json"
 PINNED = json.loads(PINS.read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import CHECKOUT
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.store.run_folder import load_rows
@@ -24,8 +25,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("sbatch") is None,
                        reason="no SLURM: sbatch is not on PATH (start a one-node cluster with scripts/slurm_local.sh up)"),
     pytest.mark.slow,
+    pytest.mark.slurm,
 ]
-ROOT = registry.ROOT
 #: One CPU per task and one torch thread on both paths, so the float sums (and rows) match.
 SLURM = ["--executor", "slurm", "--allow-dirty", "--resource", "cpus=1", "--resource", "time=00:30:00"]
 COMMON = ["--budget", "smoke", "--no-progress", "--threads", "1"]
@@ -34,7 +35,7 @@ KEY = ["run_id", "eval_subset", "case_id", "region", "metric"]
 
 def bench(*args: str) -> subprocess.CompletedProcess:
     """bench.py in a fresh process."""
-    return subprocess.run([sys.executable, "bench.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "bench.py", *args], cwd=CHECKOUT, capture_output=True, text=True, timeout=600)
 
 
 def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +88,7 @@ def test_dedicated_array_job_gives_the_inline_rows_and_status_collect_work_later
 def test_two_submissions_at_once_queue_each_run_once_and_jobs_json_keeps_every_job(sweeps):
     args = [sys.executable, "bench.py", "--protocol", "non_dedicated", "--methods", "zero_fill", "--seeds", "0,1,2", *COMMON, *SLURM,
             "--out", str(sweeps / "s")]
-    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(args, cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     text = "".join(out for out, _ in outs)

@@ -2,12 +2,12 @@
 
 import pytest
 
-from missbench.experiment.registry import ROOT
+from conftest import CHECKOUT
 from missbench.realdata.splits import SplitError, read_split, strip_grade
 
 # U-HVED's files sit beside the checkout in the development workspace (they cannot be shipped);
 # a fresh clone (CI) does not have them.
-SHARED_SPLITS = ROOT.parent / "shared" / "data" / "brats2018_splits"
+SHARED_SPLITS = CHECKOUT.parent / "shared" / "data" / "brats2018_splits"
 
 
 @pytest.mark.skipif(not (SHARED_SPLITS / "corresponding_naming.csv").exists(),

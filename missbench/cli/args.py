@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -29,6 +31,14 @@ def key_values(items: list[str], what: str) -> dict[str, Any]:
             raise UsageError(f"{what} {item!r}: the value is not a YAML scalar") from None
         out[key] = float(parsed) if isinstance(parsed, str) and _EXPONENT_NUMBER.match(parsed) else parsed
     return out
+
+
+def root_option(parser: argparse.ArgumentParser) -> None:
+    """``--root DIR``: the benchmark root a command reads its plugins from and writes results/ into
+    (missbench/experiment/root.py); the command passes ``args.root`` to ``use_root``."""
+    parser.add_argument("--root", type=Path, default=None, metavar="DIR",
+                        help="benchmark root: the folder whose methods/, datasets/, protocols/ are used and whose results/ "
+                             "is written (default: the current directory when it holds methods/ or protocols/, else this checkout)")
 
 
 def data_root_alias(argv: list[str]) -> list[str]:

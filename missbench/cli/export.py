@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from missbench.cli.args import UsageError, key_values
+from missbench.cli.args import UsageError, key_values, root_option
 from missbench.core.execution import Execution, set_threads
+from missbench.experiment.root import use_root
 from missbench.experiment.validate import check_options
 from missbench.realdata.export import export_run, run_folders
 
@@ -16,6 +17,7 @@ def export_command(argv: list[str]) -> int:
     """``bench.py export RUN_OR_SWEEP --out DIR [--subsets all|A,B] [--et-postprocess] [--dataset-param K=V] [--threads T]``."""
     p = argparse.ArgumentParser(prog="bench.py export", description="Write one NIfTI label map per case of the data set's "
                                 "export split (protocol B: the official validation cases) for each chosen subset.")
+    root_option(p)
     p.add_argument("path", type=Path, help="a finished run folder, or a sweep folder (every finished run in it)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--subsets", default=None, help="comma-separated subsets, or 'all' for the run's evaluation subsets "
@@ -28,6 +30,7 @@ def export_command(argv: list[str]) -> int:
                    "machine one thread can be many times faster)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    use_root(args.root)
     try:
         check_options({"threads": args.threads, "device": args.device})
         set_threads(args.threads)

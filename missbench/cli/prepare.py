@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any
 
-from missbench.cli.args import key_values
+from missbench.cli.args import key_values, root_option
 from missbench.core.execution import set_threads
 from missbench.experiment import registry
 from missbench.experiment.protocol import load_protocol
+from missbench.experiment.root import use_root
 from missbench.experiment.validate import check_options
 from missbench.realdata.prepare import prepare
 
@@ -28,6 +29,7 @@ def dataset_params(protocol_name: str | None, budget: str | None, cli_params: di
 def prepare_command(argv: list[str]) -> int:
     """``bench.py prepare --dataset NAME [--protocol P --budget B] [--dataset-param K=V ...] [--jobs N] [--threads T] [--verify]``."""
     p = argparse.ArgumentParser(prog="bench.py prepare", description="Preprocess a data set once into its cache (resumable).")
+    root_option(p)
     p.add_argument("--dataset", default=None, help="data set name (default: the protocol's)")
     p.add_argument("--protocol", default=None, help="take data set parameters from this protocol's budget")
     p.add_argument("--budget", default=None, help="the protocol budget whose dataset: block applies")
@@ -40,6 +42,7 @@ def prepare_command(argv: list[str]) -> int:
                    "size or modification time changed) and redo the cases that differ")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    use_root(args.root)
     try:
         check_options({"jobs": args.jobs, "threads": args.threads})
         proto_dataset, params = dataset_params(args.protocol, args.budget, key_values(args.dataset_param, "--dataset-param"))

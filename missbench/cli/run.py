@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from missbench.cli.args import UsageError, key_values
-from missbench.cli.sweep import report
-from missbench.core.execution import Execution, set_threads
+from missbench.cli.args import UsageError, key_values, root_option
 from missbench.executors import EXECUTORS, Options, execute, plan
 from missbench.experiment import registry
-from missbench.experiment.protocol import Protocol, load_protocol
-from missbench.experiment.registry import ROOT
 from missbench.experiment.resources import load_file as load_resources
 from missbench.experiment.resources import parse_flags as parse_resource_flags
 from missbench.experiment.resources import resolve as resolve_resources
-from missbench.experiment.validate import Given, check_options, check_out, check_sweep
-from missbench.store import provenance
-from missbench.store.run_folder import RunFolder
+from missbench.experiment.root import root, use_root
+
+if TYPE_CHECKING:  # torch and pandas come with these: imported where a run needs them, so `--help` is fast
+    from missbench.experiment.protocol import Protocol
 
 
 def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.py", description="Run a MissBench protocol. `bench.py list` lists methods, data sets and protocols.")
+    root_option(p)
     p.add_argument("--protocol", default="non_dedicated", help="protocol name (protocols/<name>.yaml) or path")
     p.add_argument("--methods", required=True, help="comma-separated method names")
     p.add_argument("--dataset", default=None, help="data set name (default: the protocol's, else brats_synthetic)")
@@ -75,6 +71,13 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from missbench.cli.sweep import report
+    from missbench.core.execution import Execution, set_threads
+    from missbench.experiment.protocol import load_protocol
+    from missbench.experiment.validate import Given, check_options, check_out, check_sweep
+    from missbench.store.run_folder import RunFolder
+
+    use_root(args.root)
     protocol = load_protocol(registry.protocol_path(args.protocol))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -102,7 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
     given = Given(method_params, key_values(args.dataset_param, "--dataset-param"), key_values(args.training, "--training"))
     specs = protocol.expand(methods, dataset_cls, given.dataset_params, args.budget, seeds, method_params, given.training)
     budget = specs[0].budget_name if specs else args.budget
-    sweep = args.out or ROOT / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
+    sweep = args.out or root() / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
     check_sweep(specs, given, dataset_cls)
     check_options(vars(args), here=args.executor != "slurm")
     check_out(sweep)
@@ -139,19 +142,26 @@ def resolve_amp(amp: str, device: str) -> str:
     """``--amp auto``: bf16 on a CUDA device that supports it, else off."""
     if amp != "auto":
         return amp
+    import torch
+
     return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "off"
 
 
 def execution_options(args: argparse.Namespace, protocol: Protocol, methods: list[str]) -> Options:
     """Executor options with each method's resources (file < its method block < protocol < flags), checked
     before anything is written; refuses a SLURM submission from a dirty git tree unless --allow-dirty."""
+    from missbench.store import provenance
+
     file = load_resources(args.resources, registry.method_names()) if args.resources else None
     flags = parse_resource_flags(args.resource)
     for m in methods:
         resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
-    if args.executor == "slurm" and not args.allow_dirty and provenance.git_state(ROOT)["git_dirty"]:
-        raise UsageError(f"{ROOT} has uncommitted changes, which queued SLURM jobs would pick up when they start; "
-                         "commit them or pass --allow-dirty (meta.json records the dirty flag)")
+    git = provenance.git_state(root()) if args.executor == "slurm" and not args.allow_dirty else {}
+    if git.get("git_dirty"):
+        untracked = git.get("git_untracked_plugins")
+        raise UsageError(f"{root()} has uncommitted changes" + (f" (untracked: {', '.join(untracked)})" if untracked else "")
+                         + ", which queued SLURM jobs would pick up when they start; commit them or pass --allow-dirty "
+                         "(meta.json records the dirty flag)")
     return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
                    args.rerun_failed, args.threads,
                    lambda m: resolve_resources(m, file, protocol.data.get("slurm", {}), flags))

@@ -13,6 +13,7 @@ to the named loss terms it returns.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -128,3 +129,25 @@ class Method(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@contextlib.contextmanager
+def _no_initialisation() -> Iterator[None]:
+    """Makes torch.nn.init's functions no-ops: on the meta device there is nothing to fill, and running them
+    costs most of a meta build (normal_ even imports torch._dynamo, about a second, on first use)."""
+    names = [n for n in vars(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, function in saved.items():
+            setattr(nn.init, n, function)
+
+
+def count_on_meta(cls: type[Method], task: Task, modalities: tuple[str, ...], **params: Any) -> int:
+    """`count_parameters` of ``cls(task, modalities, **params)`` built on the meta device: shapes only, no
+    memory and no initialisation, so counting a 188M-parameter backbone takes milliseconds."""
+    with torch.device("meta"), _no_initialisation():
+        return count_parameters(cls(task, modalities, **params))

@@ -55,14 +55,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
 from missbench.core.params import Between, OneOf, Rule, check_params
 from missbench.core.regions import REGION_LABELS
+
+if TYPE_CHECKING:  # pandas and scipy are imported where rows are scored, so `bench.py list` does not pay for them
+    import pandas as pd
 
 #: HD95 (mm) of the BraTS rule when exactly one of prediction and reference is empty.
 BRATS_MAX_HD95 = 373.13
@@ -144,6 +145,8 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, .
     voxel lies in the box; scipy's exact Euclidean transform works on integer index differences
     scaled by the spacing, so a shift of the grid leaves each distance bit-for-bit unchanged.
     """
+    from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
+
     if not pred.any() or not ref.any():
         raise ValueError("surface distances need two non-empty masks")
     box = bounding_box(pred | ref)

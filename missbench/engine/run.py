@@ -28,6 +28,9 @@ from missbench.engine.selection import Selection
 from missbench.engine.timing import time_method
 from missbench.engine.train import train
 from missbench.experiment import registry
+from missbench.experiment.protocol import protocol_files
+from missbench.experiment.registry import UnknownName
+from missbench.experiment.root import root
 from missbench.experiment.spec import RunSpec
 from missbench.store import provenance
 from missbench.store.run_folder import RunFolder
@@ -100,9 +103,22 @@ def run_meta(spec: RunSpec, ctx: Context, outcome: Outcome) -> dict:
         "method_citation": type(ctx.method).citation, "parameters": count_parameters(ctx.method),
         "method_params_resolved": ctx.method.params, "derived_seed": spec.derived_seed, "data": ctx.dataset.run_meta(),
         **outcome.meta,
-        "execution": asdict(ctx.exe), "versions": provenance.versions(), **provenance.git_state(registry.ROOT),
+        "execution": asdict(ctx.exe), "versions": provenance.versions(), **provenance.git_state(root()),
+        "plugin_files": plugin_files(spec, (type(ctx.method), type(ctx.dataset))),
         **provenance.device_info(dev), **provenance.scheduler_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def plugin_files(spec: RunSpec, classes: tuple[type, ...]) -> dict[str, str]:
+    """SHA-256 of every plugin file the run used, by its path in the root: the files of its method and data
+    set ``classes`` as they were imported, and the protocol file with the files it inherits from. A class
+    or protocol from outside the root's plugin folders has no plugin file; the spec records what it set."""
+    taken = dict(found for found in map(registry.imported_file, classes) if found is not None)
+    try:
+        protocols = protocol_files(registry.protocol_path(spec.protocol))
+    except UnknownName:
+        protocols = []
+    return provenance.file_hashes([*taken, *protocols], root(), taken)
 
 
 def run(spec: RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: bool = False) -> str:

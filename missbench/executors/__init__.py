@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from missbench.core.execution import Execution
 from missbench.experiment.resources import DEFAULTS
 from missbench.experiment.spec import RunSpec
 from missbench.store.run_folder import RunFolder
 from missbench.store.sweep import RunState, SweepError, states
+
+if TYPE_CHECKING:  # torch: imported by the executors that run, not by `bench.py --help`
+    from missbench.core.execution import Execution
 
 EXECUTORS = ("inline", "local", "slurm")
 

@@ -229,6 +229,29 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _inherited(path: Path, parent: str) -> list[Path]:
+    """Where ``inherit: <parent>`` in ``path`` may point, in the order looked at: the file's own folder, then
+    the root's protocols/ (``.yaml`` added to a bare name); the first that exists is the one."""
+    name = parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml"
+    return list(dict.fromkeys([path.parent / name, registry.root() / "protocols" / name]))
+
+
+def protocol_files(path: Path) -> list[Path]:
+    """A protocol file and the files it inherits from, nearest first, as they are now (a run's provenance);
+    stops at a file that is missing, unreadable or already listed."""
+    files: list[Path] = []
+    while path.exists() and path.resolve() not in {f.resolve() for f in files}:
+        files.append(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            break
+        if not isinstance(data, dict) or not isinstance(data.get("inherit"), str):
+            break
+        path = next((c for c in _inherited(path, data["inherit"]) if c.exists()), path)
+    return files
+
+
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A protocol file's mapping with its ``inherit`` chain resolved (relative to the file's folder)."""
     if path.resolve() in chain:
@@ -245,8 +268,7 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop("inherit", None)
     if parent is None:
         return data
-    name = parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml"
-    candidates = list(dict.fromkeys([path.parent / name, registry.PROTOCOLS / name]))
+    candidates = _inherited(path, parent)
     base = next((c for c in candidates if c.exists()), None)
     if base is None:
         raise ProtocolError(f"{path}: inherit {parent!r}: no file {' or '.join(map(str, candidates))}")

@@ -31,7 +31,7 @@ from missbench.core.regions import REGION_LABELS
 from missbench.core.subsets import parse_subset
 from missbench.core.tasks.segmentation import predict_case
 from missbench.engine.context import build, eval_settings
-from missbench.experiment.registry import ROOT
+from missbench.experiment.root import root
 from missbench.store import provenance
 from missbench.store.run_folder import RunFolder, write_json
 
@@ -92,7 +92,7 @@ def export_run(run: RunFolder, out: Path, exe: Execution, subsets: list[str] | N
     folders = [target / s.label for s in chosen]
     for f in folders:
         f.mkdir(parents=True, exist_ok=True)
-    write_json(record, options | provenance.git_state(ROOT))
+    write_json(record, options | provenance.git_state(root()))
     for case_id in tqdm(cases, desc=f"export {run.run_id}", disable=not exe.progress, leave=False):
         paths = [f / f"{case_id}.nii.gz" for f in folders]
         if all(p.exists() for p in paths):

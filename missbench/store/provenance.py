@@ -1,7 +1,9 @@
-"""Provenance recorded with every result: git SHA and dirty flag, versions, host, device, memory."""
+"""Provenance recorded with every result: git SHA and dirty flag, plugin file hashes, versions, host,
+device, memory."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import resource
@@ -14,13 +16,17 @@ from typing import Any
 
 import torch
 
+from missbench.experiment.root import PLUGIN_FOLDERS
+
 #: SLURM's ids of a job: its own, its array's and its index in the array, and how often it was requeued.
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION")
 PACKAGES = ("torch", "numpy", "pandas", "scipy", "medpy", "pyyaml", "submitit", "nibabel")
 
 
 def git_state(root: Path) -> dict[str, Any]:
-    """HEAD's SHA and whether the tree has uncommitted changes (None outside a git checkout)."""
+    """HEAD's SHA, the plugin files of ``root`` that git does not track (a new method not yet added), and
+    whether the tree is dirty: uncommitted changes to tracked files, or an untracked plugin file, since
+    either way the commit does not hold the code that ran (None outside a git checkout)."""
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
@@ -29,7 +35,20 @@ def git_state(root: Path) -> dict[str, Any]:
 
     sha = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", *PLUGIN_FOLDERS)
+    plugins = untracked.splitlines() if untracked else []
+    return {"git_sha": sha, "git_dirty": None if status is None else bool(status or plugins), "git_untracked_plugins": plugins}
+
+
+def file_hashes(paths: list[Path], root: Path, taken: dict[Path, str] | None = None) -> dict[str, str]:
+    """SHA-256 of each file, by its path relative to ``root`` (absolute when outside it); ``taken``: digests
+    already computed (plugin files as they were imported, which is the code that ran)."""
+    out = {}
+    for path in paths:
+        digest = (taken or {}).get(path) or hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        path = Path(path).resolve()
+        out[str(path.relative_to(root) if path.is_relative_to(root) else path)] = digest
+    return out
 
 
 def versions() -> dict[str, str | None]:

@@ -1,0 +1,100 @@
+"""The benchmark root (missbench/experiment/root.py): --root, then $MISSBENCH_ROOT, then the folder one
+stands in, then the package's checkout; pytest and bench.py in any checkout use that checkout; jobs
+inherit the root of the process that starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import missbench
+from conftest import CHECKOUT, make_root
+from missbench.executors.environment import importable
+from missbench.experiment import root as benchmark_root
+from missbench.experiment.root import RootError, root, use_root
+
+SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress", "--threads", "1"]
+
+
+def my_root(folder: Path) -> Path:
+    """A benchmark root whose only method is ``my_fill`` (zero_fill under another name)."""
+    text = (CHECKOUT / "methods" / "zero_fill.py").read_text().replace('name = "zero_fill"', 'name = "my_fill"')
+    return make_root(folder, {"my_fill.py": text})
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """This checkout's bench.py in a fresh process started in ``cwd``, with no root in the environment."""
+    env = {k: v for k, v in os.environ.items() if k != benchmark_root.ENV}
+    return subprocess.run([sys.executable, str(CHECKOUT / "bench.py"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_the_tests_import_and_use_their_own_checkout():
+    """Whatever checkout an editable install points at (pyproject's pythonpath; conftest's root pin)."""
+    assert Path(missbench.__file__).resolve().parent == CHECKOUT / "missbench"
+    assert root() == CHECKOUT
+
+
+def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(tmp_path, monkeypatch):
+    here, there, plain = my_root(tmp_path / "here"), my_root(tmp_path / "there"), tmp_path / "plain"
+    (plain / "datasets").mkdir(parents=True)  # a data folder: not a root
+    monkeypatch.delenv(benchmark_root.ENV)
+    monkeypatch.chdir(here)
+    assert root() == here
+    monkeypatch.chdir(plain)
+    assert root() == benchmark_root.PACKAGE_CHECKOUT == CHECKOUT
+    monkeypatch.setenv(benchmark_root.ENV, str(there))
+    assert root() == there
+    try:
+        use_root(here)
+        assert root() == here
+    finally:
+        use_root(None)
+    assert root() == there
+    with pytest.raises(RootError, match=r"--root .*plain is not a benchmark root: it holds neither methods/ nor protocols/"):
+        use_root(plain)
+    monkeypatch.setenv(benchmark_root.ENV, str(plain))
+    with pytest.raises(RootError, match=r"\$MISSBENCH_ROOT .*plain is not a benchmark root"):
+        root()
+
+
+def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path):
+    mine = my_root(tmp_path / "mine")
+    listing = bench("list", "--methods", cwd=mine)
+    assert listing.returncode == 0, listing.stderr
+    assert "my_fill" in listing.stdout and "shaspec" not in listing.stdout
+    dry = bench(*SMOKE, "--methods", "my_fill", "--dry-run", cwd=mine)
+    assert dry.returncode == 0 and f"runs into {mine / 'results' / 'non_dedicated_brats_synthetic_smoke'}:" in dry.stdout
+    # From a folder that is no root, the checkout holding the package is the root, unless --root says otherwise.
+    elsewhere = bench("list", "--methods", cwd=tmp_path)
+    assert "shaspec" in elsewhere.stdout and "my_fill" not in elsewhere.stdout
+    flagged = bench("list", "--methods", "--root", str(mine), cwd=tmp_path)
+    assert "my_fill" in flagged.stdout and "shaspec" not in flagged.stdout
+    bad = bench("list", "--root", str(tmp_path), cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not a benchmark root" in bad.stderr
+
+
+def test_jobs_inherit_the_root_and_this_checkouts_package(tmp_path, monkeypatch):
+    mine = my_root(tmp_path / "mine")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    use_root(mine)
+    try:
+        with importable():
+            assert os.environ[benchmark_root.ENV] == str(mine)
+            assert os.environ["PYTHONPATH"] == os.pathsep.join([str(CHECKOUT), "/elsewhere"])
+    finally:
+        use_root(None)
+    assert os.environ[benchmark_root.ENV] == str(CHECKOUT) and os.environ["PYTHONPATH"] == "/elsewhere"
+
+
+def test_a_local_job_finds_a_method_that_only_the_root_has(tmp_path):
+    """The job runs in a subprocess: it reads the method from the submitting process's root."""
+    mine = my_root(tmp_path / "mine")
+    run = bench(*SMOKE, "--methods", "my_fill", "--executor", "local", cwd=mine)
+    assert run.returncode == 0, run.stdout + run.stderr
+    meta = json.loads(next((mine / "results" / "non_dedicated_brats_synthetic_smoke").glob("my_fill_*/meta.json")).read_text())
+    assert meta["executor"] == "local" and meta["method_citation"] == "reference method (no paper)"
