@@ -17,18 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import smoke_spec
+from conftest import CHECKOUT, smoke_spec
 from missbench.cli import main
 from missbench.core.execution import Execution
 from missbench.executors import Options
 from missbench.executors.inline import run_inline
 from missbench.executors.task import BUSY, RunTask
-from missbench.experiment import registry
 from missbench.store import process
 from missbench.store.run_folder import RunFolder
 from missbench.store.sweep import JOBS, SweepError, cancel, read_jobs, record_jobs, states
 
-ROOT = registry.ROOT
+
 SMOKE = ["--methods", "zero_fill", "--budget", "smoke", "--seeds", "0,1", "--no-progress", "--threads", "1"]
 
 
@@ -57,7 +56,7 @@ def test_a_claimed_run_is_running_elsewhere_and_counted_as_running(tmp_path, cap
 @pytest.mark.parametrize("executor", ["inline", "local"])
 def test_the_same_sweep_started_twice_at_once_trains_every_run_once(tmp_path, executor):
     args = [sys.executable, "bench.py", *SMOKE, "--executor", executor, "--out", str(tmp_path)]
-    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(args, cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     runs = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -125,7 +124,7 @@ def test_local_cancel_stops_the_worker_that_holds_the_run(tmp_path):
     sweep = tmp_path / "s"
     bench = subprocess.Popen([sys.executable, "bench.py", "--protocol", str(proto), "--methods", "zero_fill", "--budget", "long",
                               "--no-progress", "--threads", "1", "--executor", "local", "--out", str(sweep)],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=CHECKOUT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
         while not list(sweep.glob("*/log.txt")) or "iteration 3 " not in next(sweep.glob("*/log.txt")).read_text():

@@ -18,17 +18,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import smoke_spec
+from conftest import CHECKOUT, smoke_spec
 from missbench.cli import main
 from missbench.core.execution import Execution
 from missbench.executors import Options, plan
-from missbench.experiment import registry
 from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.experiment.resources import ResourceError, resolve
 from missbench.store.run_folder import RunFolder, load_rows
 from missbench.store.sweep import states
 
-ROOT = registry.ROOT
+
 RUN = ["--methods", "shaspec", "--budget", "smoke", "--no-progress", "--threads", "1"]
 
 
@@ -177,7 +176,7 @@ def two_runs(tmp_path_factory):
 
 def make_tables(sweep: Path, out: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "analysis/make_tables.py", str(sweep), "--out", str(out), "--no-figures"],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=CHECKOUT, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "delete", "corrupt without checksums"])

@@ -13,7 +13,7 @@ from missbench.cli import main
 from missbench.experiment import registry
 status = main(sys.argv[1:])
 print("RESULT " + json.dumps({"status": status, "attempted": attempted, "datasets": registry.dataset_names(),
-                              "broken": registry.BROKEN}))
+                              "broken": {**registry.plugins("methods").broken, **registry.plugins("datasets").broken}}))
 """
 
 
