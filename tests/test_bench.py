@@ -45,6 +45,9 @@ def test_run_folder_holds_spec_meta_and_provenance(smoke_sweep):
     assert meta["spec"] == json.loads((run_dir / "spec.json").read_text())
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert {"git_sha", "git_dirty", "git_untracked_plugins", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
+    # what CPU floats depend on: the model, the instruction set torch dispatched to, the installed packages
+    assert meta["device_name"] == meta["cpu"] and meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "distributions, sha256 " in meta["versions"]["installed"]
     files = ("methods/shaspec.py", "datasets/brats_synthetic.py", "protocols/non_dedicated.yaml")
     assert meta["plugin_files"] == {f: hashlib.sha256((CHECKOUT / f).read_bytes()).hexdigest() for f in files}
 

@@ -52,6 +52,8 @@ def file_hashes(paths: list[Path], root: Path, taken: dict[Path, str] | None = N
 
 
 def versions() -> dict[str, str | None]:
+    """Python's and the main packages' versions, and a SHA-256 of every installed distribution's name and
+    version (``installed``): two runs whose environments differ in any package differ there."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -61,16 +63,27 @@ def versions() -> dict[str, str | None]:
     from missbench import __version__
 
     out["missbench"] = __version__
+    installed = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions()})
+    out["installed"] = f"{len(installed)} distributions, sha256 {hashlib.sha256(chr(10).join(installed).encode()).hexdigest()[:16]}"
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def device_info(device: torch.device) -> dict[str, Any]:
+    """The device and the host: CPU floats depend on the instruction set torch dispatches to (AVX2 or
+    AVX-512 kernels sum in other orders), so a CPU run records it beside the model."""
     info: dict[str, Any] = {"device": str(device), "host": socket.gethostname(), "platform": platform.platform(),
-                            "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
+                            "torch_threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else info["cpu"]
     return info
 
 
