@@ -5,20 +5,10 @@ builds a method (``list`` counts every method's parameters, on the meta device).
     python benchmarks/cli_speed.py [--repeats 5]
 
 CPU time (user + system, of the child process) rather than wall time: on a shared machine it moves
-far less with the load. Measured here (2-core x86-64, torch 2.13.0+cpu, Python 3.11), this checkout
-against the one before issue #17 (the same script copied into it), on the idle machine (median of 5
-and of 3) and with three other users loading it (load average ~8.5, median of 3):
-
-    command                      idle: CPU s   before    loaded: CPU s   before
-    python -c 'import torch'          1.31      1.26             1.42      1.35
-    python bench.py --help            0.46      2.41             0.48      2.52
-    python bench.py list              1.52      3.97             1.66      7.10
-
-Before, every command imported torch, pandas, scipy, medpy and submitit, and ``list`` built every
-method three times, allocating ShaSpec's 188M parameters. ``list`` is now torch's import plus about
-0.2 s (the 14 meta-device builds with torch.nn.init skipped and no garbage collection, the plugins,
-the protocols): it meets 1.5 s only where ``import torch`` takes under ~1.3 s of CPU, which here it
-just does not.
+far less with the load. ``list`` is torch's import plus the meta-device builds (torch.nn.init skipped,
+no garbage collection), the plugins and the protocols, so it meets 1.5 s only where ``import torch``
+itself takes well under that. The README's "Measured here" section quotes this script's output
+(scripts/measured.py).
 """
 
 from __future__ import annotations

@@ -107,7 +107,27 @@ def classification(budget: str | None) -> list[str]:
     return lines
 
 
+def smoke(budget: str | None) -> list[str]:
+    """Seconds of each shipped protocol's smoke budget, from scratch: a new user's first try."""
+    import resource
+
+    lines = ["- `python bench.py --protocol P --methods shaspec,zero_fill --budget smoke --threads 1`, from scratch, "
+             "wall (CPU) seconds:"]
+    times = []
+    for protocol in ("non_dedicated", "dedicated", "alpha_beta", "dao_loss", "audio_rate", "missing_slots", "timing"):
+        sweep = OUT / "smoke" / protocol
+        shutil.rmtree(sweep, ignore_errors=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        _, wall = run(["python", "bench.py", "--protocol", protocol, "--methods", "shaspec,zero_fill", "--budget", "smoke",
+                       "--threads", "1", "--no-progress", "--out", str(sweep)])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        times.append(f"{protocol} {wall:.1f} ({cpu:.1f})")
+    return lines + ["  " + ", ".join(times) + "."]
+
+
 BENCHMARKS = [
+    ["benchmarks/cli_speed.py"],
     ["benchmarks/subset_eval.py", "--methods", "shaspec,hemis,mean_fill,uhved,smil", "--repeats", "2"],
     ["benchmarks/train_overhead.py", "--methods", "shaspec,zero_fill,hemis,smil,ul4m4", "--iterations", "10"],
     ["benchmarks/memory.py", "--methods", "shaspec,hemis,uhved,mean_fill,zero_fill,smil,rfnet"],
@@ -126,21 +146,22 @@ def benchmarks(budget: str | None) -> list[str]:
     return lines
 
 
-JOBS: dict[str, Callable[[str | None], list[str]]] = {"main": main_job, "classification": classification, "benchmarks": benchmarks}
+JOBS: dict[str, Callable[[str | None], list[str]]] = {"main": main_job, "classification": classification, "smoke": smoke,
+                                                     "benchmarks": benchmarks}
 
 
 def machine() -> str:
+    """Commit, CPU (model, cores, the instruction set torch dispatches to), packages and date: what the figures depend on."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from missbench.store.provenance import cpu_model, versions
+
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return (f"Commit {sha}{' with uncommitted changes' if dirty else ''}, {cpu}, {os.cpu_count()} cores, no GPU, "
-            f"torch {torch.__version__}, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}.")
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"Commit {sha}{' with uncommitted changes' if dirty else ''}; {cpu_model()}, {os.cpu_count()} cores, torch's "
+            f"{torch.backends.cpu.get_cpu_capability()} kernels, {gpu}; torch {torch.__version__}, Python {platform.python_version()}, "
+            f"{versions()['installed']}; {time.strftime('%Y-%m-%d')}.")
 
 
 def rewrite(readme: Path, body: list[str]) -> None:
