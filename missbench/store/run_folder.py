@@ -32,11 +32,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from missbench.experiment.spec import RunSpec, canonical
+
+if TYPE_CHECKING:  # pandas is imported where rows are read or written, so listing plugins does not pay for it
+    import pandas as pd
 from missbench.store import process
 
 SPEC, ROWS, META, LOG = "spec.json", "rows.parquet", "meta.json", "log.txt"
@@ -318,6 +320,8 @@ class RunFolder:
         return json.loads((self.path / SPEC).read_text())
 
     def rows(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(self.path / ROWS)
 
     def meta(self) -> dict[str, Any]:
@@ -344,4 +348,6 @@ def load_rows(sweep_dir: Path, run_ids: list[str] | None = None) -> pd.DataFrame
     """Rows of the finished, intact runs in ``sweep_dir`` (only ``run_ids`` if given)."""
     dirs = [sweep_dir / r for r in run_ids] if run_ids is not None else sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     frames = [folder.rows() for folder in map(RunFolder, dirs) if folder.is_done()]
+    import pandas as pd
+
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
