@@ -261,3 +261,35 @@ def test_a_time_limit_that_leaves_no_start_up_is_refused():
     assert resolve("zero_fill", None, {}, {"time": "00:03:00"})["time"] == "00:03:00"  # 180 - 120 s: enough
     with pytest.raises(ResourceError, match="leaves 30 s before SLURM's warning signal"):
         resolve("zero_fill", None, {"signal_delay_s": 30}, {"time": "1:00"})
+
+
+def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_starts_over(tmp_path, monkeypatch):
+    """#14 (d): a truncated checkpoint.pt used to fail the run on every retry (only --force recovered)."""
+    import pandas as pd
+
+    from missbench.core.execution import Execution
+    from missbench.core.method import Method
+    from missbench.engine.run import run
+
+    spec, exe = smoke_spec("zero_fill"), Execution(progress=False)
+    assert run(spec, tmp_path / "a", exe) == "done"
+    original = Method.set_step
+
+    def dying(self, step, total):
+        if step == 3:
+            raise KeyboardInterrupt
+        return original(self, step, total)
+
+    monkeypatch.setattr(Method, "set_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path / "b", exe)
+    monkeypatch.setattr(Method, "set_step", original)
+    folder = tmp_path / "b" / spec.run_id
+    checkpoint = (folder / "checkpoint.pt").read_bytes()
+    (folder / "checkpoint.pt").write_bytes(checkpoint[: len(checkpoint) // 2])  # a kill mid-write on a non-atomic file system
+    assert run(spec, tmp_path / "b", exe) == "done"
+    assert (folder / "checkpoint.pt.corrupt").read_bytes() == checkpoint[: len(checkpoint) // 2]
+    log = (folder / "log.txt").read_text()
+    assert "does not load" in log and "training starts from scratch" in log and "resumed from" not in log.split("does not load")[1]
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "rows.parquet").drop(columns="run_id"),
+                                  pd.read_parquet(tmp_path / "a" / spec.run_id / "rows.parquet").drop(columns="run_id"))
