@@ -42,9 +42,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="shaspec,zero_fill")
     p.add_argument("--iterations", type=int, default=40)
+    p.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None, help="default: as a run on this device")
     args = p.parse_args()
     proto = load_protocol(registry.protocol_path("non_dedicated"))
-    exe = Execution(progress=False)
+    exe = Execution(progress=False, prefetch=args.prefetch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, default budget's batch and patch, "
           f"{args.iterations} iterations after 3 warm-up")
     print(f"{'method':<12} {'harness s/it':>13} {'bare s/it':>10} {'ratio':>7}")

@@ -89,7 +89,7 @@ def run_killed_then_resumed(spec, tmp_path, monkeypatch, exe=None, checkpoint: i
     iteration ``checkpoint`` (checking what the kill left), then rerun it. Returns the two run folders.
 
     The kill comes at the start of iteration ``checkpoint``, once its batch is drawn: with prefetching (the
-    default ``exe``), the generators are a batch further on by then, and already were when the checkpoint
+    default ``exe`` here, though not a CPU run's), the generators are a batch further on by then, and already were when the checkpoint
     was written, which must record them as they were before that batch."""
     import pytest
 
@@ -97,7 +97,7 @@ def run_killed_then_resumed(spec, tmp_path, monkeypatch, exe=None, checkpoint: i
     from missbench.core.method import Method
     from missbench.engine.run import run
 
-    exe = exe or Execution(progress=False)
+    exe = exe or Execution(progress=False, prefetch=True)
     assert run(spec, tmp_path / "a", exe) == "done"
     original = Method.set_step
 

@@ -45,7 +45,7 @@ def rows_bytes(sweep: Path, spec) -> bytes:
 
 
 def test_shaspec_reruns_and_resumes_to_byte_identical_rows(spec, tmp_path, monkeypatch):
-    exe = Execution(progress=False, deterministic=True)
+    exe = Execution(progress=False, deterministic=True, prefetch=True)
     whole, resumed = run_killed_then_resumed(spec, tmp_path, monkeypatch, exe, checkpoint=6)
     assert "resumed from" in (resumed / "log.txt").read_text()
     assert run(spec, tmp_path / "again", exe) == "done"
@@ -55,7 +55,7 @@ def test_shaspec_reruns_and_resumes_to_byte_identical_rows(spec, tmp_path, monke
 
 
 def test_prefetching_and_determinism_change_no_number(spec, tmp_path):
-    run(spec, tmp_path / "prefetch", Execution(progress=False))
+    run(spec, tmp_path / "prefetch", Execution(progress=False, prefetch=True))
     run(spec, tmp_path / "serial", Execution(progress=False, prefetch=False, deterministic=True))
     assert rows_bytes(tmp_path / "prefetch", spec) == rows_bytes(tmp_path / "serial", spec)
 

@@ -54,7 +54,8 @@ def run_parser() -> argparse.ArgumentParser:
                    help="replay the compiled step as CUDA graphs (torch.compile mode reduce-overhead; needs --compile on CUDA)")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only (torch, cuDNN, cuBLAS workspace): bit-identical reruns on one GPU")
-    g.add_argument("--no-prefetch", action="store_true", help="draw each training batch when it is needed, not during the previous step")
+    g.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the next training batch during the current step (default: on a GPU, not on a CPU)")
     x = p.add_argument_group("execution (README: Running on a cluster)")
     x.add_argument("--executor", choices=EXECUTORS, default="inline",
                    help="inline: in this process; local: submitit subprocesses; slurm: submitit array jobs")
@@ -124,7 +125,7 @@ def run_command(args: argparse.Namespace) -> int:
         exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
                         compile=args.compile, profile=args.profile, tf32=args.tf32, cudnn_benchmark=args.cudnn_benchmark,
                         fused_optimizer=args.fused_optimizer, cuda_graphs=args.cuda_graphs, deterministic=args.deterministic,
-                        prefetch=not args.no_prefetch)
+                        prefetch=args.prefetch)
     except ValueError as e:
         raise UsageError(str(e)) from None
     todo, left = plan(specs, sweep, opts, exe)

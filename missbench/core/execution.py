@@ -61,11 +61,15 @@ class Execution:
     #: Deterministic algorithms only (torch.use_deterministic_algorithms, cuDNN deterministic and not
     #: autotuned, cuBLAS's fixed workspace): bit-identical reruns on one GPU, at some cost in speed.
     deterministic: bool = False
-    #: Draw the next training batch in a background thread while the current step runs (same batches, same order).
-    prefetch: bool = True
+    #: Draw the next training batch in a background thread while the current step runs (same batches, same
+    #: order). None: on a GPU, which would otherwise wait for the data; not on a CPU, where the thread takes
+    #: cores from the step (ShaSpec's harness step 1.26x slower with it on 2 cores, benchmarks/train_overhead.py).
+    prefetch: bool | None = None
 
     def __post_init__(self) -> None:
         check_params("execution", asdict(self), EXECUTION_DEFAULTS, EXECUTION_RULES)
+        if self.prefetch is None:
+            object.__setattr__(self, "prefetch", self.device.startswith("cuda"))  # before the device is checked
         if self.cuda_graphs and (self.compile != "inductor" or self.torch_device.type != "cuda"):
             raise ValueError("CUDA graphs replay what inductor compiled on a GPU: pass --compile (inductor) and a CUDA --device")
         if self.deterministic and self.cudnn_benchmark:
@@ -128,7 +132,8 @@ class Execution:
 
 #: Each execution option's default (its type) and allowed values; the device is checked by `check_device`.
 EXECUTION_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Execution)}
-EXECUTION_RULES: dict[str, Rule] = {"window_batch": Between(1, integer=True), "amp": OneOf("off", "bf16")}
+EXECUTION_RULES: dict[str, Rule] = {"window_batch": Between(1, integer=True), "amp": OneOf("off", "bf16"),
+                                    "prefetch": OneOf(True, False)}
 
 
 def set_threads(threads: int | None, share: int = 1) -> int:
