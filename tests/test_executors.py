@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -244,15 +245,22 @@ def test_bench_status_runs_from_a_fresh_process(fake_sweep, tmp_path):
 
 
 def test_status_without_squeue_says_unknown_and_why(fake_sweep, monkeypatch, capsys):
-    """Without squeue a run that has not finished is unknown, FAILED or not: a failed run resubmitted with
-    --rerun-failed keeps its FAILED until the new attempt starts, and only squeue knows it is queued."""
+    """Without squeue a run that has not ended since its submission is unknown: a failed run resubmitted
+    with --rerun-failed keeps its FAILED until the new attempt starts, and only squeue knows it is queued.
+    A run whose FAILED was written after its submission has failed: its job is over, queue or not."""
     sweep, specs, _ = fake_sweep
     monkeypatch.setattr("missbench.store.sweep._squeue", lambda: None)
     got = {r.run_id: (r.state, r.detail) for r in states(sweep)}
-    assert got[specs[0].run_id][0] == "done"
-    assert {got[s.run_id] for s in specs[1:]} == {("unknown", "squeue is not available here")}
-    assert main(["status", str(sweep)]) == 0
-    assert "5 runs: 1 done, 4 unknown" in capsys.readouterr().out
+    assert got[specs[0].run_id][0] == "done" and got[specs[1].run_id][0] == "failed" and "ValueError: boom" in got[specs[1].run_id][1]
+    assert {got[s.run_id] for s in specs[2:]} == {("unknown", "squeue is not available here")}
+    assert main(["status", str(sweep)]) == 1
+    assert "5 runs: 1 done, 1 failed, 3 unknown" in capsys.readouterr().out
+
+    failed = sweep / specs[1].run_id / "FAILED"
+    an_hour_before = time.time() - 3600
+    os.utime(failed, (an_hour_before, an_hour_before))  # the FAILED of an attempt before the latest submission
+    got = {r.run_id: (r.state, r.detail) for r in states(sweep)}
+    assert got[specs[1].run_id] == ("unknown", "squeue is not available here")
 
 
 def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_array_size(tmp_path, monkeypatch):

@@ -169,6 +169,15 @@ class RunFolder:
             return "failed"
         return "incomplete" if self.writable() else "failed"
 
+    def ended_at(self) -> float | None:
+        """When the last attempt ended: the time DONE or FAILED was written (seconds since the epoch); None without either."""
+        for name in (DONE, FAILED):
+            try:
+                return (self.path / name).stat().st_mtime
+            except OSError:
+                continue
+        return None
+
     def writable(self) -> bool:
         """Whether this process may create files in the folder."""
         return os.access(self.path, os.W_OK | os.X_OK)

@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -129,6 +130,16 @@ def _squeue() -> dict[str, str] | None:
     return dict(line.split("|", 1) for line in out.split() if "|" in line)
 
 
+def ended_since(folder: RunFolder, submitted: str | None) -> bool:
+    """Whether the run's last attempt ended (DONE or FAILED written) no earlier than its latest submission
+    (jobs.json, to the second): that job has ended, whatever the queue says. A FAILED left by an earlier
+    submission says nothing of the job submitted since (it is removed when the new attempt starts)."""
+    ended = folder.ended_at()
+    if ended is None or not submitted:
+        return False
+    return ended >= datetime.strptime(submitted, "%Y-%m-%dT%H:%M:%S%z").timestamp() // 1
+
+
 def states(sweep: Path) -> list[RunState]:
     """The state of every run recorded in ``jobs.json`` or found as a run folder, in submission order."""
     if not sweep.is_dir():
@@ -154,9 +165,9 @@ def states(sweep: Path) -> list[RunState]:
             holder = folder.holder()
             live = "running"
             detail = f"process {holder['pid']} on {holder['host']} holds the run" if holder else "a process holds the run"
-        elif executor == "slurm" and job_id and queue is None:
+        elif executor == "slurm" and job_id and queue is None and not ended_since(folder, entry.get("submitted")):
             live, detail = "unknown", "squeue is not available here"
-        elif executor == "slurm" and job_id:
+        elif executor == "slurm" and job_id and queue is not None:
             slurm_state = queue.get(job_id, "")
             live = "pending" if slurm_state in _PENDING else "running" if slurm_state in _RUNNING else None
         elif executor == "local" and process.alive(entry.get("process")):
