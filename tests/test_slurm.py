@@ -59,12 +59,12 @@ def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(KEY).reset_index(drop=True)
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
+def wait_until(condition, timeout: float, what: str, poll: float = 1.0) -> None:
     t0 = time.time()
     while not condition():
         if time.time() - t0 > timeout:
             raise TimeoutError(f"{what} after {timeout} s")
-        time.sleep(1)
+        time.sleep(poll)
 
 
 def ended(sweep: Path) -> bool:
@@ -138,17 +138,20 @@ def long_protocol(folder: Path, iterations: int = 150) -> Path:
 
 
 def test_a_preempted_run_checkpoints_requeues_and_ends_with_the_uninterrupted_numbers(sweeps):
-    args = ["--protocol", str(long_protocol(sweeps)), "--methods", "zero_fill", "--budget", "long", "--no-progress", "--threads", "1"]
+    # 600 iterations (about 14 s at one thread) leave the signal seconds to arrive: with 150 (3.5 s) a run
+    # on a busy CI machine once finished before SLURM delivered it.
+    iterations = 600
+    args = ["--protocol", str(long_protocol(sweeps, iterations)), "--methods", "zero_fill", "--budget", "long", "--no-progress", "--threads", "1"]
     assert main([*args, "--out", str(sweeps / "inline")]) == 0
     assert bench(*args, *SLURM, "--out", str(sweeps / "slurm")).returncode == 0
     (run,) = states(sweeps / "slurm")
     log = sweeps / "slurm" / run.run_id / "log.txt"
-    wait_until(lambda: log.exists() and "iteration 10 " in log.read_text(), 180, "training did not start")
+    wait_until(lambda: log.exists() and "iteration 10 " in log.read_text(), 180, "training did not start", poll=0.1)
     subprocess.run(["scancel", "--signal=USR2", run.job_id], check=True)  # what a preemption sends first
     wait_until(lambda: ended(sweeps / "slurm"), 300, "the requeued run did not finish")
     text = log.read_text()
     step = int(re.search(r"saved the state at iteration (\d+) on request", text).group(1))
-    assert 10 <= step < 150 and f"at iteration {step}" in text.split("resumed from")[1].splitlines()[0]
+    assert 10 <= step < iterations and f"at iteration {step}" in text.split("resumed from")[1].splitlines()[0]
     meta = json.loads((sweeps / "slurm" / run.run_id / "meta.json").read_text())
     assert meta["slurm"]["slurm_restart_count"] == "1"
     pd.testing.assert_frame_equal(load_rows(sweeps / "inline"), load_rows(sweeps / "slurm"))
