@@ -54,7 +54,7 @@ without it can score; it stays a dependency as the tests' reference.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,7 +102,7 @@ class MetricPolicy:
 
 
 #: Each metric policy setting's default (its type) and allowed values.
-POLICY_DEFAULTS: dict[str, Any] = {"empty": MetricPolicy.empty, "et_threshold": MetricPolicy.et_threshold, "hd95": MetricPolicy.hd95}
+POLICY_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(MetricPolicy)}
 POLICY_RULES: dict[str, Rule] = {"empty": OneOf(*EMPTY_POLICIES), "et_threshold": Between(0, integer=True),
                                  "hd95": OneOf(*HD95_DEFINITIONS)}
 
