@@ -146,8 +146,14 @@ def _no_initialisation() -> Iterator[None]:
             setattr(nn.init, n, function)
 
 
-def count_on_meta(cls: type[Method], task: Task, modalities: tuple[str, ...], **params: Any) -> int:
-    """`count_parameters` of ``cls(task, modalities, **params)`` built on the meta device: shapes only, no
-    memory and no initialisation, so counting a 188M-parameter backbone takes milliseconds."""
+def build_on_meta(cls: type[Method], task: Task, modalities: tuple[str, ...], **params: Any) -> Method:
+    """``cls(task, modalities, **params)`` built on the meta device: shapes only, no memory and no
+    initialisation, so building a 188M-parameter backbone (to count it, or to see its arguments refused)
+    takes milliseconds."""
     with torch.device("meta"), _no_initialisation():
-        return count_parameters(cls(task, modalities, **params))
+        return cls(task, modalities, **params)
+
+
+def count_on_meta(cls: type[Method], task: Task, modalities: tuple[str, ...], **params: Any) -> int:
+    """`count_parameters` of the method `build_on_meta` builds."""
+    return count_parameters(build_on_meta(cls, task, modalities, **params))

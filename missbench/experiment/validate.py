@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from missbench.core.dataset import Dataset
 from missbench.core.execution import EXECUTION_DEFAULTS, EXECUTION_RULES, check_device
+from missbench.core.method import build_on_meta
 from missbench.core.metrics import MetricPolicy
 from missbench.core.params import Between, ParamError, Rule, check_params, check_value
 from missbench.core.tasks import get_task
@@ -74,8 +73,7 @@ def check_specs(specs: list[RunSpec]) -> None:
         try:
             cls = registry.method_class(spec.method)
             ds = registry.dataset_class(spec.dataset)(**spec.dataset_params)
-            with torch.device("meta"):
-                cls(get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
+            build_on_meta(cls, get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
             cls.training_for(ds.task).replace(**spec.training)
             MetricPolicy(**{k: v for k, v in spec.metric.items() if k in ("empty", "et_threshold", "hd95")})
         except (ValueError, TypeError) as e:
