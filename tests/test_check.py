@@ -110,6 +110,20 @@ def test_bad_parameters_get_one_line_and_exit_2(capsys):
     assert "width='wide'" in err and err.count("\n") == 1
 
 
+def test_a_loss_term_that_is_not_a_scalar_is_refused_by_name(tmp_path, monkeypatch, capsys):
+    """train_step checks the terms before summing them: a vector term used to fail as "Boolean value of Tensor
+    with more than one value is ambiguous", in `bench.py check` and in a run alike."""
+    old = "            out.losses.update(self.task_loss(logits, target))\n"
+    new = old + '            out.losses["spread"] = logits.flatten(1).std(1)\n'
+    monkeypatch.setenv("MISSBENCH_ROOT", str(make_root(tmp_path / "root", {"toy.py": GOOD.replace(old, new)})))
+    assert main(["check", "toy"]) == 1
+    out = capsys.readouterr().out
+    assert results(out)["segmentation", "losses"] == "FAIL" and "loss term 'spread' is not a named scalar tensor" in out
+    assert main(["--methods", "toy", "--budget", "smoke", "--no-progress", "--threads", "1", "--out", str(tmp_path / "s")]) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("[1/1] "))
+    assert "FAILED, MethodError: method 'toy': loss term 'spread' is not a named scalar tensor" in line
+
+
 def test_a_method_without_loss_terms_fails_its_run_with_one_line(tmp_path, monkeypatch, capsys):
     """At run time train_step refuses it (MethodError), the run records FAILED and the user reads one line."""
     old, new = BROKEN["losses"]

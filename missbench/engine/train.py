@@ -46,6 +46,9 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Inputs, y: t
         if not out.losses:
             raise MethodError(f"method {method.name!r} returned no loss terms in training; add the task loss "
                               f"(Output.losses.update(self.task_loss(logits, target))) whenever a target is given")
+        for name, term in out.losses.items():
+            if not isinstance(name, str) or not name or not isinstance(term, torch.Tensor) or term.ndim != 0:
+                raise MethodError(f"method {method.name!r}: loss term {name!r} is not a named scalar tensor")
         loss = sum(out.losses.values())
     if not torch.isfinite(loss):
         raise FloatingPointError(f"{method.name}: loss is {loss.item()} at iteration {method.step} "
