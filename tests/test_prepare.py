@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from brats_files import AFFINE, case_arrays, save, write_case, write_lists, write_set
 
-from missbench.experiment import registry
 from missbench.cli import main
+from missbench.experiment import registry
+from missbench.realdata import cache
 
 Brats = registry.dataset_class("brats2018")
 
@@ -192,7 +193,7 @@ def test_split_naming_cases_not_on_disk_is_refused(prepared, tmp_path, capsys):
     assert "Brats18_ZZZ_1" in capsys.readouterr().err and not (tmp_path / "cache").exists()
 
 
-def test_a_changed_source_of_equal_size_is_redone_and_verify_rehashes_everything(prepared, tmp_path, capsys):
+def test_a_changed_source_of_equal_size_is_redone_and_verify_rehashes_everything(prepared, tmp_path, capsys, monkeypatch):
     src, _ = prepared
     for name in ("train", "val", "cache"):
         shutil.copytree(src / name, tmp_path / name)  # copies keep modification times: the cache stays current
@@ -211,6 +212,17 @@ def test_a_changed_source_of_equal_size_is_redone_and_verify_rehashes_everything
         save(seg, labels)
         assert seg.stat().st_size == size
         return seg
+
+    seg = next((tmp_path / "train").glob("*/Brats18_C_1/Brats18_C_1_seg.nii*"))
+    os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 10**9))  # touched (a copy without times): same content
+    hashed = []
+    real_sha256 = cache.file_sha256
+    monkeypatch.setattr(cache, "file_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
+    Brats(**_params(tmp_path, split="all"))
+    assert hashed == [seg.name]  # rehashed once, found unchanged, its new time recorded ...
+    Brats(**_params(tmp_path, split="all"))
+    assert hashed == [seg.name]  # ... so the next run does not read it again
+    monkeypatch.undo()
 
     relabel("Brats18_D_1")  # a new modification time: the cheap check rehashes it
     with pytest.raises(ValueError, match=r"1 of 8 cases are not in the cache .*, or were cached from other files"):

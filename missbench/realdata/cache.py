@@ -10,8 +10,9 @@ reads the arrays memory-mapped. missbench/realdata/prepare.py fills the cache.
 Freshness: a case is current when its recipe hash is the recipe's and its source files hold what was
 hashed. Hashing every NIfTI file on every prepare and run would cost a full read of the data set, so
 the check is keyed on (size, mtime_ns): a file whose name, size and modification time are as recorded
-counts as unchanged; any other is rehashed (a touched but identical file still counts as current, an
-edit at equal size has a new mtime and is caught). ``verify`` (``bench.py prepare --verify``) rehashes
+counts as unchanged; any other is rehashed (a touched but identical file still counts as current, and
+its new time is recorded so that it is rehashed once, not by every run; an edit at equal size has a
+new mtime and is caught). ``verify`` (``bench.py prepare --verify``) rehashes
 every source file and every cached array, whatever their times. Caches written before content hashes
 were recorded (sources as [name, size]) are not current: prepare redoes their cases once.
 """
@@ -72,21 +73,24 @@ def source_record(files: dict[str, Path]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def sources_match(recorded: Any, files: dict[str, Path], verify: bool = False) -> bool:
-    """Whether ``files`` hold what ``recorded`` says: a file of the recorded name, size and mtime counts as
-    unchanged unless ``verify``; any other is rehashed and compared (module docstring)."""
+def current_sources(recorded: Any, files: dict[str, Path], verify: bool = False) -> dict[str, dict[str, Any]] | None:
+    """``recorded`` with each file's modification time as it is now, if ``files`` hold what it says; else None.
+    A file of the recorded name, size and mtime counts as unchanged unless ``verify``; any other is rehashed
+    and compared (module docstring)."""
     if not isinstance(recorded, dict) or set(recorded) != set(files):
-        return False
+        return None
+    now = {}
     for key, path in files.items():
         r = recorded[key]
         if not isinstance(r, dict) or r.get("name") != path.name:
-            return False
+            return None
         st = path.stat()
         if r.get("size") != st.st_size:
-            return False
+            return None
         if (verify or r.get("mtime_ns") != st.st_mtime_ns) and file_sha256(path) != r.get("sha256"):
-            return False
-    return True
+            return None
+        now[key] = {**r, "mtime_ns": st.st_mtime_ns}
+    return now
 
 
 def has_case(folder: Path, case_id: str, files: dict[str, Path], recipe: dict[str, Any], verify: bool = False) -> bool:
@@ -97,12 +101,18 @@ def has_case(folder: Path, case_id: str, files: dict[str, Path], recipe: dict[st
         meta = json.loads((path / META).read_text())
     except (OSError, ValueError):
         return False
-    if meta.get("recipe_sha256") != recipe_digest(recipe) or not sources_match(meta.get("sources"), files, verify):
+    sources = current_sources(meta.get("sources"), files, verify) if meta.get("recipe_sha256") == recipe_digest(recipe) else None
+    if sources is None:
         return False
     arrays = meta.get("arrays", {})
     if verify and (set(arrays) != {p.stem for p in path.glob("*.npy")}
                    or any(file_sha256(path / f"{name}.npy") != digest for name, digest in arrays.items())):
         return False
+    if sources != meta["sources"]:  # touched, same content: record the new times, so the next check is cheap again
+        try:
+            write_atomic(path / META, (json.dumps({**meta, "sources": sources}, indent=1, sort_keys=True) + "\n").encode())
+        except OSError:
+            pass  # a read-only cache stays current; it is only rehashed again next time
     return True
 
 
