@@ -14,7 +14,6 @@ from missbench.core.availability import missing_share
 from missbench.core.dataset import Dataset
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.method import Method
-from missbench.core.metrics import MetricPolicy
 from missbench.core.subsets import Subset, parse_subset
 from missbench.core.tasks import Task, get_task
 from missbench.core.tasks.base import EvalSettings
@@ -71,9 +70,7 @@ def build(spec: RunSpec) -> tuple[Dataset, Method]:
 
 def eval_settings(spec: RunSpec) -> EvalSettings:
     """The spec's sliding windows and metric policy."""
-    policy = MetricPolicy(empty=spec.metric["empty"], et_threshold=spec.metric["et_threshold"],
-                          hd95=spec.metric.get("hd95", MetricPolicy.hd95))
-    return EvalSettings(spec.budget.patch, spec.budget.overlap, spec.metric.get("window", "uniform"), policy)
+    return EvalSettings(spec.budget.patch, spec.budget.overlap, spec.metric.get("window", "uniform"), spec.metric_policy())
 
 
 def context(spec: RunSpec, exe: Execution, folder: RunFolder) -> Context:

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from missbench.core.metrics import POLICY_DEFAULTS, MetricPolicy
 from missbench.core.params import Between, Rule, Shape
 
 
@@ -111,6 +112,10 @@ class RunSpec:
         if self.missing_rate is not None:
             key.append(self.missing_rate)
         return int(hashlib.sha256(canonical(key).encode()).hexdigest()[:8], 16)
+
+    def metric_policy(self) -> MetricPolicy:
+        """The scoring rules of the spec's ``metric`` block (the rest of it is the window weighting)."""
+        return MetricPolicy(**{k: v for k, v in self.metric.items() if k in POLICY_DEFAULTS})
 
     @property
     def mask_seed(self) -> int:

@@ -18,12 +18,11 @@ from typing import Any
 from missbench.core.dataset import Dataset
 from missbench.core.execution import EXECUTION_DEFAULTS, EXECUTION_RULES, check_device
 from missbench.core.method import build_on_meta
-from missbench.core.metrics import MetricPolicy
 from missbench.core.params import Between, ParamError, Rule, check_params, check_value
 from missbench.core.tasks import get_task
 from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
 from missbench.experiment import registry
-from missbench.experiment.spec import RunSpec
+from missbench.experiment.spec import RunSpec, canonical
 
 #: Run options that are counts (argparse dests); ``window_batch`` is Execution's own declaration.
 OPTION_RULES: dict[str, Rule] = {**{key: Between(1, integer=True) for key in ("threads", "jobs", "array_parallelism", "max_array_size")},
@@ -67,15 +66,18 @@ def check_given(given: Given, dataset_cls: type[Dataset]) -> None:
 
 def check_specs(specs: list[RunSpec]) -> None:
     """Every run of the sweep as a whole, for what single values cannot show (a combination a method or data
-    set refuses): each distinct setting built once, the method on the meta device."""
+    set refuses): each distinct setting built once (each data set once), the method on the meta device."""
+    datasets: dict[str, Dataset] = {}
     for spec in {(s.method, repr(s.method_params), repr(s.dataset_params), repr(s.training), repr(s.metric)): s
                  for s in specs}.values():
         try:
-            cls = registry.method_class(spec.method)
-            ds = registry.dataset_class(spec.dataset)(**spec.dataset_params)
+            key = f"{spec.dataset} {canonical(spec.dataset_params)}"
+            if key not in datasets:
+                datasets[key] = registry.dataset_class(spec.dataset)(**spec.dataset_params)
+            ds, cls = datasets[key], registry.method_class(spec.method)
             build_on_meta(cls, get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
             cls.training_for(ds.task).replace(**spec.training)
-            MetricPolicy(**{k: v for k, v in spec.metric.items() if k in ("empty", "et_threshold", "hd95")})
+            spec.metric_policy()
         except (ValueError, TypeError) as e:
             raise Invalid(str(e)) from None
 
