@@ -19,8 +19,18 @@ def fresh(code: str) -> str:
 def test_help_imports_no_torch_and_no_heavy_dependency():
     code = ("import sys\nfrom missbench.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'scipy', 'medpy', 'submitit', 'nibabel', 'sklearn') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numpy', 'scipy', 'medpy', 'submitit', 'nibabel', 'sklearn') if m in sys.modules))")
     assert fresh(code) == "[]"
+
+
+def test_a_sweep_is_validated_without_initialising_its_methods():
+    """Validation builds every method of the sweep on the meta device without running nn.init, which would
+    import torch._dynamo (about a second of CPU at the start of every bench.py run)."""
+    code = ("import contextlib, io, sys\nfrom missbench.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    main(['--methods', 'shaspec,rfnet,mmformer,hemis,uhved,smil,ul4m4', '--dry-run', '--out', '/nonexistent/sweep'])\n"
+            "print('torch._dynamo' in sys.modules)")
+    assert fresh(code) == "False"
 
 
 def test_list_counts_parameters_without_allocating_them():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from missbench.core.metrics import POLICY_DEFAULTS, MetricPolicy
 from missbench.core.params import Between, Rule, Shape
+
+if TYPE_CHECKING:  # numpy comes with the metrics: imported on use, so `bench.py --help` does not pay for it
+    from missbench.core.metrics import MetricPolicy
 
 
 def canonical(obj: Any) -> str:
@@ -115,6 +117,8 @@ class RunSpec:
 
     def metric_policy(self) -> MetricPolicy:
         """The scoring rules of the spec's ``metric`` block (the rest of it is the window weighting)."""
+        from missbench.core.metrics import POLICY_DEFAULTS, MetricPolicy
+
         return MetricPolicy(**{k: v for k, v in self.metric.items() if k in POLICY_DEFAULTS})
 
     @property
