@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from missbench.cli.args import UsageError, key_values, root_option
+from missbench.cli.args import key_values, root_option
 from missbench.experiment import registry
 from missbench.experiment.root import use_root
 
@@ -27,15 +27,12 @@ def check_command(argv: list[str]) -> int:
     params = key_values(args.param, "--param")
     import torch
 
-    from missbench.core.params import ParamError, check_params
     from missbench.engine.contract import check_method
+    from missbench.experiment.validate import check_declared
 
     torch.set_num_threads(1)  # toy sizes: more threads only wait on each other
 
-    try:
-        check_params(f"method {cls.name!r}", params, cls.defaults, cls.constraints)
-    except ParamError as e:
-        raise UsageError(str(e)) from None
+    check_declared("--param ", params, cls.defaults, cls.constraints)
     print(f"bench.py check {cls.name}" + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
           + ": toy data, 16^3 volumes of 4 modalities; 8 samples of an image, a spectrogram and a table row")
     findings = check_method(cls, params)

@@ -48,7 +48,8 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def _check(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
+def check_declared(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
+    """`check_params`, the error naming the value by ``where`` and its key (e.g. ``--param shaspec.`` + ``alpha``)."""
     try:
         check_params(where, values, defaults, rules)
     except ParamError as e:
@@ -59,9 +60,9 @@ def check_given(given: Given, dataset_cls: type[Dataset]) -> None:
     """Each ``--param``, ``--dataset-param`` and ``--training`` value against its declaration."""
     for method, params in given.method_params.items():
         cls = registry.method_class(method)
-        _check(f"--param {method}.", params, cls.defaults, cls.constraints)
-    _check("--dataset-param ", given.dataset_params, dataset_cls.defaults, dataset_cls.constraints)
-    _check("--training ", given.training, TRAINING_DEFAULTS, TRAINING_RULES)
+        check_declared(f"--param {method}.", params, cls.defaults, cls.constraints)
+    check_declared("--dataset-param ", given.dataset_params, dataset_cls.defaults, dataset_cls.constraints)
+    check_declared("--training ", given.training, TRAINING_DEFAULTS, TRAINING_RULES)
 
 
 def check_specs(specs: list[RunSpec]) -> None:
