@@ -76,7 +76,9 @@ from missbench.engine.context import build  # noqa: E402
 from missbench.engine.run import run  # noqa: E402
 from missbench.experiment import registry  # noqa: E402
 from missbench.experiment.protocol import Protocol, load_protocol  # noqa: E402
+from missbench.experiment.spec import Budget  # noqa: E402
 from missbench.store import provenance  # noqa: E402
+from missbench.store.run_folder import RunFolder  # noqa: E402
 
 #: ShaSpec §4.5 (reference/shaspec.md §6.6): avMNIST models at batch 4 on one RTX 3090, mean of 30 iterations.
 PAPER_AVMNIST = {"shaspec": {"train_s": 0.0257, "infer_s": 0.0016}, "smil": {"train_s": 0.1309, "infer_s": 0.0019}}
@@ -153,7 +155,7 @@ class Check:
     out: Path
     methods: list[str]
     protocols: dict[str, Protocol] = field(default_factory=dict)
-    paper: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paper: dict[str, Budget] = field(default_factory=dict)
 
     def execution(self, **options: Any) -> Execution:
         return Execution(device=self.device, progress=False, **options)
@@ -162,14 +164,18 @@ class Check:
         return {"backbone": self.sizes.shaspec_backbone} if self.sizes.shaspec_backbone != "common" else {}
 
 
-def paper_budgets(sizes: Sizes) -> dict[str, dict[str, Any]]:
-    """Iterations, patch and batch of the paper budgets: protocol B's for ShaSpec, protocol A's for the others."""
+def paper_budgets(sizes: Sizes) -> dict[str, Budget]:
+    """The paper budgets (``sizes.patch``, if given, for their patch): protocol B's for ShaSpec, protocol A's for the others."""
     out = {}
     for key, name in (("b", "brats2018_b"), ("a", "brats2018_a")):
-        b = load_protocol(registry.protocol_path(name)).data["budgets"]["paper"]
-        patch = b["patch"] if isinstance(b["patch"], list) else [b["patch"]] * 3
-        out[key] = {"iterations": b["iterations"], "batch": b["batch"], "patch": list(sizes.patch or patch)}
+        _, b, _ = load_protocol(registry.protocol_path(name)).budget("paper")
+        out[key] = replace(b, patch=tuple(sizes.patch)) if sizes.patch else b
     return out
+
+
+def timing_budget(b: Budget) -> dict[str, Any]:
+    """What the check's protocols take of a paper budget: its iterations, batch and patch."""
+    return {"iterations": b.iterations, "batch": b.batch, "patch": list(b.patch)}
 
 
 def write_protocols(check: Check) -> None:
@@ -177,7 +183,7 @@ def write_protocols(check: Check) -> None:
     s = check.sizes
     check.paper = paper_budgets(s)
     small = {"size": s.volume, "n_train": 1, "n_val": 1, "n_test": 1}
-    budgets = {f"paper_{k}": {**v, "checkpoint_every": v["iterations"], "dataset": small} for k, v in check.paper.items()}
+    budgets = {f"paper_{k}": {**timing_budget(b), "checkpoint_every": b.iterations, "dataset": small} for k, b in check.paper.items()}
     budgets["avmnist"] = {"iterations": 1000, "batch": AVMNIST_BATCH, "checkpoint_every": 1000,
                           "datasets": {"avmnist_synthetic": {"n_train": 6, "n_val": 2, "n_test": 4}}}
     counts = {"warmup": s.warmup, "iterations": s.iterations, "inference_warmup": 1, "inference_passes": s.inference_passes}
@@ -185,7 +191,7 @@ def write_protocols(check: Check) -> None:
     timing.write_text(f"inherit: {registry.protocol_path('timing')}\ntiming: {json.dumps(counts)}\n"
                       f"budgets: {json.dumps(budgets)}\n")
     b = check.paper["b"]
-    data_budget = {"iterations": s.data_iterations, "patch": b["patch"], "batch": b["batch"], "checkpoint_every": s.data_iterations,
+    data_budget = {"iterations": s.data_iterations, "patch": list(b.patch), "batch": b.batch, "checkpoint_every": s.data_iterations,
                    "log_every": s.data_iterations, "dataset": {"size": s.data_volume, "n_train": 1, "n_val": 0, "n_test": 1}}
     data = check.out / "data.yaml"
     data.write_text(f"inherit: {registry.protocol_path('non_dedicated')}\nsubsets: [FLAIR+T1+T1c+T2]\n"
@@ -219,7 +225,7 @@ def timing_rows(check: Check, part: str, method: str, budget: str, setting: str,
         run(spec, sweep, exe, force=True)
     finally:
         free_device(check.device)
-    t = json.loads((sweep / spec.run_id / "meta.json").read_text())["timing"]
+    t = RunFolder(sweep / spec.run_id).meta()["timing"]
     train_s = t["train_s_per_iter_median"]
     mem = next(iter(t["memory"]["train"].values()))
     notes = ["shared device"] if t["shared_device"] else []
@@ -233,7 +239,7 @@ def timing_items(check: Check, part: str, setting: str, methods: list[str], **op
     def rows(method: str) -> list[Row]:
         key = "b" if method == "shaspec" else "a"
         return timing_rows(check, part, method, f"paper_{key}", setting, check.execution(**options),
-                           iterations=check.paper[key]["iterations"])
+                           iterations=check.paper[key].iterations)
 
     allowance = 150.0 if options.get("compile") == "inductor" else 30.0  # inductor compiles a 3-D net in minutes
     return [Item(part, m, setting, lambda m=m: rows(m), allowance) for m in methods]
@@ -259,9 +265,8 @@ def data_rows(check: Check, prefetch: bool) -> list[Row]:
         run(spec, sweep, check.execution(profile=True, prefetch=prefetch), force=True)
     finally:
         free_device(check.device)
-    folder = sweep / spec.run_id
-    train = json.loads((folder / "profile.json").read_text())["train"]
-    meta = json.loads((folder / "meta.json").read_text())
+    folder = RunFolder(sweep / spec.run_id)
+    train, meta = folder.profile()["train"], folder.meta()
     return [Row("data", "shaspec" + ("*" if check.shaspec_params() else ""), setting, shape_text(spec.budget),
                 meta["timings"]["train_seconds_per_iteration"], None, None, train["data_wait"]["share"],
                 note=f"{spec.budget.iterations} iterations incl. the first, each phase synchronised")]
@@ -280,7 +285,7 @@ def eval_rows(check: Check) -> list[Row]:
         rng = np.random.default_rng(0)
         case = Case("real_size", rng.standard_normal((len(method.modalities), *check.sizes.eval_case), dtype=np.float32),
                     np.zeros(check.sizes.eval_case, np.uint8))
-        overlap = load_protocol(registry.protocol_path("brats2018_b")).budget("paper")[1].overlap
+        overlap = check.paper["b"].overlap
         settings = EvalSettings(spec.budget.patch, overlap)
         predict = subset_predictor(method, subsets, shared=True)
         warm = Case("warm", case.image[:, : spec.budget.patch[0], : spec.budget.patch[1], : spec.budget.patch[2]], case.target)
@@ -316,11 +321,13 @@ def main_job_rows(check: Check) -> list[Row]:
     free_device(check.device)
     (check.out / "main_job.txt").write_text(log.getvalue())
     rows = [Row("main", "shaspec,zero_fill", f"exit {status}", note=f"{wall:.0f} s wall, `bench.py {' '.join(args)}`")]
-    for meta_path in sorted((check.out / "runs" / "main_job").glob("*/meta.json")):
-        meta = json.loads(meta_path.read_text())
+    sweep = check.out / "runs" / "main_job"
+    for folder in map(RunFolder, sorted(p for p in sweep.iterdir() if p.is_dir())):
+        if not folder.is_done():
+            continue
+        meta, spec = folder.meta(), folder.spec()
         t = meta["timings"]
-        budget = meta["spec"]["budget"]
-        rows.append(Row("main", meta["spec"]["method"], "train+evaluate", shape_text(argparse.Namespace(**budget)),
+        rows.append(Row("main", spec.method, "train+evaluate", shape_text(spec.budget),
                         t["train_seconds_per_iteration"], None, t["eval_seconds_per_case"],
                         note=f"train {t['train_seconds']:.0f} s, evaluate {t['eval_seconds']:.0f} s"))
     return rows
@@ -409,7 +416,7 @@ def cost_table(rows: list[Row], check: Check) -> str:
         fp32, bf16 = by.get((name, "fp32")), by.get((name, "bf16"))
         if fp32 is None and bf16 is None:
             continue
-        its = check.paper["b" if method == "shaspec" else "a"]["iterations"]
+        its = check.paper["b" if method == "shaspec" else "a"].iterations
         shape = (fp32 or bf16).shape  # type: ignore[union-attr]
         lines.append(f"| {name} | {shape} | {its:,} " + cost_cells(fp32) + cost_cells(bf16) + "|")
     return "\n".join(lines)

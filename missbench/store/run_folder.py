@@ -336,6 +336,10 @@ class RunFolder:
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / META).read_text())
 
+    def profile(self) -> dict[str, Any]:
+        """The phase times of ``--profile`` (profile.json)."""
+        return json.loads((self.path / PROFILE).read_text())
+
     def failure(self) -> dict[str, Any]:
         """What FAILED records (a FAILED written as plain text reads as its traceback); for a folder that cannot be
         read or written (failed by its condition), an environmental failure saying so."""
