@@ -13,8 +13,8 @@ Nothing in the section is typed by hand: a figure that is not produced here is n
 from __future__ import annotations
 
 import argparse
-import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,21 +33,21 @@ BEGIN, END = "<!-- measured:begin", "<!-- measured:end -->"
 OUT = ROOT / "results" / "measured"
 
 
-def run(cmd: list[str]) -> tuple[str, float]:
-    """Run a command from the checkout; its stdout and wall seconds. A failing command stops the script."""
+def run(cmd: list[str]) -> tuple[str, float, float]:
+    """Run a command from the checkout; its stdout, wall seconds and CPU seconds. A failing command stops the script."""
     print("$ " + " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     res = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode:
         raise SystemExit(f"{' '.join(cmd)} exited {res.returncode}:\n{res.stderr[-2000:]}")
-    return res.stdout, wall
+    return res.stdout, wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def sweep_command(words: list[str], sweep: Path, budget: str | None) -> tuple[str, float]:
     """Run ``python bench.py <words>`` into ``sweep`` (and the trial budget, if any); returns (the command as the
     README shows it, wall seconds)."""
-    _, wall = run(["python", "bench.py", *words, "--out", str(sweep), "--no-progress", *(["--budget", budget] if budget else [])])
+    _, wall, _ = run(["python", "bench.py", *words, "--out", str(sweep), "--no-progress", *(["--budget", budget] if budget else [])])
     return "python bench.py " + " ".join(words), wall
 
 
@@ -109,19 +109,14 @@ def classification(budget: str | None) -> list[str]:
 
 def smoke(budget: str | None) -> list[str]:
     """Seconds of each shipped protocol's smoke budget, from scratch: a new user's first try."""
-    import resource
-
     lines = ["- `python bench.py --protocol P --methods shaspec,zero_fill --budget smoke --threads 1`, from scratch, "
              "wall (CPU) seconds:"]
     times = []
     for protocol in ("non_dedicated", "dedicated", "alpha_beta", "dao_loss", "audio_rate", "missing_slots", "timing"):
         sweep = OUT / "smoke" / protocol
         shutil.rmtree(sweep, ignore_errors=True)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        _, wall = run(["python", "bench.py", "--protocol", protocol, "--methods", "shaspec,zero_fill", "--budget", "smoke",
-                       "--threads", "1", "--no-progress", "--out", str(sweep)])
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        _, wall, cpu = run(["python", "bench.py", "--protocol", protocol, "--methods", "shaspec,zero_fill", "--budget", "smoke",
+                            "--threads", "1", "--no-progress", "--out", str(sweep)])
         times.append(f"{protocol} {wall:.1f} ({cpu:.1f})")
     return lines + ["  " + ", ".join(times) + "."]
 
@@ -139,9 +134,7 @@ BENCHMARKS = [
 def benchmarks(budget: str | None) -> list[str]:
     lines = []
     for args in BENCHMARKS:
-        if not (ROOT / args[0]).exists():
-            continue
-        out, _ = run(["python", *args])
+        out, _, _ = run(["python", *args])
         lines += [f"- `python {' '.join(args)}`:", "", "  ```", *("  " + line for line in out.strip().splitlines()), "  ```"]
     return lines
 
@@ -154,14 +147,13 @@ def machine() -> str:
     """Commit, CPU (model, cores, the instruction set torch dispatches to), packages and date: what the figures depend on."""
     import torch
 
-    from missbench.store.provenance import cpu_model, versions
+    from missbench.store.provenance import device_info, git_state, versions
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"Commit {sha}{' with uncommitted changes' if dirty else ''}; {cpu_model()}, {os.cpu_count()} cores, torch's "
-            f"{torch.backends.cpu.get_cpu_capability()} kernels, {gpu}; torch {torch.__version__}, Python {platform.python_version()}, "
-            f"{versions()['installed']}; {time.strftime('%Y-%m-%d')}.")
+    git, dev = git_state(ROOT), device_info(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    gpu = dev["device_name"] if dev["device"] == "cuda" else "no GPU"
+    return (f"Commit {(git['git_sha'] or 'unknown')[:7]}{' with uncommitted changes' if git['git_dirty'] else ''}; {dev['cpu']}, "
+            f"{dev['cpu_cores']} cores, torch's {dev['cpu_capability']} kernels, {gpu}; torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {versions()['installed']}; {time.strftime('%Y-%m-%d')}.")
 
 
 def rewrite(readme: Path, body: list[str]) -> None:
