@@ -91,30 +91,37 @@ def run_killed_then_resumed(spec, tmp_path, monkeypatch, exe=None, checkpoint: i
     The kill comes at the start of iteration ``checkpoint``, once its batch is drawn: with prefetching (the
     default ``exe`` here, though not a CPU run's), the generators are a batch further on by then, and already were when the checkpoint
     was written, which must record them as they were before that batch."""
-    import pytest
-
     from missbench.core.execution import Execution
-    from missbench.core.method import Method
     from missbench.engine.run import run
 
     exe = exe or Execution(progress=False, prefetch=True)
     assert run(spec, tmp_path / "a", exe) == "done"
+    killed = killed_at(spec, tmp_path / "b", monkeypatch, exe, checkpoint)
+    assert (killed / "checkpoint.pt").exists() and not (killed / "DONE").exists()
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == checkpoint
+    assert run(spec, tmp_path / "b", exe) == "done"
+    return tmp_path / "a" / spec.run_id, killed
+
+
+def killed_at(spec, sweep, monkeypatch, exe, step: int):
+    """Run ``spec`` into ``sweep`` and kill it (KeyboardInterrupt) at the start of iteration ``step``; its run folder."""
+    import pytest
+
+    from missbench.core.method import Method
+    from missbench.engine.run import run
+
     original = Method.set_step
 
-    def dying(self, step, total):
-        if step == checkpoint:
+    def dying(self, at, total):
+        if at == step:
             raise KeyboardInterrupt
-        return original(self, step, total)
+        return original(self, at, total)
 
     monkeypatch.setattr(Method, "set_step", dying)
     with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path / "b", exe)
-    killed = tmp_path / "b" / spec.run_id
-    assert (killed / "checkpoint.pt").exists() and not (killed / "DONE").exists()
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["step"] == checkpoint
+        run(spec, sweep, exe)
     monkeypatch.setattr(Method, "set_step", original)
-    assert run(spec, tmp_path / "b", exe) == "done"
-    return tmp_path / "a" / spec.run_id, killed
+    return sweep / spec.run_id
 
 
 # Classification (issue #4): a tiny image + audio (+ table) task and the analogue of the segmentation checks.

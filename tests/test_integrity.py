@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import CHECKOUT, smoke_spec
+from conftest import CHECKOUT, killed_at, smoke_spec
 from missbench.cli import main
 from missbench.core.execution import Execution
 from missbench.executors import Options, plan
@@ -265,26 +265,11 @@ def test_a_time_limit_that_leaves_no_start_up_is_refused():
 
 def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_starts_over(tmp_path, monkeypatch):
     """#14 (d): a truncated checkpoint.pt used to fail the run on every retry (only --force recovered)."""
-    import pandas as pd
-
-    from missbench.core.execution import Execution
-    from missbench.core.method import Method
     from missbench.engine.run import run
 
     spec, exe = smoke_spec("zero_fill"), Execution(progress=False)
     assert run(spec, tmp_path / "a", exe) == "done"
-    original = Method.set_step
-
-    def dying(self, step, total):
-        if step == 3:
-            raise KeyboardInterrupt
-        return original(self, step, total)
-
-    monkeypatch.setattr(Method, "set_step", dying)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, tmp_path / "b", exe)
-    monkeypatch.setattr(Method, "set_step", original)
-    folder = tmp_path / "b" / spec.run_id
+    folder = killed_at(spec, tmp_path / "b", monkeypatch, exe, 3)
     checkpoint = (folder / "checkpoint.pt").read_bytes()
     (folder / "checkpoint.pt").write_bytes(checkpoint[: len(checkpoint) // 2])  # a kill mid-write on a non-atomic file system
     assert run(spec, tmp_path / "b", exe) == "done"
