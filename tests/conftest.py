@@ -32,6 +32,16 @@ def _threads():
 
 
 @pytest.fixture
+def default_flags():
+    """Put the process-wide backend flags (TF32, cuDNN, determinism) back to the default execution's after a
+    test whose run sets others."""
+    yield
+    from missbench.core.execution import Execution
+
+    Execution().configure()
+
+
+@pytest.fixture
 def task():
     return get_task("segmentation")
 

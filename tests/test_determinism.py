@@ -24,10 +24,7 @@ BUDGET = {"iterations": 9, "patch": 16, "batch": 1, "checkpoint_every": 3, "log_
           "dataset": {"size": 24, "n_train": 3, "n_val": 1, "n_test": 2}}
 
 
-@pytest.fixture(autouse=True)
-def _default_flags():
-    yield
-    Execution().configure()  # the process-wide flags back to the default execution's
+pytestmark = pytest.mark.usefixtures("default_flags")
 
 
 @pytest.fixture(scope="module")

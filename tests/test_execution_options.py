@@ -71,13 +71,6 @@ def test_amp_auto_is_off_on_cpu():
     assert resolve_amp("bf16", "cpu") == "bf16"
 
 
-@pytest.fixture
-def default_flags():
-    """Put the process-wide backend flags back to the default execution's after a test that changes them."""
-    yield
-    Execution().configure()
-
-
 def test_gpu_step_flags_reach_meta_json(tmp_path, default_flags):
     assert main([*SMOKE, "--methods", "zero_fill", "--threads", "1", "--out", str(tmp_path), "--tf32", "--fused-optimizer",
                  "--deterministic", "--prefetch"]) == 0

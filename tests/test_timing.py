@@ -147,7 +147,7 @@ def test_timing_table_from_the_store(timing_store, tmp_path):
     assert pd.isna(table.loc["zero_fill", "lifetime peak MiB"])
 
 
-def test_the_timed_step_runs_under_every_execution_option(tmp_path, monkeypatch):
+def test_the_timed_step_runs_under_every_execution_option(tmp_path, monkeypatch, default_flags):
     """The H200 run: timing applied neither --amp bf16 nor --compile to training (bf16's step equalled fp32's).
     The timed step must train the method the run skeleton placed and compiled, on inputs in its memory
     format, under its autocast, with its optimiser and backend flags."""
@@ -190,10 +190,7 @@ def test_the_timed_step_runs_under_every_execution_option(tmp_path, monkeypatch)
     path.write_text(path.read_text() + "budgets: {smoke: {patch: 32, dataset: {size: 32}}}\n")
     spec = load_protocol(path).expand(["zero_fill"], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
     exe = Execution(progress=False, amp="bf16", compile="eager", tf32=True, fused_optimizer=True, deterministic=True)
-    try:
-        assert run(spec, tmp_path / "s", exe) == "done"
-    finally:
-        Execution().configure()
+    assert run(spec, tmp_path / "s", exe) == "done"
     assert len(seen) == COUNTS["warmup"] + COUNTS["iterations"]
     assert all(s == {"autocast": torch.bfloat16, "compiled": True, "fused": True, "channels_last": True, "deterministic": True,
                      "tf32": True} for s in seen), seen[0]
