@@ -49,6 +49,8 @@ BUDGET_DATASET_KEYS = ("dataset", "datasets")
 #: A missing-rate grid (missbench/missing.py): the scheme, its rates, the rarely present modality
 #: (modality_rate) and how test samples are evaluated (default: subsets for modality_rate, masks for slots).
 MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str}
+#: The data set of a protocol file without a ``dataset:`` key.
+DEFAULT_DATASET = "brats_synthetic"
 #: Sliding-window weighting at evaluation (recorded in the spec only when set, so older run ids stay).
 WINDOWS = ("uniform", "gaussian")
 #: The metric block: the metric policy (empty-region rule, ET post-processing threshold, HD95 definition)
@@ -74,7 +76,7 @@ class Protocol:
     @property
     def dataset(self) -> str:
         """The data set the file is written for (its ``subsets`` and budgets' ``dataset:`` describe it)."""
-        return self.data.get("dataset", "brats_synthetic")
+        return self.data.get("dataset", DEFAULT_DATASET)
 
     def budget(self, name: str | None, dataset: type[Dataset] | None = None) -> tuple[str, Budget, dict[str, Any]]:
         """(name, budget, data set overrides) of the named budget, or the file's default, for ``dataset``.
@@ -353,7 +355,7 @@ def load_protocol(path: Path) -> Protocol:
         if not isinstance(s, int) or isinstance(s, bool):
             raise ProtocolError(f"{path}: seeds[{i}] must be an integer, got {s!r}")
     for name, b in data["budgets"].items():
-        _check_budget(path, name, b, data.get("dataset", "brats_synthetic"))
+        _check_budget(path, name, b, data.get("dataset", DEFAULT_DATASET))
     if data["default_budget"] not in data["budgets"]:
         raise ProtocolError(f"{path}: default_budget {data['default_budget']!r} is not among budgets {list(data['budgets'])}")
     _check_values(f"{path}: training", data.get("training", {}), TRAINING_DEFAULTS, TRAINING_RULES)
