@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from missbench.experiment.root import PLUGIN_FOLDERS
+from missbench.store.run_folder import file_sha256
 
 #: SLURM's ids of a job: its own, its array's and its index in the array, and how often it was requeued.
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT", "SLURM_JOB_PARTITION")
@@ -45,7 +46,7 @@ def file_hashes(paths: list[Path], root: Path, taken: dict[Path, str] | None = N
     already computed (plugin files as they were imported, which is the code that ran)."""
     out = {}
     for path in paths:
-        digest = (taken or {}).get(path) or hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = (taken or {}).get(path) or file_sha256(path)
         path = Path(path).resolve()
         out[str(path.relative_to(root) if path.is_relative_to(root) else path)] = digest
     return out
