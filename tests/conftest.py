@@ -188,7 +188,6 @@ def without_optional_packages(code: str, *args: str, timeout: float = 600):
     any of `OPTIONAL_PACKAGES` fails; ``attempted`` (a list in the code's namespace) names each import tried."""
     import subprocess
     import sys
-    from pathlib import Path
 
     prelude = f"""
 import importlib.abc, sys
@@ -200,5 +199,5 @@ class _Missing(importlib.abc.MetaPathFinder):
             raise ImportError(f"No module named {{name!r}} (not installed on this host)")
 sys.meta_path.insert(0, _Missing())
 """
-    return subprocess.run([sys.executable, "-c", prelude + code, *args], cwd=Path(__file__).resolve().parent.parent,
+    return subprocess.run([sys.executable, "-c", prelude + code, *args], cwd=CHECKOUT,
                           capture_output=True, text=True, timeout=timeout)

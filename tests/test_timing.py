@@ -10,13 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import CHECKOUT
 from missbench.experiment import registry
 from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.store.run_folder import load_rows
 from missbench.engine.timing import shared_device
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 COUNTS = {"warmup": 1, "iterations": 3, "inference_warmup": 1, "inference_passes": 2}
 
@@ -112,7 +110,7 @@ def test_a_timing_sweep_through_bench_py_exits_0_with_the_timing_table(tmp_path)
 
     out = subprocess.run([sys.executable, "bench.py", "--protocol", str(tiny_timing_protocol(tmp_path)), "--budget", "smoke",
                           "--methods", "zero_fill", "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(tmp_path / "s")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+                         cwd=CHECKOUT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     header = next(line for line in out.stdout.splitlines() if line.startswith("method "))
     assert "train s/iter" in header and "infer s/case" in header and "train peak MiB" in header
