@@ -4,13 +4,11 @@ protocol validation, and the timing table built from such a store."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import CHECKOUT
 from missbench.experiment import registry
 from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.store.run_folder import load_rows
@@ -27,14 +25,25 @@ def tiny_timing_protocol(tmp_path: Path, **counts: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def timing_store(tmp_path_factory) -> Path:
+def timing_sweep(tmp_path_factory) -> tuple[Path, str, str]:
+    """A timing sweep through bench.py's main, as `bench.py --protocol timing ... --device cpu`: its store, stdout and stderr."""
+    import contextlib
+    import io
+
     from missbench.cli import main
 
     tmp = tmp_path_factory.mktemp("timing")
-    out = tmp / "store"
-    assert main(["--protocol", str(tiny_timing_protocol(tmp)), "--budget", "smoke", "--methods", "zero_fill,mean_fill",
-                 "--no-progress", "--threads", "1", "--out", str(out)]) == 0
-    return out
+    out, console, errors = tmp / "store", io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(errors):
+        status = main(["--protocol", str(tiny_timing_protocol(tmp)), "--budget", "smoke", "--methods", "zero_fill,mean_fill",
+                       "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(out)])
+    assert status == 0, errors.getvalue()
+    return out, console.getvalue(), errors.getvalue()
+
+
+@pytest.fixture(scope="module")
+def timing_store(timing_sweep) -> Path:
+    return timing_sweep[0]
 
 
 def test_timing_run_writes_one_row_per_timed_iteration_and_pass(timing_store):
@@ -104,17 +113,13 @@ def test_nvml_that_sees_no_process_cannot_count():
     assert not shared_device(idle | {"gpu_mib_unexplained": 770.0, "gpu_processes": 0}, idle, own_threads=1)
 
 
-def test_a_timing_sweep_through_bench_py_exits_0_with_the_timing_table(tmp_path):
-    """The H200 run: `bench.py --protocol timing` finished every run, then exited 1 printing an (empty) Dice summary."""
-    import subprocess
-
-    out = subprocess.run([sys.executable, "bench.py", "--protocol", str(tiny_timing_protocol(tmp_path)), "--budget", "smoke",
-                          "--methods", "zero_fill", "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(tmp_path / "s")],
-                         cwd=CHECKOUT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    header = next(line for line in out.stdout.splitlines() if line.startswith("method "))
+def test_a_timing_sweep_through_bench_py_exits_0_with_the_timing_table(timing_sweep):
+    """The H200 run: `bench.py --protocol timing` finished every run, then exited 1 printing an (empty) Dice summary
+    (the fixture asserts the exit status)."""
+    _, console, errors = timing_sweep
+    header = next(line for line in console.splitlines() if line.startswith("method "))
     assert "train s/iter" in header and "infer s/case" in header and "train peak MiB" in header
-    assert "zero_fill" in out.stdout and "Dice" not in out.stdout and "Traceback" not in out.stderr
+    assert "zero_fill" in console and "Dice" not in console and "Traceback" not in errors
 
 
 def test_timing_protocol_needs_its_counts(tmp_path):
