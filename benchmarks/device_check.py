@@ -78,7 +78,7 @@ from missbench.experiment import registry  # noqa: E402
 from missbench.experiment.protocol import Protocol, load_protocol  # noqa: E402
 from missbench.experiment.spec import Budget  # noqa: E402
 from missbench.store import provenance  # noqa: E402
-from missbench.store.run_folder import RunFolder  # noqa: E402
+from missbench.store.run_folder import ModelFolder, sweep_models  # noqa: E402
 
 #: ShaSpec §4.5 (reference/shaspec.md §6.6): avMNIST models at batch 4 on one RTX 3090, mean of 30 iterations.
 PAPER_AVMNIST = {"shaspec": {"train_s": 0.0257, "infer_s": 0.0016}, "smil": {"train_s": 0.1309, "infer_s": 0.0019}}
@@ -203,8 +203,8 @@ def segmentation_methods() -> list[str]:
     return [m for m in registry.method_names() if "segmentation" in registry.method_class(m).tasks]
 
 
-def shape_text(budget: Any) -> str:
-    return f"b{budget.batch} " + ("x".join(map(str, budget.patch)) if budget.patch else "-")
+def shape_text(batch: int, patch: Any) -> str:
+    return f"b{batch} " + ("x".join(map(str, patch)) if patch else "-")
 
 
 def free_device(device: str) -> None:
@@ -225,11 +225,11 @@ def timing_rows(check: Check, part: str, method: str, budget: str, setting: str,
         run(spec, sweep, exe, force=True)
     finally:
         free_device(check.device)
-    t = RunFolder(sweep / spec.run_id).meta()["timing"]
+    t = ModelFolder(sweep / spec.model.model_id).meta()["timing"]
     train_s = t["train_s_per_iter_median"]
     mem = next(iter(t["memory"]["train"].values()))
     notes = ["shared device"] if t["shared_device"] else []
-    return [Row(part, method + ("*" if params else ""), setting, shape_text(spec.budget),
+    return [Row(part, method + ("*" if params else ""), setting, shape_text(spec.budget.batch, spec.budget.patch),
                 train_s, mem, t["infer_s_per_case_median"], t["data_wait_share"],
                 train_s * iterations / 3600 if iterations else None, ", ".join(notes))]
 
@@ -265,9 +265,9 @@ def data_rows(check: Check, prefetch: bool) -> list[Row]:
         run(spec, sweep, check.execution(profile=True, prefetch=prefetch), force=True)
     finally:
         free_device(check.device)
-    folder = RunFolder(sweep / spec.run_id)
+    folder = ModelFolder(sweep / spec.model.model_id)
     train, meta = folder.profile()["train"], folder.meta()
-    return [Row("data", "shaspec" + ("*" if check.shaspec_params() else ""), setting, shape_text(spec.budget),
+    return [Row("data", "shaspec" + ("*" if check.shaspec_params() else ""), setting, shape_text(spec.budget.batch, spec.budget.patch),
                 meta["timings"]["train_seconds_per_iteration"], None, None, train["data_wait"]["share"],
                 note=f"{spec.budget.iterations} iterations incl. the first, each phase synchronised")]
 
@@ -322,12 +322,12 @@ def main_job_rows(check: Check) -> list[Row]:
     (check.out / "main_job.txt").write_text(log.getvalue())
     rows = [Row("main", "shaspec,zero_fill", f"exit {status}", note=f"{wall:.0f} s wall, `bench.py {' '.join(args)}`")]
     sweep = check.out / "runs" / "main_job"
-    for folder in map(RunFolder, sorted(p for p in sweep.iterdir() if p.is_dir())):
+    for folder in sweep_models(sweep):
         if not folder.is_done():
             continue
-        meta, spec = folder.meta(), folder.spec()
-        t = meta["timings"]
-        rows.append(Row("main", spec.method, "train+evaluate", shape_text(spec.budget),
+        (score,) = folder.scores()
+        model, t = folder.spec(), {**folder.meta()["timings"], **score.meta()["timings"]}
+        rows.append(Row("main", model.method, "train+evaluate", shape_text(model.budget["batch"], model.patch),
                         t["train_seconds_per_iteration"], None, t["eval_seconds_per_case"],
                         note=f"train {t['train_seconds']:.0f} s, evaluate {t['eval_seconds']:.0f} s"))
     return rows

@@ -31,8 +31,7 @@ from missbench.engine.context import build, eval_settings  # noqa: E402
 from missbench.engine.train import train  # noqa: E402
 from missbench.experiment import registry  # noqa: E402
 from missbench.experiment.protocol import load_protocol  # noqa: E402
-from missbench.experiment.spec import RunSpec  # noqa: E402
-from missbench.store.run_folder import RunFolder  # noqa: E402
+from missbench.store.run_folder import ModelFolder  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -43,15 +42,14 @@ def child(method: str, phase: str, device: str, iterations: int) -> dict[str, fl
     """Measure one phase in this process; returns {"peak_mib": ..., "kind": ...}."""
     proto = load_protocol(registry.protocol_path("non_dedicated"))
     spec = proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "default")[0]
-    d = spec.to_dict()
-    spec = RunSpec.from_dict(d | {"budget": d["budget"] | {"iterations": iterations, "checkpoint_every": iterations}})
+    spec = spec.with_budget(iterations=iterations, checkpoint_every=iterations)
     exe = Execution(device=device, progress=False)
     dataset, model = build(spec)
     model.to(exe.torch_device, memory_format=torch.channels_last_3d)
     cfg = type(model).training_for("segmentation").replace(warmup_fraction=0.0)
     ids = dataset.case_ids("train")[:8] if phase == "train" else dataset.case_ids("test")[:1]
     cases = Cases(ids, dataset.load)
-    subsets = [parse_subset(s, dataset.modalities) for s in spec.eval_subsets]
+    subsets = [parse_subset(s, dataset.modalities) for s in spec.score.subsets]
     cuda = exe.torch_device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -59,9 +57,9 @@ def child(method: str, phase: str, device: str, iterations: int) -> dict[str, fl
     base = rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         if phase == "train":
-            train(model, model.task, cases, None, spec, cfg, RunFolder(Path(tmp)), exe)
+            train(model, model.task, cases, None, spec, cfg, ModelFolder(Path(tmp)), exe)
         else:
-            model.task.evaluate(model, cases, subsets, eval_settings(spec), exe)
+            model.task.evaluate(model, cases, subsets, eval_settings(spec.model, spec.score, dataset), exe)
     if cuda:
         torch.cuda.synchronize()
         return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20, "kind": "CUDA allocated"}

@@ -28,7 +28,7 @@ from missbench.engine.context import build  # noqa: E402
 from missbench.engine.train import fit_stage, train  # noqa: E402
 from missbench.experiment import registry  # noqa: E402
 from missbench.experiment.protocol import load_protocol  # noqa: E402
-from missbench.store.run_folder import RunFolder  # noqa: E402
+from missbench.store.run_folder import ModelFolder  # noqa: E402
 
 
 def restore(method: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -51,7 +51,7 @@ def main() -> int:
     print(f"{'method':<12} {'harness s/it':>13} {'bare s/it':>10} {'ratio':>7}")
     for name in args.methods.split(","):
         spec = proto.expand([name], registry.dataset_class("brats_synthetic"), {}, "default")[0]
-        spec = type(spec).from_dict(spec.to_dict() | {"budget": spec.to_dict()["budget"] | {"iterations": args.iterations, "checkpoint_every": 20}})
+        spec = spec.with_budget(iterations=args.iterations, checkpoint_every=20)
         dataset, method = build(spec)
         ids = dataset.case_ids("train")[:8]
         cases = [dataset.load(c) for c in ids]
@@ -63,7 +63,7 @@ def main() -> int:
         # the harness's own draws (same seeds, same order), so both loops do the same work even where
         # it depends on the availability pattern (SMIL's meta step needs complete and incomplete samples).
         batches = []
-        for seed, count in ((0, 3), (spec.derived_seed, args.iterations)):
+        for seed, count in ((0, 3), (spec.model.derived_seed, args.iterations)):
             sampler = PatchSampler(cases, spec.budget.patch, np.random.default_rng(seed))
             gen = torch.Generator().manual_seed(seed)
             for _ in range(count):
@@ -74,7 +74,7 @@ def main() -> int:
         # A staged method (SMIL, UL4M4) fits its stages at the same iterations as in the harness.
         stages = method.stage_steps(args.iterations)
         stage_data = method.task.batches(Cases(ids, dataset.load), spec.budget.batch, spec.budget.patch,
-                                         np.random.default_rng(0), spec.derived_seed)
+                                         np.random.default_rng(0), spec.model.derived_seed)
         every = torch.ones(1, method.n_modalities, dtype=torch.bool)
         method.train()
         for i, (x, y, a) in enumerate(batches):
@@ -90,8 +90,8 @@ def main() -> int:
 
         restore(method, state)
         with tempfile.TemporaryDirectory() as tmp:
-            folder, data = RunFolder(Path(tmp)), Cases(ids, dataset.load)
-            warm = type(spec).from_dict(spec.to_dict() | {"budget": spec.to_dict()["budget"] | {"iterations": 3}})
+            folder, data = ModelFolder(Path(tmp)), Cases(ids, dataset.load)
+            warm = spec.with_budget(iterations=3)
             train(method, method.task, data, None, warm, cfg, folder, exe)
             folder.checkpoint_path.unlink()
             restore(method, state)

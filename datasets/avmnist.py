@@ -85,6 +85,8 @@ class AVMNIST(ClassificationDataset):
     description = "Audiovision-MNIST in SMIL's layout (MNIST PNGs + Free Spoken Digit wavs, 20x20 MFCC); needs root="
     env = ENV
     defaults: ClassVar[dict[str, Any]] = {"root": None, "per_class_train": 105, "n_val": 15, "per_class_test": 45}
+    #: Where the files lie: moving them changes no model or score.
+    location_params: ClassVar[tuple[str, ...]] = ("root",)
     constraints: ClassVar[dict[str, Between]] = {
         "per_class_train": Between(1, integer=True), "n_val": Between(0, integer=True), "per_class_test": Between(1, integer=True)}
 

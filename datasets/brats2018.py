@@ -224,6 +224,9 @@ class Brats2018(Dataset):
     defaults: ClassVar[dict[str, Any]] = {
         "root": None, "val_root": None, "split": None, "recipe": "rfnet", "crop": None, "cache": None,
     }
+    #: Where the files and the cache lie: moving them changes no model or score (the cache's recipe and the split are
+    #: in the identities; a case's content is checked against the cache by `bench.py prepare`).
+    location_params: ClassVar[tuple[str, ...]] = ("root", "val_root", "cache")
     #: ``crop``: the minimum crop size per axis (0: no crop; null: the recipe's default).
     constraints: ClassVar[dict[str, Rule]] = {"recipe": OneOf(*RECIPES), "crop": Between(0, integer=True)}
     et_threshold: ClassVar[int] = 500

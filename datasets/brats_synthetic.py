@@ -278,6 +278,9 @@ class BratsSynthetic(Dataset):
         "information like FLAIR/T1/T1c/T2; generated on the fly."
     )
     defaults: ClassVar[dict[str, Any]] = {"size": 64, "n_train": 40, "n_val": 6, "n_test": 12, "seed": 0}
+    #: The validation and test cases follow the training ones (segmentation selects no weights on validation):
+    #: more or fewer of them changes the scores, not the model.
+    evaluation_params: ClassVar[tuple[str, ...]] = ("n_val", "n_test")
     #: Volumes of at least 16 voxels per axis (the brain model's smallest features); a training and a test case.
     constraints: ClassVar[dict[str, Between]] = {
         "size": Between(16, integer=True), "n_train": Between(1, integer=True), "n_val": Between(0, integer=True),

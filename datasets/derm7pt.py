@@ -54,6 +54,8 @@ class Derm7pt(ClassificationDataset):
     description = "Derm7pt release_v0: clinical + dermoscopic images + criteria/metadata table, 5 diagnosis groups; needs root="
     env = ENV
     defaults: ClassVar[dict[str, Any]] = {"root": None, "image_size": 64}
+    #: Where the files lie: moving them changes no model or score.
+    location_params: ClassVar[tuple[str, ...]] = ("root",)
     constraints: ClassVar[dict[str, Between]] = {"image_size": Between(1, integer=True)}
 
     @cached_property

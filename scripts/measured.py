@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from missbench.store.run_folder import RunFolder, load_rows  # noqa: E402
+from missbench.store.run_folder import load_rows, sweep_models  # noqa: E402
 
 BEGIN, END = "<!-- measured:begin", "<!-- measured:end -->"
 OUT = ROOT / "results" / "measured"
@@ -64,12 +64,12 @@ def seg_summary(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def run_seconds(sweep: Path) -> dict[str, dict[str, float]]:
-    """Per run's method: training and evaluation seconds and seconds per iteration (meta.json)."""
+    """Per model's method: training and evaluation seconds and seconds per iteration (the model's and its score's meta.json)."""
     out = {}
-    for folder in map(RunFolder, sorted(p for p in sweep.iterdir() if p.is_dir())):
+    for folder in sweep_models(sweep):
         if folder.is_done():
-            meta = folder.meta()
-            out[meta["spec"]["method"]] = meta["timings"]
+            scores = [s for s in folder.scores() if s.is_done()]
+            out[folder.spec().method] = {**folder.meta()["timings"], **(scores[0].meta()["timings"] if scores else {})}
     return out
 
 

@@ -1,9 +1,10 @@
-"""Fabricated run folders for the report's tests: full spec.json, rows.parquet and meta.json as the engine
-writes them, in any state (done, failed, stopped), in seconds instead of real runs."""
+"""Fabricated model and score folders for the report's tests: model.json, request.json, score.json,
+rows.parquet and meta.json as the engine writes them, in any state (done, failed, stopped), in seconds
+instead of real runs. A run is described by one flat spec (`seg_spec`, the fields of a request) and
+stored as a model of the current results version with one score."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from missbench.store.run_folder import FAILED, SPEC, RunFolder
 from missbench.core.subsets import all_subsets
+from missbench.experiment.spec import SCORING_VERSION, TRAINING_VERSION, ModelSpec, ScoreSpec
+from missbench.store import legacy
+from missbench.store.run_folder import FAILED, ModelFolder, ScoreFolder
 
 MODS = ("FLAIR", "T1", "T1c", "T2")
 LABELS = [s.label for s in all_subsets(MODS)]
@@ -23,25 +26,41 @@ DEFAULTS = {"shaspec": {"alpha": 0.1, "beta": 0.02, "dao": "l1"}}
 
 def write_run(sweep: Path, spec: dict[str, Any], rows: pd.DataFrame | None, meta: dict[str, Any], state: str = "done",
               failure: str = "ValueError: boom") -> str:
-    """A run folder for ``spec``: rows, meta and DONE when done; FAILED (a traceback ending in ``failure``)
-    when failed; spec.json alone when stopped. Returns the run id."""
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
-    train = (spec.get("train_subset") or "random").replace("+", "-")
-    run_id = f"{spec['method']}_{train}_seed{spec['seed']}_{digest}"
-    d = sweep / run_id
-    d.mkdir(parents=True)
-    (d / SPEC).write_text(json.dumps(spec, sort_keys=True))
+    """A model folder for ``spec`` with its one score: model meta, DONE and the score's rows, meta and DONE when
+    done; the model's FAILED (a traceback ending in ``failure``) when failed; model.json and request.json alone
+    when stopped. Returns the run's key, ``<model id>/<score id>``."""
+    model = legacy.model_dict(spec, {})
+    evaluation = ("n_val", "n_test") if spec["dataset"] == "brats_synthetic" else ()  # brats_synthetic's evaluation_params
+    model = ModelSpec.from_dict({**model, "dataset_params": {k: v for k, v in model["dataset_params"].items() if k not in evaluation},
+                                 "code": {"method": "", "dataset": "", "version": TRAINING_VERSION}})
+    score = ScoreSpec.from_dict({**legacy.score_dict(spec, model.model_id, {}), "code": {"dataset": "", "version": SCORING_VERSION}})
+    folder = ModelFolder(sweep / model.model_id)
+    folder.start(model, fresh=False)
+    folder.ask(legacy.labels(spec), [score])
+    run_id = f"{model.model_id}/{score.score_id}"
     if state == "failed":  # a FAILED of plain traceback text, as older runs wrote it
-        (d / FAILED).write_text(f"Traceback (most recent call last):\n  ...\n{failure}\n")
+        folder.file(FAILED).write_text(f"Traceback (most recent call last):\n  ...\n{failure}\n")
     elif state == "done":
-        for key, value in {"run_id": run_id, "method": spec["method"], "variant": spec["method"], "dataset": spec["dataset"],
-                           "protocol": spec["protocol"], "mode": spec["mode"], "budget": spec["budget_name"],
-                           "train_subset": spec.get("train_subset") or "random", "seed": spec["seed"], "split": "test",
-                           "empty_policy": spec["metric"]["empty"], "et_threshold": spec["metric"]["et_threshold"],
+        folder.finish({"model_id": model.model_id, "model": model.to_dict(), "labels": legacy.labels(spec),
+                       **{k: v for k, v in meta.items() if k != "timings"},
+                       "timings": {k: v for k, v in meta.get("timings", {}).items() if k.startswith("train")}})
+        for key, value in {"run_id": run_id, "model_id": model.model_id, "score_id": score.score_id, "method": spec["method"],
+                           "variant": spec["method"], "dataset": spec["dataset"], "protocol": spec["protocol"], "mode": spec["mode"],
+                           "budget": spec["budget_name"], "train_subset": spec.get("train_subset") or "random", "seed": spec["seed"],
+                           "split": "test", "empty_policy": spec["metric"]["empty"], "et_threshold": spec["metric"]["et_threshold"],
                            "missing_rate": spec.get("missing_rate", np.nan)}.items():
             rows[key] = value
-        RunFolder(d).finish(rows, {"run_id": run_id, "spec": spec, **meta})
+        target = folder.score(score.score_id)
+        target.start(score, fresh=False)
+        target.finish(rows, {"score_id": score.score_id, "model_id": model.model_id, "labels": legacy.labels(spec),
+                             "timings": {k: v for k, v in meta.get("timings", {}).items() if k.startswith("eval")}})
     return run_id
+
+
+def score_folder(sweep: Path, run_id: str) -> ScoreFolder:
+    """The score folder of a run key ``<model id>/<score id>`` in ``sweep``."""
+    model_id, score_id = run_id.split("/")
+    return ModelFolder(sweep / model_id).score(score_id)
 
 
 def seg_spec(method: str, seed: int, protocol: str = "non_dedicated", mode: str = "non_dedicated", params: dict | None = None,

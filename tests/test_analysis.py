@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from analysis.make_tables import main  # noqa: E402
 from report_store import LABELS, MODS, fake_classification_run, fake_run  # noqa: E402
+from missbench.store.run_folder import FEATURES, ModelFolder, sweep_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_latex_is_booktabs_with_circles_and_every_file_names_its_runs(tables, st
     assert all(k in tex for k in (r"\toprule", r"\midrule", r"\bottomrule", r"$\bullet$", r"$\circ$"))
     # wider than a page: by default ET, TC and WT become three floats, each as wide as it needs (a column here)
     assert tex.count(r"\caption{") == 3 and r"\label{tab:dice_non_dedicated_brats_synthetic_smoke}" in tex
-    runs = sorted(p.name for p in (store / "nd").iterdir())
+    runs = sorted(s.run_id for m in sweep_models(store / "nd") for s in m.scores())
     assert (out / "dice_non_dedicated_brats_synthetic_smoke.runs.txt").read_text().split() == runs
     assert tex.startswith("% runs: " + " ".join(runs))
     assert "Runs used: 6" in tex and "Runs used: 6" in (out / "dice_non_dedicated_brats_synthetic_smoke.md").read_text()
@@ -159,8 +160,8 @@ def test_classification_table_names_its_rates_and_realised_shares(tmp_path):
     assert list(table.index) == [0.2, 0.5]
     assert list(dict.fromkeys(table.columns.get_level_values(0))) == ["Accuracy (%)", "F1-micro (%)", "F1-macro (%)", "AUC (%)"]
     rows = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "slots").rglob("rows.parquet")))
-    spec = {p.parent.name: json.loads(p.read_text())["missing_rate"] for p in (tmp_path / "slots").rglob("spec.json")}
-    rows["missing_rate"] = rows.run_id.map(spec)
+    spec = {p.parent.name: json.loads(p.read_text())["missing_rate"] for p in (tmp_path / "slots").rglob("model.json")}
+    rows["missing_rate"] = rows.model_id.map(spec)
     acc = rows[rows.method == "smil"].groupby(["seed", "missing_rate"]).value.mean().groupby("missing_rate").mean() * 100
     assert table[("Accuracy (%)", "smil")].to_numpy() == pytest.approx(acc.to_numpy(), abs=1e-3)
     slots = md_table(tmp_path / "t" / "classification_missing_slots_avmnist_synthetic_smoke.md")
@@ -184,7 +185,8 @@ def test_real_shaspec_smoke_run_writes_features_and_the_feature_figure(tmp_path)
     assert bench(["--protocol", "non_dedicated", "--budget", "smoke", "--methods", "shaspec", "--no-progress", "--threads", "1",
                   "--out", str(tmp_path / "s")]) == 0
     run_dir = next(p for p in (tmp_path / "s").iterdir() if p.is_dir())
-    with np.load(run_dir / "features.npz") as z:
+    (score,) = ModelFolder(run_dir).scores()
+    with np.load(score.file(FEATURES)) as z:
         assert z["shared"].shape[:2] == z["specific"].shape[:2] == (2, 4)  # test cases x modalities
         assert list(z["modalities"]) == list(MODS)
     meta = json.loads((run_dir / "meta.json").read_text())

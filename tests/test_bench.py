@@ -13,7 +13,7 @@ from conftest import CHECKOUT, run_killed_then_resumed, smoke_spec
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.experiment.protocol import load_protocol
-from missbench.store.run_folder import load_rows
+from missbench.store.run_folder import ModelFolder, load_rows
 
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 
@@ -38,11 +38,14 @@ def test_smoke_run_has_rows_for_every_subset_and_region(smoke_sweep):
     assert set(rows.hd95_definition) == {"pooled"} and set(rows.window_overlap) == {0.5} and set(rows.window_weighting) == {"uniform"}
 
 
-def test_run_folder_holds_spec_meta_and_provenance(smoke_sweep):
+def test_model_and_score_folders_hold_spec_meta_and_provenance(smoke_sweep):
     run_dir = next(p for p in smoke_sweep.iterdir() if p.name.startswith("shaspec_"))
-    assert {"spec.json", "rows.parquet", "meta.json", "log.txt", "checkpoint.pt", "DONE"} <= {p.name for p in run_dir.iterdir()}
+    assert {"model.json", "request.json", "meta.json", "log.txt", "checkpoint.pt", "DONE"} <= {p.name for p in run_dir.iterdir()}
+    (score,) = ModelFolder(run_dir).scores()
+    assert {"score.json", "rows.parquet", "meta.json", "DONE"} <= {p.name for p in score.path.iterdir()}
     meta = json.loads((run_dir / "meta.json").read_text())
-    assert meta["spec"] == json.loads((run_dir / "spec.json").read_text())
+    assert meta["model"] == json.loads((run_dir / "model.json").read_text()) and meta["model_id"] == run_dir.name
+    assert score.meta()["score"] == json.loads(score.file("score.json").read_text()) and score.meta()["model_id"] == run_dir.name
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0] or meta["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert {"git_sha", "git_dirty", "git_untracked_plugins", "device", "timings", "memory", "parameters", "derived_seed"} <= set(meta)
     # what CPU floats depend on: the model, the instruction set torch dispatched to, the installed packages
@@ -63,7 +66,7 @@ def test_rerun_skips_finished_runs(smoke_sweep, capsys):
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     assert main([*SMOKE, "--methods", "shaspec,zero_fill", "--seeds", "0,1", "--out", str(tmp_path / "s"), "--dry-run"]) == 0
-    assert capsys.readouterr().out.count("[todo]") == 4
+    assert capsys.readouterr().out.count("[train]") == 4
     assert not (tmp_path / "s").exists()
 
 
@@ -113,7 +116,7 @@ def test_make_tables_writes_the_dice_table_from_the_store(smoke_sweep, tmp_path)
 
 
 def proto_subsets():
-    return load_protocol(registry.protocol_path("non_dedicated")).data["subsets"]
+    return list(load_protocol(registry.protocol_path("non_dedicated")).subsets)
 
 
 def test_every_segmentation_method_runs_the_smoke_protocol(tmp_path):

@@ -79,9 +79,9 @@ def test_smoke_protocol_a_run_scores_every_subset_with_the_rfnet_policy(data, tm
 def test_protocol_files_validate_policy_and_window(tmp_path):
     a = load_protocol(registry.protocol_path("brats2018_a"))
     b = load_protocol(registry.protocol_path("brats2018_b"))
-    assert a.data["metric"]["empty"] == "rfnet" and b.data["metric"]["empty"] == "brats"
+    assert a.metric["empty"] == "rfnet" and b.metric["empty"] == "brats"
     assert b.budget("paper")[2] == {"split": "all", "recipe": "shaspec"} and b.budget("paper")[1].patch == (80, 160, 160)
-    assert b.data["subsets"] == a.data["subsets"] and len(a.data["subsets"]) == 15
+    assert b.subsets == a.subsets and len(a.subsets) == 15
     for key, value, msg in [("empty", "zero", "metric.empty"), ("window", "hann", "metric.window")]:
         bad = tmp_path / f"{key}.yaml"
         bad.write_text(f"inherit: {registry.protocol_path('brats2018_a')}\nmetric: {{{key}: {value}}}\n")

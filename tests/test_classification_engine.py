@@ -124,19 +124,19 @@ def test_classification_scores():
 def test_missing_slots_run_rows_selection_and_stage(tiny, tmp_path):
     spec = spec_of("missing_slots")[2]  # p = 0.5
     assert run(spec, tmp_path, Execution(progress=False)) == "done"
-    run_dir = tmp_path / spec.run_id
+    run_dir, model_dir = tmp_path / spec.run_id, tmp_path / spec.model.model_id  # the score's folder, its model's
     rows = pd.read_parquet(run_dir / "rows.parquet")
     assert len(rows) == 40 and set(rows.condition) == {"masks"} and set(rows.missing_rate) == {0.5}
     assert {"case_id", "eval_subset", "eval_code", "n_available", "target", "pred", "prob", "metric", "value",
             "run_id", "method", "variant", "dataset", "protocol", "mode", "budget", "train_subset", "seed", "split"} <= set(rows)
     assert rows.case_id.is_unique and rows.value.isin([0, 1]).all() and set(rows.metric) == {"correct"}
     assert (rows.n_available >= 1).all() and rows.eval_subset.nunique() >= 2  # each sample under its own mask
-    meta = json.loads((run_dir / "meta.json").read_text())
+    meta = json.loads((model_dir / "meta.json").read_text())
     sel = meta["model_selection"]
     # Validation every 2 iterations, but only after the stage at iteration 2: the pre-stage model is not the method.
     assert sel["split"] == "val" and sel["selected_iteration"] == 4 and [h[0] for h in sel["history"]] == [4]
-    assert 0.3 < meta["missing_share"]["test"] < 0.45 and Tiny.fits == [0]
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]["centre"].abs().sum() > 0
+    assert 0.3 < json.loads((run_dir / "meta.json").read_text())["missing_share"]["test"] < 0.45 and Tiny.fits == [0]
+    assert torch.load(model_dir / "checkpoint.pt", weights_only=False)["model"]["centre"].abs().sum() > 0
 
 
 def test_audio_rate_trains_with_the_masks_and_tests_on_images_only(tiny, tmp_path, monkeypatch):
@@ -178,11 +178,11 @@ def test_killed_classification_run_resumes_without_refitting_its_stage(tiny, tmp
     monkeypatch.setattr(SampleBatches, "indices", original)
     run(spec, tmp_path / "b", exe)
     assert Tiny.fits == [0]  # not refit on resume, and the encoder it froze stays frozen:
-    assert torch.load(tmp_path / "b" / spec.run_id / "checkpoint.pt", weights_only=False)["frozen"] == ["enc.1.weight", "enc.1.bias"]
+    assert torch.load(tmp_path / "b" / spec.model.model_id / "checkpoint.pt", weights_only=False)["frozen"] == ["enc.1.weight", "enc.1.bias"]
     a, b = load_rows(tmp_path / "a"), load_rows(tmp_path / "b")
     pd.testing.assert_frame_equal(a.drop(columns="prob"), b.drop(columns="prob"))
     np.testing.assert_allclose(np.stack(a.prob), np.stack(b.prob), atol=1e-6)
-    ma, mb = (json.loads((tmp_path / d / spec.run_id / "meta.json").read_text())["model_selection"] for d in "ab")
+    ma, mb = (json.loads((tmp_path / d / spec.model.model_id / "meta.json").read_text())["model_selection"] for d in "ab")
     assert ma["history"] == mb["history"]
 
 

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,8 @@ from missbench.executors import Options
 from missbench.executors.inline import run_inline
 from missbench.executors.task import BUSY, RunTask
 from missbench.store import process
-from missbench.store.run_folder import RunFolder
+from missbench.experiment.spec import Job
+from missbench.store.run_folder import ModelFolder
 from missbench.store.sweep import JOBS, SweepError, cancel, read_jobs, record_jobs, states
 
 
@@ -32,25 +32,26 @@ SMOKE = ["--methods", "zero_fill", "--budget", "smoke", "--seeds", "0,1", "--no-
 
 
 def starts(folder: Path) -> int:
-    """How many attempts trained the run: its log's start lines."""
+    """How many attempts trained the model: its log's start lines."""
     log = folder / "log.txt"
-    return len(re.findall(rf"run {folder.name}: zero_fill on", log.read_text())) if log.exists() else 0
+    return len(re.findall(rf"model {folder.name}: zero_fill on", log.read_text())) if log.exists() else 0
 
 
 def test_a_claimed_run_is_running_elsewhere_and_counted_as_running(tmp_path, capsys):
-    specs = [smoke_spec("zero_fill"), replace(smoke_spec("zero_fill"), seed=1)]
-    busy = RunFolder(tmp_path / specs[0].run_id)
+    specs = [smoke_spec("zero_fill"), smoke_spec("zero_fill").with_model(seed=1)]
+    ids = [s.model.model_id for s in specs]
+    busy = ModelFolder(tmp_path / ids[0])
     lines: list[str] = []
     with busy.claim():
-        assert RunTask(tmp_path, Execution(progress=False))(specs[0]) == BUSY
-        run_inline(specs, tmp_path, Execution(progress=False), Options(), lines.append)
-        assert f"{specs[0].run_id}: running elsewhere" in lines[0] and f"{specs[1].run_id}: done" in lines[1]
-        assert {r.run_id: r.state for r in states(tmp_path)} == {specs[0].run_id: "running", specs[1].run_id: "done"}
+        assert RunTask(tmp_path, Execution(progress=False))(Job((specs[0],))) == BUSY
+        run_inline([Job((s,)) for s in specs], tmp_path, Execution(progress=False), Options(), lines.append)
+        assert f"{ids[0]}: running elsewhere" in lines[0] and f"{ids[1]}: done" in lines[1]
+        assert {r.model_id: r.state for r in states(tmp_path)} == {ids[0]: "running", ids[1]: "done"}
         assert process.alive(busy.holder()) and busy.holder()["pid"] == os.getpid()
         assert main([*SMOKE, "--out", str(tmp_path)]) == 0  # a second command leaves it alone and counts it
         out = capsys.readouterr().out
-        assert f"{specs[0].run_id}: already running elsewhere (process {os.getpid()}" in out and "1 running" in out
-    assert starts(tmp_path / specs[0].run_id) == 0 and starts(tmp_path / specs[1].run_id) == 1
+        assert f"{ids[0]}: already running elsewhere (process {os.getpid()}" in out and "1 running" in out
+    assert starts(tmp_path / ids[0]) == 0 and starts(tmp_path / ids[1]) == 1
 
 
 @pytest.mark.parametrize("executor", ["inline", "local"])
@@ -60,7 +61,7 @@ def test_the_same_sweep_started_twice_at_once_trains_every_run_once(tmp_path, ex
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     runs = [p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert len(runs) == 2 and all(RunFolder(r).state() == "done" and starts(r) == 1 for r in runs), outs
+    assert len(runs) == 2 and all(ModelFolder(r).state() == "done" and starts(r) == 1 for r in runs), outs
     assert not any((r / "FAILED").exists() for r in runs)
     assert set(read_jobs(tmp_path)["runs"]) == {r.name for r in runs}
     assert all("Traceback" not in out + err for out, err in outs)
@@ -69,7 +70,7 @@ def test_the_same_sweep_started_twice_at_once_trains_every_run_once(tmp_path, ex
 def _record(sweep: Path, specs: list, start: multiprocessing.Barrier) -> None:
     start.wait()
     for spec in specs:
-        record_jobs(sweep, "inline", [(spec, None)])
+        record_jobs(sweep, "inline", [(Job((spec,)), None)])
 
 
 def _read(sweep: Path, start: multiprocessing.Barrier, bad: multiprocessing.Value, stop: multiprocessing.Event) -> None:
@@ -83,7 +84,7 @@ def _read(sweep: Path, start: multiprocessing.Barrier, bad: multiprocessing.Valu
 
 def test_two_processes_recording_300_jobs_each_keep_600(tmp_path):
     base = smoke_spec("zero_fill")
-    specs = [replace(base, seed=i) for i in range(600)]
+    specs = [base.with_model(seed=i) for i in range(600)]
     ctx = multiprocessing.get_context("fork")
     start, stop, bad = ctx.Barrier(3), ctx.Event(), ctx.Value("i", 0)
     writers = [ctx.Process(target=_record, args=(tmp_path, specs[k::2], start)) for k in range(2)]
@@ -100,17 +101,17 @@ def test_two_processes_recording_300_jobs_each_keep_600(tmp_path):
 
 
 def test_a_reused_pid_is_not_trusted_and_cancel_spares_it(tmp_path):
-    spec = smoke_spec("zero_fill")
+    job = Job((smoke_spec("zero_fill"),))
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        record_jobs(tmp_path, "local", [(spec, str(sleeper.pid))])
+        record_jobs(tmp_path, "local", [(job, str(sleeper.pid))])
         assert [r.state for r in states(tmp_path)] == ["running"]
         data = json.loads((tmp_path / JOBS).read_text())
-        data["runs"][spec.run_id]["process"]["started"] = "1"  # as if the PID now belonged to another process
+        data["runs"][job.model_id]["process"]["started"] = "1"  # as if the PID now belonged to another process
         (tmp_path / JOBS).write_text(json.dumps(data))
         assert [r.state for r in states(tmp_path)] == ["stopped"]
         assert cancel(tmp_path) == [] and sleeper.poll() is None
-        record_jobs(tmp_path, "local", [(spec, str(sleeper.pid))])  # the real record: cancel stops it
+        record_jobs(tmp_path, "local", [(job, str(sleeper.pid))])  # the real record: cancel stops it
         assert cancel(tmp_path) == [str(sleeper.pid)] and sleeper.wait(10) == -signal.SIGINT
     finally:
         sleeper.kill()
@@ -131,7 +132,7 @@ def test_local_cancel_stops_the_worker_that_holds_the_run(tmp_path):
             assert time.time() < deadline and bench.poll() is None, bench.communicate()
             time.sleep(1)
         (run,) = states(sweep)
-        holder = RunFolder(sweep / run.run_id).holder()
+        holder = ModelFolder(sweep / run.model_id).holder()
         assert run.state == "running" and holder["pid"] != int(run.job_id)  # the worker, not submitit's controller
         assert b"submitit" in Path(f"/proc/{holder['pid']}/cmdline").read_bytes()
         assert cancel(sweep) == [run.job_id]

@@ -1,7 +1,6 @@
 """Execution options of #8: --profile writes a phase breakdown, --compile and --amp run and are recorded."""
 
 import json
-from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -13,6 +12,7 @@ from missbench.cli.run import resolve_amp
 from missbench.core.execution import PhaseTimer
 from missbench.engine.run import run
 from missbench.core.execution import Execution
+from missbench.store.run_folder import ModelFolder
 
 SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 
@@ -20,8 +20,8 @@ SMOKE = ["--protocol", "non_dedicated", "--budget", "smoke", "--no-progress"]
 def test_profile_breaks_training_and_evaluation_into_phases(tmp_path):
     assert main([*SMOKE, "--methods", "shaspec", "--out", str(tmp_path), "--profile"]) == 0
     run_dir = next(p for p in tmp_path.iterdir() if p.name.startswith("shaspec_"))
-    profile = json.loads((run_dir / "profile.json").read_text())
-    train, evaluate = profile["train"], profile["evaluate"]
+    (score,) = ModelFolder(run_dir).scores()
+    train, evaluate = ModelFolder(run_dir).profile()["train"], score.profile()["evaluate"]  # the model's part, the score's
     assert {"data_wait", "forward", "backward", "optimiser", "checkpoint", "other"} <= set(train)
     assert train["forward"]["calls"] == train["backward"]["calls"] == 4  # the smoke budget's iterations
     assert {"encode", "decode", "metric", "other"} <= set(evaluate)  # ShaSpec shares its encoders across subsets
@@ -51,7 +51,7 @@ def test_bf16_autocast_runs_and_is_recorded(tmp_path):
     # 32^3 patches: torch 2.13's CPU bf16 backward of a 3x3x3 convolution over a 2x2x2 input (zero_fill's
     # deepest level at 16^3) sometimes returns NaN gradients on this machine's CPU.
     spec = smoke_spec("zero_fill")
-    spec = replace(spec, budget=replace(spec.budget, patch=(32, 32, 32)))
+    spec = spec.with_budget(patch=(32, 32, 32))
     assert run(spec, tmp_path, Execution(progress=False, amp="bf16")) == "done"
     rows = pd.read_parquet(tmp_path / spec.run_id / "rows.parquet")
     assert rows.value[rows.metric == "dice"].between(0, 1).all()

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from types import SimpleNamespace
 
 import pandas as pd
@@ -24,6 +23,7 @@ from missbench.experiment.resources import (DEFAULTS, ResourceError, load_file, 
 from missbench.executors.task import RunTask
 from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.core.execution import Execution
+from missbench.experiment.spec import Job, jobs
 from missbench.store.run_folder import load_rows
 from missbench.store.sweep import record_jobs, states
 from missbench.core.method import Method
@@ -89,7 +89,7 @@ def test_malformed_resources_file_names_file_and_key(tmp_path, capsys, text, mes
 def test_protocol_slurm_block_is_checked(tmp_path):
     base = registry.protocol_path("non_dedicated")
     good = write(tmp_path / "good.yaml", f'inherit: {base}\nslurm: {{time: "01:00:00", gpus: 1}}\n')
-    assert load_protocol(good).data["slurm"] == {"time": "01:00:00", "gpus": 1}
+    assert load_protocol(good).slurm == {"time": "01:00:00", "gpus": 1}
     bad = write(tmp_path / "bad.yaml", f"inherit: {base}\nslurm: {{time: 90}}\n")
     with pytest.raises(ProtocolError, match=r"bad.yaml: slurm: time 90 is a number"):
         load_protocol(bad)
@@ -111,7 +111,7 @@ def test_inline_failure_is_recorded_the_others_finish_and_exit_is_1(tmp_path, ca
     assert "FloatingPointError" in (failed / "FAILED").read_text() and not (failed / "DONE").exists()
     assert f"traceback: {failed / 'FAILED'}" in out and "1 failed, 1 done" in out
     assert set(load_rows(sweep).method) == {"zero_fill"}
-    done = next(sweep.glob("zero_fill_*/rows.parquet"))
+    done = next(sweep.glob("zero_fill_*/*/rows.parquet"))
     before = done.stat().st_mtime_ns
     # A rerun trains nothing: the finished run is skipped, the failed one reported again.
     assert main([*SMOKE, *FAILING, "--out", str(sweep)]) == 1
@@ -146,12 +146,12 @@ def test_bad_executor_options_are_refused(tmp_path, capsys):
 @pytest.fixture
 def fake_sweep(tmp_path, monkeypatch):
     """A sweep of five SLURM runs, one in each state, and a fake squeue/scancel."""
-    specs = [replace(smoke_spec("zero_fill"), seed=s) for s in range(5)]
+    specs = [smoke_spec("zero_fill").with_model(seed=s) for s in range(5)]
     sweep = tmp_path / "s"
-    record_jobs(sweep, "slurm", [(s, f"999999_{i}") for i, s in enumerate(specs)])
-    assert RunTask(sweep, Execution(progress=False))(specs[0]) == "done"
-    (sweep / specs[1].run_id).mkdir()
-    (sweep / specs[1].run_id / "FAILED").write_text("Traceback ...\nValueError: boom\n")
+    record_jobs(sweep, "slurm", [(Job((s,)), f"999999_{i}") for i, s in enumerate(specs)])
+    assert RunTask(sweep, Execution(progress=False))(Job((specs[0],))) == "done"
+    (sweep / specs[1].model.model_id).mkdir()
+    (sweep / specs[1].model.model_id / "FAILED").write_text("Traceback ...\nValueError: boom\n")
     queue = {"999999_2": "RUNNING", "999999_3": "PENDING", "999999_4": "CANCELLED"}
     calls = []
     monkeypatch.setattr("missbench.store.sweep._squeue", lambda: queue)
@@ -161,20 +161,21 @@ def fake_sweep(tmp_path, monkeypatch):
 
 def test_status_reads_states_from_run_folders_and_the_queue(fake_sweep, capsys):
     sweep, specs, _ = fake_sweep
-    got = {r.run_id: r.state for r in states(sweep)}
-    assert got == dict(zip([s.run_id for s in specs], ["done", "failed", "running", "pending", "stopped"]))
+    got = {r.model_id: r.state for r in states(sweep)}
+    assert got == dict(zip([s.model.model_id for s in specs], ["done", "failed", "running", "pending", "stopped"]))
     assert main(["status", str(sweep)]) == 1
     out = capsys.readouterr().out
     assert f"{sweep}/.submitit/999999_1_0_log.err" in out and "ValueError: boom" in out
-    assert "5 runs: 1 done, 1 failed, 1 running, 1 pending, 1 stopped" in out
+    assert "5 models: 1 done, 1 failed, 1 running, 1 pending, 1 stopped" in out
 
 
 def test_collect_writes_the_finished_rows_and_lists_the_rest(fake_sweep, capsys):
     sweep, specs, _ = fake_sweep
     assert main(["collect", str(sweep)]) == 1
     out = capsys.readouterr().out
-    assert "Avg" in out and "zero_fill" in out and "stopped  " + specs[4].run_id in out
-    pd.testing.assert_frame_equal(pd.read_parquet(sweep / "collected.parquet"), load_rows(sweep, [specs[0].run_id]))
+    assert "Avg" in out and "zero_fill" in out and "stopped  " + specs[4].model.model_id in out
+    pd.testing.assert_frame_equal(pd.read_parquet(sweep / "collected.parquet"), load_rows(sweep))
+    assert set(load_rows(sweep).run_id) == {specs[0].run_id}
 
 
 def test_cancel_cancels_only_queued_and_running_jobs(fake_sweep, capsys):
@@ -186,11 +187,11 @@ def test_cancel_cancels_only_queued_and_running_jobs(fake_sweep, capsys):
 
 def test_rerun_plan_skips_done_queued_and_failed_runs(fake_sweep):
     sweep, specs, _ = fake_sweep
-    ids = [s.run_id for s in specs]
+    ids = [s.model.model_id for s in specs]
     todo, left = plan(specs, sweep, Options())
-    assert [s.run_id for s in todo] == [ids[4]] and set(left) == set(ids[:4])
-    assert [s.run_id for s in plan(specs, sweep, Options(rerun_failed=True))[0]] == [ids[1], ids[4]]
-    assert [s.run_id for s in plan(specs, sweep, Options(force=True))[0]] == [ids[0], ids[1], ids[4]]
+    assert [j.model_id for j in todo] == [ids[4]] and set(left) == set(ids[:4])
+    assert [j.model_id for j in plan(specs, sweep, Options(rerun_failed=True))[0]] == [ids[1], ids[4]]
+    assert [j.model_id for j in plan(specs, sweep, Options(force=True))[0]] == [ids[0], ids[1], ids[4]]
 
 
 def test_sweep_commands_on_a_missing_folder_exit_2(tmp_path, capsys):
@@ -216,7 +217,7 @@ def test_checkpoint_saves_the_live_state_and_the_resumed_run_has_the_same_number
     monkeypatch.setattr(Method, "set_step", preempted)
     with pytest.raises(KeyboardInterrupt):
         RunTask(tmp_path / "b", Execution(progress=False), force=True)(spec)
-    run_dir = tmp_path / "b" / spec.run_id
+    run_dir = tmp_path / "b" / spec.model.model_id
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 3
     assert not (run_dir / "FAILED").exists()
     again = resubmitted[0]
@@ -241,7 +242,7 @@ def test_bench_status_runs_from_a_fresh_process(fake_sweep, tmp_path):
     path = fake_squeue(tmp_path / "bin", "999999_2|RUNNING\\n999999_3|PENDING\\n999999_4|CANCELLED\\n")
     out = subprocess.run([sys.executable, "bench.py", "status", str(sweep)], cwd=CHECKOUT, capture_output=True, text=True,
                          env={**os.environ, "PATH": path})
-    assert out.returncode == 1 and "5 runs: 1 done, 1 failed, 1 running, 1 pending, 1 stopped" in out.stdout
+    assert out.returncode == 1 and "5 models: 1 done, 1 failed, 1 running, 1 pending, 1 stopped" in out.stdout
 
 
 def test_status_without_squeue_says_unknown_and_why(fake_sweep, monkeypatch, capsys):
@@ -250,17 +251,18 @@ def test_status_without_squeue_says_unknown_and_why(fake_sweep, monkeypatch, cap
     A run whose FAILED was written after its submission has failed: its job is over, queue or not."""
     sweep, specs, _ = fake_sweep
     monkeypatch.setattr("missbench.store.sweep._squeue", lambda: None)
-    got = {r.run_id: (r.state, r.detail) for r in states(sweep)}
-    assert got[specs[0].run_id][0] == "done" and got[specs[1].run_id][0] == "failed" and "ValueError: boom" in got[specs[1].run_id][1]
-    assert {got[s.run_id] for s in specs[2:]} == {("unknown", "squeue is not available here")}
+    ids = [s.model.model_id for s in specs]
+    got = {r.model_id: (r.state, r.detail) for r in states(sweep)}
+    assert got[ids[0]][0] == "done" and got[ids[1]][0] == "failed" and "ValueError: boom" in got[ids[1]][1]
+    assert {got[i] for i in ids[2:]} == {("unknown", "squeue is not available here")}
     assert main(["status", str(sweep)]) == 1
-    assert "5 runs: 1 done, 1 failed, 3 unknown" in capsys.readouterr().out
+    assert "5 models: 1 done, 1 failed, 3 unknown" in capsys.readouterr().out
 
-    failed = sweep / specs[1].run_id / "FAILED"
+    failed = sweep / ids[1] / "FAILED"
     an_hour_before = time.time() - 3600
     os.utime(failed, (an_hour_before, an_hour_before))  # the FAILED of an attempt before the latest submission
-    got = {r.run_id: (r.state, r.detail) for r in states(sweep)}
-    assert got[specs[1].run_id] == ("unknown", "squeue is not available here")
+    got = {r.model_id: (r.state, r.detail) for r in states(sweep)}
+    assert got[ids[1]] == ("unknown", "squeue is not available here")
 
 
 def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_array_size(tmp_path, monkeypatch):
@@ -277,18 +279,18 @@ def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_arra
         def update_parameters(self, **params):
             self.params.update(params)
 
-        def map_array(self, task, specs):
-            arrays.append((dict(self.params), [s.run_id for s in specs], task.threads))
-            return [SimpleNamespace(job_id=f"{len(arrays)}_{i}") for i in range(len(specs))]
+        def map_array(self, task, jobs):
+            arrays.append((dict(self.params), [j.model_id for j in jobs], task.threads))
+            return [SimpleNamespace(job_id=f"{len(arrays)}_{i}") for i in range(len(jobs))]
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
-    specs = [replace(smoke_spec(m), seed=s) for m in ("zero_fill", "shaspec") for s in range(5)]
+    specs = [smoke_spec(m).with_model(seed=s) for m in ("zero_fill", "shaspec") for s in range(5)]
     res = {"zero_fill": resolve("zero_fill", None, {}, {}), "shaspec": resolve("shaspec", None, {}, {"time": "1-00:00:00", "cpus": 4})}
     opts = Options("slurm", array_parallelism=3, max_array_size=2, resources=lambda m: res[m])
-    submit_slurm(specs, tmp_path, Execution(), opts, lambda line: None)
+    submit_slurm(jobs(specs), tmp_path, Execution(), opts, lambda line: None)
     assert [len(ids) for _, ids, _ in arrays] == [2, 2, 1, 2, 2, 1]
     assert all(p["timeout_min"] == 240 and p["cpus_per_task"] == 2 and t == 2 for p, _, t in arrays[:3])
     assert all(p["timeout_min"] == 1440 and p["cpus_per_task"] == 4 and t == 4 for p, _, t in arrays[3:])
     assert {p["slurm_array_parallelism"] for p, _, _ in arrays} == {3} and arrays[0][0]["max_num_timeout"] == 3
-    jobs = json.loads((tmp_path / "jobs.json").read_text())["runs"]
-    assert jobs[specs[4].run_id]["job_id"] == "3_0" and {j["executor"] for j in jobs.values()} == {"slurm"}
+    recorded = json.loads((tmp_path / "jobs.json").read_text())["runs"]
+    assert recorded[specs[4].model.model_id]["job_id"] == "3_0" and {j["executor"] for j in recorded.values()} == {"slurm"}

@@ -11,7 +11,7 @@ from brats_files import AFFINE, SHAPE, SPACING, write_set
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.realdata.export import et_postprocess
-from missbench.store.run_folder import load_rows
+from missbench.store.run_folder import ModelFolder, load_rows
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,10 @@ def trained(tmp_path_factory):
 
 def test_protocol_b_trains_on_every_case_and_scores_nothing_locally(trained):
     run = next(p for p in (trained / "sweep").iterdir() if p.is_dir())
-    spec = json.loads((run / "spec.json").read_text())
-    assert spec["dataset_params"]["split"] == "all" and spec["metric"]["empty"] == "brats"
+    (score,) = ModelFolder(run).scores()
+    assert ModelFolder(run).spec().dataset_params["split"] == "all" and score.spec().metric["empty"] == "brats"
     assert load_rows(trained / "sweep").empty
-    assert json.loads((run / "meta.json").read_text())["n_test_cases"] == 0
+    assert score.meta()["n_test_cases"] == 0
 
 
 def test_export_writes_original_geometry_and_labels_and_resumes(trained, capsys):
@@ -77,7 +77,7 @@ def test_paste_back_reproduces_the_original_label_file(trained, tmp_path):
 def test_unfinished_or_unexportable_runs_are_refused(trained, tmp_path, capsys):
     run = next(p for p in (trained / "sweep").iterdir() if p.is_dir())
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "neither a finished run folder" in capsys.readouterr().err
+    assert "neither a finished model folder" in capsys.readouterr().err
     (run / "DONE").rename(run / "DONE.bak")
     try:
         assert main(["export", str(run), "--out", str(tmp_path / "o")]) == 2

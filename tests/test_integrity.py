@@ -24,7 +24,7 @@ from missbench.core.execution import Execution
 from missbench.executors import Options, plan
 from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.experiment.resources import ResourceError, resolve
-from missbench.store.run_folder import RunFolder, load_rows
+from missbench.store.run_folder import ModelFolder, load_rows
 from missbench.store.sweep import states
 
 
@@ -128,7 +128,7 @@ def test_every_bad_value_is_one_line_exit_2_and_nothing_changes(world, capsys, a
 def test_a_protocol_outside_protocols_inherits_by_name(world):
     (world / "elsewhere" / "mine.yaml").write_text(PROTOCOL + "seeds: [3]\n")
     proto = load_protocol(world / "elsewhere" / "mine.yaml")
-    assert proto.data["seeds"] == [3] and proto.data["mode"] == "non_dedicated"
+    assert proto.seeds == (3,) and proto.mode == "non_dedicated"
     (world / "elsewhere" / "non_dedicated.yaml").write_text(PROTOCOL.replace("non_dedicated", "protocols_missing") + "\n")
     with pytest.raises(ProtocolError, match="inherit 'protocols_missing': no file .*elsewhere/protocols_missing.yaml or "):
         load_protocol(world / "elsewhere" / "mine.yaml")  # the file's own folder comes first
@@ -136,10 +136,10 @@ def test_a_protocol_outside_protocols_inherits_by_name(world):
 
 # --- a run that failed because of how it ran never blocks the corrected command ----------------------
 
-def failed_under(sweep: Path, spec, exe: Execution, environmental: bool) -> RunFolder:
-    """A run folder whose FAILED records an attempt under ``exe``."""
-    folder = RunFolder(sweep / spec.run_id)
-    folder.start(spec, fresh=True)
+def failed_under(sweep: Path, spec, exe: Execution, environmental: bool) -> ModelFolder:
+    """A model folder whose FAILED records an attempt under ``exe``."""
+    folder = ModelFolder(sweep / spec.model.model_id)
+    folder.start(spec.model, fresh=True)
     folder.fail(RuntimeError("CUDA error: no kernel image is available"), "Traceback ...", asdict(exe), environmental)
     return folder
 
@@ -150,9 +150,9 @@ def test_plan_retries_failures_of_the_environment_or_of_other_execution_options(
     failed_under(tmp_path, specs[0], Execution("cuda", progress=False), environmental=False)
     failed_under(tmp_path, specs[1], cpu, environmental=False)
     todo, left = plan(specs, tmp_path, Options(), Execution())  # progress bars differ: not an execution option
-    assert [s.run_id for s in todo] == [specs[0].run_id] and list(left) == [specs[1].run_id]
+    assert [j.model_id for j in todo] == [specs[0].model.model_id] and list(left) == [specs[1].model.model_id]
     failed_under(tmp_path, specs[1], cpu, environmental=True)
-    assert [s.run_id for s in plan(specs, tmp_path, Options(), cpu)[0]] == [s.run_id for s in specs]
+    assert [j.model_id for j in plan(specs, tmp_path, Options(), cpu)[0]] == [s.model.model_id for s in specs]
 
 
 def test_a_run_that_failed_under_another_device_runs_again(tmp_path, capsys):
@@ -160,8 +160,8 @@ def test_a_run_that_failed_under_another_device_runs_again(tmp_path, capsys):
     failed_under(tmp_path, spec, Execution("cuda", progress=False), environmental=False)
     assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "not rerun" not in out and f"{spec.run_id}: done" in out
-    assert RunFolder(tmp_path / spec.run_id).state() == "done"
+    assert "not rerun" not in out and f"{spec.model.model_id}: done" in out
+    assert ModelFolder(tmp_path / spec.model.model_id).state() == "done"
 
 
 # --- DONE is verifiable ------------------------------------------------------------------------------
@@ -185,18 +185,19 @@ def test_damaged_rows_read_as_corrupt_everywhere_and_a_rerun_redoes_them(two_run
     subprocess.run(["cp", "-a", str(two_runs), str(sweep)], check=True)
     expected = load_rows(sweep)
     run = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))[0]
-    rows = run / "rows.parquet"
+    (score,) = ModelFolder(run).scores()
+    rows = score.file("rows.parquet")
     if damage == "delete":
         rows.unlink()
     else:
         rows.write_bytes(b"\0" * rows.stat().st_size)
         if damage == "corrupt without checksums":
-            (run / "DONE").write_text("")  # as DONE was written before it recorded checksums
+            score.file("DONE").write_text("")  # as DONE was written before it recorded checksums
     why = {"corrupt": "rows.parquet does not match its checksum in DONE", "delete": "rows.parquet is missing",
            "corrupt without checksums": "its results do not read"}[damage]
     assert main(["status", str(sweep)]) == 1
     out = capsys.readouterr().out
-    assert f"corrupt  {run.name}" in out and why in out and "a rerun will redo it" in out and "2 runs: 1 corrupt, 1 done" in out
+    assert f"corrupt  {run.name}" in out and why in out and "a rerun will redo it" in out and "2 models: 1 corrupt, 1 done" in out
     assert main(["collect", str(sweep)]) == 1
     captured = capsys.readouterr()
     assert "corrupt" in captured.out and why in captured.out and "Traceback" not in captured.out + captured.err
@@ -207,7 +208,7 @@ def test_damaged_rows_read_as_corrupt_everywhere_and_a_rerun_redoes_them(two_run
     assert main(["--methods", "zero_fill", "--budget", "smoke", "--seeds", "0,1", "--no-progress", "--threads", "1",
                  "--out", str(sweep)]) == 0
     out = capsys.readouterr().out
-    assert f"{run.name}: done" in out and "2 runs: 2 done" in out
+    assert f"{run.name}: done" in out and "2 models: 2 done" in out
     pd.testing.assert_frame_equal(load_rows(sweep), expected)
 
 
@@ -223,20 +224,20 @@ def test_a_run_folder_deleted_mid_run_is_one_failed_state_and_one_line(tmp_path,
         ctx.folder.save_checkpoint({"step": 0})  # the write the disappearance breaks
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(engine, "train_and_evaluate", vanishing)
+    monkeypatch.setattr(engine, "train_model", vanishing)
     assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "FAILED, FileNotFoundError" in captured.out and "Traceback" not in captured.out + captured.err
     (state,) = states(tmp_path)
     assert state.state == "failed" and "FileNotFoundError" in state.detail
-    assert RunFolder(tmp_path / state.run_id).failure()["environmental"] is True
+    assert ModelFolder(tmp_path / state.model_id).failure()["environmental"] is True
 
 
 def test_a_run_folder_that_cannot_be_written_is_one_failed_state_and_one_line(tmp_path, capsys, monkeypatch):
     import missbench.store.run_folder as store
 
     spec = smoke_spec("zero_fill")
-    folder = tmp_path / spec.run_id
+    folder = tmp_path / spec.model.model_id
     folder.mkdir()
     real_write, real_access = store.write_atomic, store.os.access
 
@@ -249,12 +250,12 @@ def test_a_run_folder_that_cannot_be_written_is_one_failed_state_and_one_line(tm
     monkeypatch.setattr(store.os, "access", lambda p, mode: Path(p) != folder and real_access(p, mode))
     assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    line = next(x for x in captured.out.splitlines() if spec.run_id in x and "FAILED" in x)
+    line = next(x for x in captured.out.splitlines() if spec.model.model_id in x and "FAILED" in x)
     assert "NotRecorded" in line and "PermissionError" in line and "FAILED could not be written either" in line
     assert "Traceback" not in captured.out + captured.err
     assert main(["status", str(tmp_path)]) == 1
     out = capsys.readouterr().out
-    assert f"failed   {spec.run_id}" in out and f"{folder} cannot be written" in out
+    assert f"failed   {spec.model.model_id}" in out and f"{folder} cannot be written" in out
 
 
 def test_a_time_limit_that_leaves_no_start_up_is_refused():
@@ -268,13 +269,12 @@ def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_starts_over(t
     from missbench.engine.run import run
 
     spec, exe = smoke_spec("zero_fill"), Execution(progress=False)
-    assert run(spec, tmp_path / "a", exe) == "done"
+    assert run(spec, tmp_path / "a", exe).startswith("done")
     folder = killed_at(spec, tmp_path / "b", monkeypatch, exe, 3)
     checkpoint = (folder / "checkpoint.pt").read_bytes()
     (folder / "checkpoint.pt").write_bytes(checkpoint[: len(checkpoint) // 2])  # a kill mid-write on a non-atomic file system
-    assert run(spec, tmp_path / "b", exe) == "done"
+    assert run(spec, tmp_path / "b", exe).startswith("done")
     assert (folder / "checkpoint.pt.corrupt").read_bytes() == checkpoint[: len(checkpoint) // 2]
     log = (folder / "log.txt").read_text()
     assert "does not load" in log and "training starts from scratch" in log and "resumed from" not in log.split("does not load")[1]
-    pd.testing.assert_frame_equal(pd.read_parquet(folder / "rows.parquet").drop(columns="run_id"),
-                                  pd.read_parquet(tmp_path / "a" / spec.run_id / "rows.parquet").drop(columns="run_id"))
+    pd.testing.assert_frame_equal(load_rows(tmp_path / "b"), load_rows(tmp_path / "a"))

@@ -49,12 +49,13 @@ def test_split_masks_are_deterministic_and_per_split():
 def test_protocols_grid_over_the_rate_and_share_masks_across_methods():
     proto = load_protocol(registry.protocol_path("audio_rate"))
     specs = proto.expand(["zero_fill", "shaspec"], AVS, {}, "smoke")
-    assert [s.missing_rate for s in specs] == [0.05, 0.10, 0.15, 0.20] * 2
-    assert all(s.budget.patch is None and s.eval_subsets == ("image",) for s in specs)
+    assert [s.model.missing_rate for s in specs] == [0.05, 0.10, 0.15, 0.20] * 2
+    assert all(s.budget.patch is None and s.score.subsets == ("image",) for s in specs)
     assert len({s.run_id for s in specs}) == 8 and "_r0.05_" in specs[0].run_id
-    assert specs[0].mask_seed == specs[4].mask_seed != specs[1].mask_seed  # same rate, other method: same masks
+    assert specs[0].model.mask_seed == specs[4].model.mask_seed != specs[1].model.mask_seed  # same rate, other method: same masks
     slots = load_protocol(registry.protocol_path("missing_slots")).expand(["zero_fill"], AVS, {}, "smoke")
-    assert [s.missing_rate for s in slots] == [0.1, 0.3, 0.5, 0.7] and slots[0].missing["eval"] == "masks"
+    assert [s.model.missing_rate for s in slots] == [0.1, 0.3, 0.5, 0.7] and slots[0].model.missing["eval"] == "masks"
+    assert slots[0].score.missing == {"eval": "masks"}
 
 
 @pytest.mark.parametrize("dataset, second", [("avmnist_synthetic", "audio"), ("imgtab_synthetic", "tabular")])
@@ -63,12 +64,12 @@ def test_non_dedicated_and_dedicated_run_on_classification_data_sets(dataset, se
     for name in ("non_dedicated", "dedicated"):
         specs = load_protocol(registry.protocol_path(name)).expand(["zero_fill"], cls, {}, "smoke")
         assert {s.budget.patch for s in specs} == {None}
-        assert all("size" not in s.dataset_params for s in specs)  # brats_synthetic's overrides stay there
-        assert specs[0].dataset_params["n_test"] < cls.defaults["n_test"]  # the smoke budget's per-data-set override
-        cls(**specs[0].dataset_params)
+        assert all("size" not in s.train_data for s in specs)  # brats_synthetic's overrides stay there
+        assert specs[0].train_data["n_test"] < cls.defaults["n_test"]  # the smoke budget's per-data-set override
+        cls(**specs[0].train_data)
     ded = load_protocol(registry.protocol_path("dedicated")).expand(["zero_fill"], cls, {}, "smoke")
-    assert [s.train_subset for s in ded] == ["image", second, f"image+{second}"]
-    assert [s.eval_subsets for s in ded] == [(s.train_subset,) for s in ded]
+    assert [s.model.train_subset for s in ded] == ["image", second, f"image+{second}"]
+    assert [s.score.subsets for s in ded] == [(s.model.train_subset,) for s in ded]
 
 
 BASE = """

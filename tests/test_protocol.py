@@ -12,10 +12,10 @@ BRATS = registry.dataset_class("brats_synthetic")
 def test_non_dedicated_file_lists_all_15_subsets_in_canonical_order():
     proto = load_protocol(registry.protocol_path("non_dedicated"))
     specs = proto.expand(["shaspec", "zero_fill"], BRATS, {}, "smoke", [0, 1])
-    assert len(specs) == 4 and {s.train_subset for s in specs} == {None}
-    assert list(specs[0].eval_subsets) == [s.label for s in all_subsets(BRATS.modalities)]
+    assert len(specs) == 4 and {s.model.train_subset for s in specs} == {None}
+    assert list(specs[0].score.subsets) == [s.label for s in all_subsets(BRATS.modalities)]
     assert len({s.run_id for s in specs}) == 4
-    assert len({s.derived_seed for s in specs}) == 4
+    assert len({s.model.derived_seed for s in specs}) == 4
 
 
 def test_run_id_is_stable_and_depends_on_everything():
@@ -72,19 +72,20 @@ def test_subset_names_are_checked_against_the_data_set(tmp_path):
 def test_sweep_files_inherit_and_expand_their_grids():
     ab = load_protocol(registry.protocol_path("alpha_beta"))
     specs = ab.expand(["shaspec", "zero_fill"], BRATS, {}, "smoke")
-    points = sorted((s.method_params.get("alpha", 0.1), s.method_params.get("beta", 0.02)) for s in specs if s.method == "shaspec")
+    points = sorted((s.model.method_params.get("alpha", 0.1), s.model.method_params.get("beta", 0.02))
+                    for s in specs if s.model.method == "shaspec")
     assert points == sorted({(a, 0.02) for a in (0, 0.01, 0.1, 1)} | {(0.1, b) for b in (0, 0.002, 0.02, 0.2, 1)})
-    assert [s.method_params for s in specs if s.method == "zero_fill"] == [{}]
-    assert len(specs[0].eval_subsets) == 15  # inherited from non_dedicated
+    assert [s.model.method_params for s in specs if s.model.method == "zero_fill"] == [{}]
+    assert len(specs[0].score.subsets) == 15  # inherited from non_dedicated
     dao = load_protocol(registry.protocol_path("dao_loss")).expand(["shaspec"], BRATS, {}, "smoke")
-    assert [s.variant for s in dao] == ["shaspec"] + [f"shaspec[dao={d}]" for d in ("kl", "mse", "ce")]
+    assert [s.model.variant for s in dao] == ["shaspec"] + [f"shaspec[dao={d}]" for d in ("kl", "mse", "ce")]
 
 
 def test_dedicated_trains_one_model_per_subset():
     proto = load_protocol(registry.protocol_path("dedicated"))
     specs = proto.expand(["shaspec"], BRATS, {}, "smoke")
-    assert [s.train_subset for s in specs] == [s.label for s in all_subsets(BRATS.modalities)]
-    assert all(s.eval_subsets == (s.train_subset,) for s in specs)
+    assert [s.model.train_subset for s in specs] == [s.label for s in all_subsets(BRATS.modalities)]
+    assert all(s.score.subsets == (s.model.train_subset,) for s in specs)
 
 
 def test_inherit_errors_name_the_file(tmp_path):

@@ -56,8 +56,8 @@ def test_meta_records_the_hash_of_every_plugin_file_the_run_used():
     spec = proto.expand(["zero_fill"], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
     files = ["methods/zero_fill.py", "datasets/brats_synthetic.py", "protocols/dedicated.yaml", "protocols/non_dedicated.yaml"]
     classes = (registry.method_class("zero_fill"), registry.dataset_class("brats_synthetic"))
-    assert plugin_files(spec, classes) == {f: sha256(CHECKOUT / f) for f in files}
-    assert plugin_files(spec, (type("NotAPlugin", (), {"name": "zero_fill"}), classes[1]))["protocols/dedicated.yaml"]
+    assert plugin_files(spec.protocol, classes) == {f: sha256(CHECKOUT / f) for f in files}
+    assert plugin_files(spec.protocol, (type("NotAPlugin", (), {"name": "zero_fill"}), classes[1]))["protocols/dedicated.yaml"]
 
 
 def test_a_plugin_is_hashed_as_it_was_imported(tmp_path, monkeypatch):
@@ -68,4 +68,4 @@ def test_a_plugin_is_hashed_as_it_was_imported(tmp_path, monkeypatch):
     spec = smoke_spec("zero_fill")
     classes = (registry.method_class("zero_fill"), registry.dataset_class("brats_synthetic"))  # imported, as a run does
     (root / "methods" / "zero_fill.py").write_text(source + "\n# edited while the run runs\n")
-    assert plugin_files(spec, classes)["methods/zero_fill.py"] == hashlib.sha256(source.encode()).hexdigest()
+    assert plugin_files(spec.protocol, classes)["methods/zero_fill.py"] == hashlib.sha256(source.encode()).hexdigest()

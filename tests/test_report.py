@@ -23,7 +23,7 @@ from missbench.report.model import bold_best, comparability_key, pools, stat_cel
 from missbench.report.published import Refused, check_pairing, load_published, one_protocol, select  # noqa: E402
 from missbench.report.render import to_markdown  # noqa: E402
 from missbench.report.tables import seg_table, timing_table  # noqa: E402
-from report_store import LABELS, fake_run, fake_timing_run, seg_spec  # noqa: E402
+from report_store import LABELS, fake_run, fake_timing_run, score_folder, seg_spec  # noqa: E402
 
 
 def dice_tables(root: Path) -> dict:
@@ -40,7 +40,7 @@ def cell(table, row: str, region: str, column: str):
 
 def mean_dice(root: Path, run_ids: list[str], subset: str, region: str) -> float:
     """Dice (%) of ``run_ids`` on one subset and region: mean over cases per run, then over runs."""
-    rows = pd.concat(pd.read_parquet(root / r / "rows.parquet") for r in run_ids)
+    rows = pd.concat(score_folder(root, r).rows() for r in run_ids)
     sel = rows[(rows.metric == "dice") & (rows.eval_subset == subset) & (rows.region == region)]
     return 100 * float(sel.groupby("run_id").value.mean().mean())
 
@@ -109,7 +109,7 @@ def test_a_failed_seed_and_a_stopped_run_are_left_out_with_their_reason(tmp_path
     assert failed not in table.used and stopped not in table.used
     reasons = {lo.runs[0]: lo.reason for lo in table.left_out}
     assert reasons[failed] == "shaspec seed 2, failed: FloatingPointError: loss is nan"
-    assert reasons[stopped].startswith("zero_fill seed 3, stopped: a run folder without DONE")
+    assert reasons[stopped].startswith("zero_fill seed 3, stopped: a model without DONE")
     c = cell(table, "T1", "WT", "shaspec")
     assert c.value == pytest.approx(mean_dice(tmp_path, done, "T1", "WT")) and c.count == "(2 seeds)"
     assert cell(table, "T1", "WT", "zero_fill").count == ""

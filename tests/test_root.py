@@ -68,7 +68,7 @@ def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path)
     assert listing.returncode == 0, listing.stderr
     assert "my_fill" in listing.stdout and "shaspec" not in listing.stdout
     dry = bench(*SMOKE, "--methods", "my_fill", "--dry-run", cwd=mine)
-    assert dry.returncode == 0 and f"runs into {mine / 'results' / 'non_dedicated_brats_synthetic_smoke'}:" in dry.stdout
+    assert dry.returncode == 0 and f"models into {mine / 'results' / 'non_dedicated_brats_synthetic_smoke'}:" in dry.stdout
     # From a folder that is no root, the checkout holding the package is the root, unless --root says otherwise.
     elsewhere = bench("list", "--methods", cwd=tmp_path)
     assert "shaspec" in elsewhere.stdout and "my_fill" not in elsewhere.stdout

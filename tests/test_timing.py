@@ -68,14 +68,14 @@ def test_timing_meta_records_counts_timer_load_and_the_flag(timing_store):
     assert 0 <= t["data_wait_share"] < 1  # the loop's wait for its batches over the timed iterations' wall time
 
 
-def test_counts_are_part_of_the_run_id(tmp_path):
+def test_counts_are_part_of_the_model_id(tmp_path):
     proto = load_protocol(tiny_timing_protocol(tmp_path))
     ds = registry.dataset_class("brats_synthetic")
     a = proto.expand(["zero_fill"], ds, {}, "smoke")
-    assert len(a) == 1 and a[0].train_subset is None and a[0].metric["timing"] == COUNTS
+    assert len(a) == 1 and a[0].model.train_subset is None and {k: a[0].model.timing[k] for k in COUNTS} == COUNTS
     (tmp_path / "b").mkdir()
     b = load_protocol(tiny_timing_protocol(tmp_path / "b", iterations=4)).expand(["zero_fill"], ds, {}, "smoke")
-    assert a[0].run_id != b[0].run_id
+    assert a[0].model.model_id != b[0].model.model_id
 
 
 def test_timing_on_a_classification_data_set(tmp_path):

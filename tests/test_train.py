@@ -36,5 +36,5 @@ def test_forced_rerun_trains_from_scratch(tmp_path):
     assert run(spec, tmp_path, exe) == "done"
     assert run(spec, tmp_path, exe) == "skipped"
     assert run(spec, tmp_path, exe, force=True) == "done"
-    log = (tmp_path / spec.run_id / "log.txt").read_text()
+    log = (tmp_path / spec.model.model_id / "log.txt").read_text()
     assert log.count("iteration 4 lr") == 2 and "resumed from" not in log  # trained twice, never resumed

@@ -1,6 +1,7 @@
 """Command line: ``bench.py [run options]`` runs a protocol; ``bench.py list`` shows what is registered;
 ``bench.py check NAME`` runs a method through the contract; ``bench.py prepare`` / ``export`` fill and
-read a real data set's cache; ``bench.py status|collect|cancel <sweep>`` follow a sweep from any process.
+read a real data set's cache; ``bench.py evaluate`` scores finished models again without training;
+``bench.py status|collect|cancel <sweep>`` follow a sweep from any process.
 One module per subcommand, imported when it is called, so that no command pays for another's imports
 (``--help`` imports no torch)."""
 
@@ -16,6 +17,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     """The errors that are the user's to fix (a bad name, option, file or folder): one line and exit status 2.
     Imported only once one is raised."""
     from missbench.cli.args import UsageError
+    from missbench.engine.released import ReleasedError
+    from missbench.engine.rescore import NothingToScore
+    from missbench.engine.run import CodeChanged, Overlap
     from missbench.executors import SubmissionError
     from missbench.experiment.protocol import ProtocolError
     from missbench.experiment.registry import UnknownName
@@ -24,7 +28,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from missbench.experiment.validate import Invalid
     from missbench.store.sweep import SweepError
 
-    return UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError, RootError, Invalid
+    return UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError, RootError, Invalid, NothingToScore, ReleasedError, Overlap, CodeChanged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +65,10 @@ def dispatch(argv: list[str]) -> int:
         from missbench.cli.export import export_command
 
         return export_command(argv[1:])
+    if argv[:1] == ["evaluate"]:
+        from missbench.cli.evaluate import evaluate_command
+
+        return evaluate_command(argv[1:])
     if argv[:1] in (["status"], ["collect"], ["cancel"]):
         from missbench.cli.sweep import sweep_command
 

@@ -1,4 +1,4 @@
-"""``bench.py export``: label maps of finished runs for the BraTS portal (missbench/realdata/export.py)."""
+"""``bench.py export``: label maps of finished models for the BraTS portal (missbench/realdata/export.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from missbench.cli.args import UsageError, key_values, root_option
 from missbench.core.execution import Execution, set_threads
 from missbench.experiment.root import use_root
 from missbench.experiment.validate import check_options
-from missbench.realdata.export import export_run, run_folders
+from missbench.realdata.export import export_model, model_folders
 
 
 def export_command(argv: list[str]) -> int:
@@ -18,9 +18,9 @@ def export_command(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench.py export", description="Write one NIfTI label map per case of the data set's "
                                 "export split (protocol B: the official validation cases) for each chosen subset.")
     root_option(p)
-    p.add_argument("path", type=Path, help="a finished run folder, or a sweep folder (every finished run in it)")
+    p.add_argument("path", type=Path, help="a finished model folder, or a sweep folder (every finished model in it)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--subsets", default=None, help="comma-separated subsets, or 'all' for the run's evaluation subsets "
+    p.add_argument("--subsets", default=None, help="comma-separated subsets, or 'all' for the model's evaluation subsets "
                    "(default: the last one, the full set)")
     p.add_argument("--et-postprocess", action="store_true", help="relabel a predicted ET under et_threshold voxels as necrotic core")
     p.add_argument("--dataset-param", action="append", default=[], metavar="KEY=VALUE",
@@ -35,11 +35,12 @@ def export_command(argv: list[str]) -> int:
         check_options({"threads": args.threads, "device": args.device})
         set_threads(args.threads)
         overrides = key_values(args.dataset_param, "--dataset-param")
-        for run in run_folders(args.path):
-            subsets = list(run.spec().eval_subsets) if args.subsets == "all" else args.subsets.split(",") if args.subsets else None
-            folder = export_run(run, args.out, Execution(args.device, progress=not args.no_progress), subsets,
-                                args.et_postprocess, overrides)
-            print(f"exported {run.run_id}: {folder}")
+        for model in model_folders(args.path):
+            asked = next(iter((model.request().get("scores") or {}).values()), {})
+            subsets = list(asked.get("subsets", [])) if args.subsets == "all" else args.subsets.split(",") if args.subsets else None
+            folder = export_model(model, args.out, Execution(args.device, progress=not args.no_progress), subsets,
+                                  args.et_postprocess, overrides)
+            print(f"exported {model.model_id}: {folder}")
     except (UsageError, ValueError, KeyError, FileNotFoundError) as e:
         print(f"bench.py export: error: {e}", file=sys.stderr)
         return 2

@@ -78,5 +78,5 @@ def print_lists(args: argparse.Namespace) -> int:
         print("protocols:")
         for name in registry.protocol_names():
             proto = load_protocol(registry.protocol_path(name))
-            print(f"  {name:<16} {proto.mode:<14} budgets: {', '.join(proto.data['budgets'])}  {proto.data.get('description', '')}")
+            print(f"  {name:<16} {proto.mode:<14} budgets: {', '.join(proto.budgets)}  {proto.description}")
     return 0

@@ -23,7 +23,7 @@ def dataset_params(protocol_name: str | None, budget: str | None, cli_params: di
         return None, dict(cli_params)
     proto = load_protocol(registry.protocol_path(protocol_name))
     _, _, overrides = proto.budget(budget)
-    return proto.data.get("dataset"), {**overrides, **cli_params}
+    return proto.dataset, {**overrides, **cli_params}
 
 
 def prepare_command(argv: list[str]) -> int:

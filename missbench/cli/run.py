@@ -16,6 +16,7 @@ from missbench.experiment.root import root, use_root
 
 if TYPE_CHECKING:  # torch and pandas come with these: imported where a run needs them, so `--help` is fast
     from missbench.experiment.protocol import Protocol
+    from missbench.experiment.spec import RunSpec
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
     from missbench.core.execution import Execution, set_threads
     from missbench.experiment.protocol import load_protocol
     from missbench.experiment.validate import Given, check_options, check_out, check_sweep
-    from missbench.store.run_folder import RunFolder
+    from missbench.store.run_folder import ModelFolder
 
     use_root(args.root)
     protocol = load_protocol(registry.protocol_path(args.protocol))
@@ -111,13 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
     check_options(vars(args), here=args.executor != "slurm")
     check_out(sweep)
     if args.dry_run:
-        print(f"{len(specs)} runs into {sweep}:")
-        for s in specs:
-            state = "done" if RunFolder(sweep / s.run_id).is_done() else "todo"
-            rate = f" missing_rate={s.missing_rate:g}" if s.missing_rate is not None else ""
-            patch = f", patch {list(s.budget.patch)}" if s.budget.patch is not None else ""
-            print(f"  [{state}] {s.run_id}  {s.method} {s.method_params or ''} train={s.train_subset or 'random'}{rate} "
-                  f"seed={s.seed} budget={s.budget_name} ({s.budget.iterations} it{patch}, batch {s.budget.batch})")
+        print(dry_run(specs, sweep))
         return 0
     opts = execution_options(args, protocol, methods)
     set_threads(args.threads)
@@ -129,14 +124,38 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     todo, left = plan(specs, sweep, opts, exe)
-    for run_id, state in left.items():
-        print(f"{run_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
+    for job in todo:
+        if not opts.force and ModelFolder(sweep / job.model_id).is_done():
+            print(f"{job.model_id}: trained before; {len(job.runs)} score{'s' if len(job.runs) != 1 else ''} to make")
+    for model_id, state in left.items():
+        print(f"{model_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
             state.state, f"already {state.state} " + (f"as job {state.job_id}" if state.job_id else f"elsewhere ({state.detail})")))
     if not execute(todo, sweep, exe, opts, lambda line: print(line, flush=True)):
-        print(f"\n{len(todo)} runs queued; `python bench.py status {sweep}` shows their states, "
+        print(f"\n{len(todo)} jobs queued; `python bench.py status {sweep}` shows their states, "
               f"`python bench.py collect {sweep}` gathers the results")
         return 1 if any(state.state == "failed" for state in left.values()) else 0
     return report(sweep, [s.run_id for s in specs])
+
+
+def dry_run(specs: list[RunSpec], sweep: Path) -> str:
+    """What a run would do, per model: train, score a finished one, link one another sweep finished, or nothing."""
+    from missbench.engine.run import finished_elsewhere
+    from missbench.experiment.spec import jobs
+    from missbench.store.run_folder import ModelFolder
+
+    lines = [f"{len(specs)} scores of {len(jobs(specs))} models into {sweep}:"]
+    for job in jobs(specs):
+        folder, m = ModelFolder(sweep / job.model_id), job.model
+        missing = [r for r in job.runs if not folder.score(r.score.score_id).is_done()]
+        what = ("done" if not missing else "score") if folder.is_done() else \
+            "link" if finished_elsewhere(folder) is not None else "train"
+        rate = f" missing_rate={m.missing_rate:g}" if m.missing_rate is not None else ""
+        patch = f", patch {list(m.patch)}" if m.patch is not None else ""
+        b = job.first.budget
+        lines.append(f"  [{what}] {job.model_id}  {m.method} {m.method_params or ''} train={m.train_subset or 'random'}{rate} "
+                     f"seed={m.seed} budget={job.first.budget_name} ({b.iterations} it{patch}, batch {b.batch}); "
+                     f"{len(job.runs) - len(missing)} of {len(job.runs)} scores done")
+    return "\n".join(lines)
 
 
 def resolve_amp(amp: str, device: str) -> str:
@@ -156,7 +175,7 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
     file = load_resources(args.resources, registry.method_names()) if args.resources else None
     flags = parse_resource_flags(args.resource)
     for m in methods:
-        resolve_resources(m, file, protocol.data.get("slurm", {}), flags)
+        resolve_resources(m, file, protocol.slurm, flags)
     git = provenance.git_state(root()) if args.executor == "slurm" and not args.allow_dirty else {}
     if git.get("git_dirty"):
         untracked = git.get("git_untracked_plugins")
@@ -165,4 +184,4 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
                          "(meta.json records the dirty flag)")
     return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
                    args.rerun_failed, args.threads,
-                   lambda m: resolve_resources(m, file, protocol.data.get("slurm", {}), flags))
+                   lambda m: resolve_resources(m, file, protocol.slurm, flags))

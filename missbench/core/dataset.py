@@ -4,6 +4,7 @@ original geometry) and meta.json, each declared here with its default."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,12 @@ class Dataset:
     defaults: ClassVar[dict[str, Any]] = {}
     #: Allowed values of parameters where the type is not enough (missbench.core.params).
     constraints: ClassVar[dict[str, Rule]] = {}
+    #: Parameters that say where the data lies (folders, caches), not what it is: in no identity, so moved data
+    #: keeps its models and scores.
+    location_params: ClassVar[tuple[str, ...]] = ()
+    #: Parameters that change only the evaluation splits, never the training split: not in a model's identity
+    #: (missbench.experiment.spec), so scoring more test cases trains nothing. Default: every parameter trains.
+    evaluation_params: ClassVar[tuple[str, ...]] = ()
     #: Predicted ET components below this many voxels count as empty (BraTS post-processing).
     et_threshold: ClassVar[int] = 500
 
@@ -62,6 +69,15 @@ class Dataset:
     def load(self, case_id: str) -> Case:
         """Load one case; raises a clear error naming the case and file on bad input."""
         raise NotImplementedError
+
+    def fingerprint(self, case_id: str) -> str:
+        """A SHA-256 of one case's content (its image arrays as `load` gives them), to find one subject under
+        another id in another data set: a score on another data set refuses the model's training cases."""
+        case = self.load(case_id)
+        digest = hashlib.sha256()
+        for array in case.image if isinstance(case.image, list) else [case.image]:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     # --- optional hook: bench.py prepare (missbench/realdata/prepare.py) ----------------------
 

@@ -145,6 +145,24 @@ def check_value(key: str, value: Any, default: Any, rule: Rule | None = None) ->
         raise ParamError(f"{key}{detail}", key, detail)
 
 
+_NO_DEFAULT = object()
+
+
+def normalised(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """One form per setting, for identities: each value in its declared type (an integer given for a float
+    parameter becomes a float, a tuple a list) and the values equal to their default left out, sorted by key."""
+    out = {}
+    for key in sorted(values):
+        value, default = values[key], defaults.get(key, _NO_DEFAULT)
+        if isinstance(default, float) and _is_number(value):
+            value = float(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        if default is _NO_DEFAULT or value != (list(default) if isinstance(default, tuple) else default):
+            out[key] = value
+    return out
+
+
 def check_params(owner: str, params: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
     """Refuse unknown names and bad values of ``params`` (``owner`` names whose, e.g. "method 'shaspec'")."""
     unknown = sorted(set(params) - set(defaults))

@@ -22,7 +22,7 @@ import torch
 from missbench.core.method import Method
 from missbench.engine.batches import BatchStream
 from missbench.engine.selection import Selection
-from missbench.store.run_folder import RunFolder
+from missbench.store.run_folder import ModelFolder
 
 log = logging.getLogger("missbench")
 
@@ -33,7 +33,7 @@ _live: "Checkpointer | None" = None
 class Checkpointer:
     """Saves and restores one training's state in ``folder``."""
 
-    def __init__(self, folder: RunFolder, method: Method, optimizer: torch.optim.Optimizer, batches: BatchStream,
+    def __init__(self, folder: ModelFolder, method: Method, optimizer: torch.optim.Optimizer, batches: BatchStream,
                  selection: Selection | None) -> None:
         self.folder, self.method, self.optimizer, self.batches, self.selection = folder, method, optimizer, batches, selection
         self.buffer_names = set(method.state_dict()) - {n for n, _ in method.named_parameters()}
@@ -95,6 +95,12 @@ class Checkpointer:
             yield
         finally:
             _live = None
+
+
+def final_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a finished training state scores: those model selection kept, else the last ones."""
+    selection = state.get("selection") or {}
+    return selection.get("best_model") or state["model"]
 
 
 def save_live_state() -> bool:

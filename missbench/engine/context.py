@@ -1,6 +1,6 @@
-"""What a run body receives (`Context`: the data set and method built from the spec, placed on the
+"""What a run body receives (`Context`: the data set and method built from the request, placed on the
 device, with its settings) and what it returns (`Outcome`: rows and meta before the skeleton stamps
-and stores them)."""
+and stores them); how a method is built for a model, and how a score's settings and masks are made."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from missbench.core.availability import missing_share
-from missbench.core.dataset import Dataset
+from missbench.core.dataset import SPLITS, Dataset
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.method import Method
 from missbench.core.subsets import Subset, parse_subset
@@ -19,27 +19,30 @@ from missbench.core.tasks import Task, get_task
 from missbench.core.tasks.base import EvalSettings
 from missbench.core.training import TrainingDefaults
 from missbench.experiment import registry
-from missbench.experiment.spec import RunSpec
-from missbench.store.run_folder import RunFolder
-
-SPLITS = ("train", "val", "test")
+from missbench.experiment.spec import ModelSpec, RunSpec, ScoreSpec
+from missbench.store.run_folder import ModelFolder
 
 
 @dataclass
 class Context:
-    """One run, built: everything a body needs."""
+    """One model's training, built: everything a body needs. ``selection``: the validation subsets of a task
+    that keeps the best weights; ``settings``: the request's evaluation settings (validation, timing)."""
 
     spec: RunSpec
     exe: Execution
-    folder: RunFolder
+    folder: ModelFolder
     dataset: Dataset
     method: Method
     cfg: TrainingDefaults
-    subsets: list[Subset]
+    selection: list[Subset]
     settings: EvalSettings
     #: A missing-rate protocol's fixed availability per split (None: drawn, or the protocol's subsets).
     masks: dict[str, np.ndarray | None]
     timers: dict[str, PhaseTimer]
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.spec.model
 
     @property
     def task(self) -> Task:
@@ -57,40 +60,54 @@ class Outcome:
     extra_columns: dict[str, Any] = field(default_factory=dict)
 
 
-def build(spec: RunSpec) -> tuple[Dataset, Method]:
-    """The data set and a freshly initialised method of ``spec`` (seeded, so the init is reproducible)."""
-    dataset = registry.dataset_class(spec.dataset)(**spec.dataset_params)
-    cls = registry.method_class(spec.method)
+def build_method(model: ModelSpec, dataset: type[Dataset] | Dataset) -> Method:
+    """A freshly initialised method of ``model`` for ``dataset``'s task and modalities, seeded with the model's
+    seed (so the init is reproducible)."""
+    cls = registry.method_class(model.method)
     if dataset.task not in cls.tasks:
-        raise ValueError(f"method {spec.method!r} does not support task {dataset.task!r} of data set {spec.dataset!r}")
-    torch.manual_seed(spec.derived_seed)
-    method = cls(get_task(dataset.task, **dataset.task_params()), dataset.modalities, **spec.method_params)
-    return dataset, method
+        raise ValueError(f"method {model.method!r} does not support task {dataset.task!r} of data set {dataset.name!r}")
+    params = dataset.task_params() if isinstance(dataset, Dataset) else {}
+    torch.manual_seed(model.derived_seed)
+    return cls(get_task(dataset.task, **params), dataset.modalities, **model.method_params)
 
 
-def eval_settings(spec: RunSpec) -> EvalSettings:
-    """The spec's sliding windows and metric policy."""
-    return EvalSettings(spec.budget.patch, spec.budget.overlap, spec.metric.get("window", "uniform"), spec.metric_policy())
+def build(spec: RunSpec) -> tuple[Dataset, Method]:
+    """The training data set and a freshly initialised method of a request."""
+    dataset = registry.dataset_class(spec.model.dataset)(**spec.train_data)
+    return dataset, build_method(spec.model, dataset)
 
 
-def context(spec: RunSpec, exe: Execution, folder: RunFolder) -> Context:
-    """Build the run of ``spec``: data set, method (placed and compiled as ``exe`` says), settings, masks."""
+def eval_settings(model: ModelSpec, score: ScoreSpec, dataset: type[Dataset] | Dataset) -> EvalSettings:
+    """A score's sliding windows (the model's training patch, the score's overlap and weighting) and metric policy."""
+    window = score.window or {}
+    return EvalSettings(model.patch, window.get("overlap", 0.5), window.get("weighting", "uniform"),
+                        score.policy(dataset.et_threshold))
+
+
+def split_masks(task: Task, dataset: Dataset, model: ModelSpec) -> dict[str, np.ndarray | None]:
+    """A missing-rate model's fixed availability per split of ``dataset`` (None everywhere without one)."""
+    if not model.missing:
+        return dict.fromkeys(SPLITS)
+    return task.split_masks({s: task.split(dataset, s) for s in SPLITS}, model.missing, model.missing_rate,
+                            dataset.modalities, model.mask_seed)
+
+
+def context(spec: RunSpec, exe: Execution, folder: ModelFolder) -> Context:
+    """Build the training of ``spec``'s model: data set, method (placed and compiled as ``exe`` says), settings, masks."""
     dataset, method = build(spec)
     task = method.task
-    masks: dict[str, np.ndarray | None] = dict.fromkeys(SPLITS)
-    if spec.missing:
-        masks = task.split_masks({s: task.split(dataset, s) for s in SPLITS}, spec.missing, spec.missing_rate,
-                                 dataset.modalities, spec.mask_seed)
     exe.place(method, task.volumetric)
     return Context(
         spec=spec, exe=exe, folder=folder, dataset=dataset, method=method,
-        cfg=type(method).training_for(task.name).replace(**spec.training),
-        subsets=[parse_subset(s, dataset.modalities) for s in spec.eval_subsets], settings=eval_settings(spec), masks=masks,
+        cfg=type(method).training_for(task.name).replace(**spec.model.training),
+        selection=[parse_subset(s, dataset.modalities) for s in spec.model.selection],
+        settings=EvalSettings(spec.model.patch, spec.model.timing["overlap"], spec.model.timing["window"]) if spec.model.timing
+        else eval_settings(spec.model, spec.score, dataset), masks=split_masks(task, dataset, spec.model),
         timers={part: PhaseTimer(exe.profile, exe.torch_device) for part in ("train", "evaluate")},
     )
 
 
-def mask_meta(masks: dict[str, np.ndarray | None]) -> dict[str, Any]:
-    """The realised missing share per split that has fixed masks (meta.json ``missing_share``)."""
-    shares = {s: missing_share(m) for s, m in masks.items() if m is not None}
+def mask_meta(masks: dict[str, np.ndarray | None], splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """The realised missing share per split of ``splits`` that has fixed masks (meta.json ``missing_share``)."""
+    shares = {s: missing_share(m) for s, m in masks.items() if m is not None and s in splits}
     return {"missing_share": shares} if shares else {}

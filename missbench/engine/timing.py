@@ -142,10 +142,9 @@ def time_training(ctx: Context, counts: dict[str, int]) -> tuple[list[float], fl
     iterations: the time the loop waited for its batch (with prefetching, for the background thread
     to finish drawing it; then the copy to the device) over their wall time. Batches come from the
     trainer's `BatchStream` and are taken outside the timed region."""
-    spec, method, task, exe, cfg = ctx.spec, ctx.method, ctx.task, ctx.exe, ctx.cfg
-    rng, gen = np.random.default_rng(spec.derived_seed), torch.Generator().manual_seed(spec.derived_seed)
-    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, spec.derived_seed,
-                           ctx.masks["train"])
+    spec, method, task, exe, cfg, seed = ctx.spec, ctx.method, ctx.task, ctx.exe, ctx.cfg, ctx.model.derived_seed
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, seed, ctx.masks["train"])
     total = counts["warmup"] + counts["iterations"]
     stream = BatchStream(lambda k: draw_batch(batches, k, None, cfg, 0, gen, spec.budget.batch, method.n_modalities),
                          SamplingRNG(rng, gen), exe, total)
@@ -177,7 +176,7 @@ def time_inference(ctx: Context, counts: dict[str, int]) -> list[float]:
 
 def time_method(ctx: Context) -> Outcome:
     """The timing body: rows of per-iteration and per-pass seconds, per-phase peak memory and the parameter count."""
-    counts, dev = ctx.spec.metric["timing"], ctx.exe.torch_device
+    counts, dev = ctx.model.timing, ctx.exe.torch_device
     before = device_load(dev)
     train_mem: dict[str, Any] = {}
     infer_mem: dict[str, Any] = {}

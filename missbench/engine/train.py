@@ -28,7 +28,7 @@ from missbench.engine.batches import BatchStream, SamplingRNG, draw_batch
 from missbench.engine.checkpoint import Checkpointer
 from missbench.engine.selection import Selection
 from missbench.experiment.spec import RunSpec
-from missbench.store.run_folder import RunFolder
+from missbench.store.run_folder import ModelFolder
 
 log = logging.getLogger("missbench")
 
@@ -81,9 +81,9 @@ def fit_stage(method: Method, index: int, batches: Batches, every: torch.Tensor,
 
 
 def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec: RunSpec, cfg: TrainingDefaults,
-          folder: RunFolder, exe: Execution, selection: Selection | None = None, timer: PhaseTimer | None = None) -> dict[str, float]:
-    """Train ``method`` on ``data`` (the task's training split) for the spec's budget, resuming from the
-    run folder's checkpoint; returns the last logged loss terms.
+          folder: ModelFolder, exe: Execution, selection: Selection | None = None, timer: PhaseTimer | None = None) -> dict[str, float]:
+    """Train ``method`` on ``data`` (the task's training split) for the request's budget, resuming from the
+    model folder's checkpoint; returns the last logged loss terms.
 
     ``masks`` (N x M) fix each training sample's availability (a missing-rate protocol) instead of
     the dropping scheme. The method's stages (`Method.stage_steps`) are fit once each when training
@@ -92,9 +92,10 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     budget, total, m = spec.budget, spec.budget.iterations, method.n_modalities
     timer = timer or PhaseTimer()
     optimizer = make_optimizer(method, cfg, exe)
-    rng, gen = np.random.default_rng(spec.derived_seed), torch.Generator().manual_seed(spec.derived_seed)
-    fixed = parse_subset(spec.train_subset, method.modalities).mask if spec.train_subset else None
-    batches = task.batches(data, budget.batch, budget.patch, rng, spec.derived_seed, masks)
+    model, seed = spec.model, spec.model.derived_seed
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    fixed = parse_subset(model.train_subset, method.modalities).mask if model.train_subset else None
+    batches = task.batches(data, budget.batch, budget.patch, rng, seed, masks)
     warmup = int(round(cfg.warmup_fraction * total))
     stream = BatchStream(lambda k: draw_batch(batches, k, fixed, cfg, warmup, gen, budget.batch, m), SamplingRNG(rng, gen), exe, total)
     checkpoints = Checkpointer(folder, method, optimizer, stream, selection)
@@ -102,7 +103,7 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     stage_steps = method.stage_steps(total)
     every = torch.tensor([fixed or (True,) * m])
     method.train()
-    bar = tqdm(total=total, initial=step, desc=f"train {spec.method}", disable=not exe.progress, leave=False)
+    bar = tqdm(total=total, initial=step, desc=f"train {model.method}", disable=not exe.progress, leave=False)
     last: dict[str, float] = {}
     with checkpoints.live(), stream.running(step):
         while True:

@@ -2,11 +2,12 @@
 
 ``inline`` calls it in this process (progress bars); ``local`` in submitit subprocesses, ``--jobs``
 at a time, one GPU each when there are GPUs; ``slurm`` as submitit array jobs, one array per
-resource profile, split under the cluster's MaxArraySize. All three run the same ``RunTask`` and
-skip the same runs: done ones (unless ``force``), queued or running ones, and failed ones (FAILED
-in the run folder) unless ``rerun_failed`` or the failure cannot recur under this command (it came
-from the execution environment, or ran with other execution options). submitit is imported only by
-the local and SLURM executors.
+resource profile, split under the cluster's MaxArraySize. All three run the same ``RunTask`` on the
+same `plan`: a job per model with the scores still to make (a finished model is scored, not trained
+again); done ones are skipped (unless ``force``), queued or running ones left alone, and failed ones
+(a FAILED of the model or of a score) too, unless ``rerun_failed`` or the failure cannot recur under
+this command (it came from the execution environment, or ran with other execution options).
+submitit is imported only by the local and SLURM executors.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from missbench.experiment.resources import DEFAULTS
-from missbench.experiment.spec import RunSpec
-from missbench.store.run_folder import RunFolder
+from missbench.experiment.spec import Job, RunSpec, jobs
+from missbench.store.run_folder import Artefact, ModelFolder
 from missbench.store.sweep import RunState, SweepError, states
 
 if TYPE_CHECKING:  # torch: imported by the executors that run, not by `bench.py --help`
@@ -42,39 +43,61 @@ class Options:
     force: bool = False
     rerun_failed: bool = False
     threads: int | None = None
+    #: False: score finished models only (``bench.py evaluate``); ``force`` then redoes scores, never training.
+    train: bool = True
     #: Resolved resources of a method's runs (missbench.experiment.resources.resolve).
     resources: Callable[[str], dict[str, Any]] = field(default=lambda method: dict(DEFAULTS))
 
 
-def plan(specs: list[RunSpec], sweep: Path, opts: Options, exe: Execution | None = None) -> tuple[list[RunSpec], dict[str, RunState]]:
-    """(specs to run, {run id: state} of the ones left alone, with the reason in the state). A failed run is
-    run again without ``rerun_failed`` when its failure says nothing about the experiment: FAILED marks it
+def plan(specs: list[RunSpec], sweep: Path, opts: Options, exe: Execution | None = None) -> tuple[list[Job], dict[str, RunState]]:
+    """(jobs to run, {model id: state} of the models left alone, with the reason in the state). A job holds its
+    model and the scores still to make: a finished model's job only scores. A failure (the model's, or a
+    score's) is run again without ``rerun_failed`` when it says nothing about the experiment: FAILED marks it
     environmental (disk, memory, device), or records other execution options than ``exe`` (a typo in
     ``--device`` must not block the corrected command)."""
     try:
-        known = {r.run_id: r for r in states(sweep)} if sweep.is_dir() else {}
+        known = {r.model_id: r for r in states(sweep)} if sweep.is_dir() else {}
     except SweepError:
         known = {}
     todo, left = [], {}
-    for spec in specs:
-        state = known.get(spec.run_id)
+    for job in jobs(specs):
+        state = known.get(job.model_id)
         kind = state.state if state else None
-        if kind in ("pending", "running", "unknown") or kind == "done" and not opts.force \
-                or kind == "failed" and not (opts.force or opts.rerun_failed or _retry(RunFolder(sweep / spec.run_id), exe)):
-            left[spec.run_id] = state
-        else:
-            todo.append(spec)
+        folder = ModelFolder(sweep / job.model_id)
+        if kind in ("pending", "running", "unknown") or kind == "done" and not opts.force and _all_done(folder, job):
+            left[job.model_id] = state
+            continue
+        retry = opts.force or opts.rerun_failed
+        if folder.state() == "failed" and not (retry or _retry(folder, exe)):
+            left[job.model_id] = RunState(job.model_id, "failed", state.job_id if state else None, folder.log_path,
+                                          state.detail if state else "")
+            continue
+        runs = [r for r in job.runs if opts.force or _wanted(folder.score(r.score.score_id), retry, exe)]
+        if not runs:
+            left[job.model_id] = state or RunState(job.model_id, "done", None, folder.log_path)
+            continue
+        todo.append(Job(tuple(runs)))
     return todo, left
 
 
-def _retry(folder: RunFolder, exe: Execution | None) -> bool:
-    """Whether a failed run's failure came from its environment or from other execution options than ``exe``."""
+def _all_done(folder: ModelFolder, job: Job) -> bool:
+    return all(folder.score(r.score.score_id).is_done() for r in job.runs)
+
+
+def _wanted(score: Artefact, retry: bool, exe: Execution | None) -> bool:
+    """Whether a score is still to make: not done, and not failed unless its failure may not recur."""
+    state = score.state()
+    return state != "done" and (state != "failed" or retry or _retry(score, exe))
+
+
+def _retry(folder: Artefact, exe: Execution | None) -> bool:
+    """Whether a failure came from its environment or from other execution options than ``exe``."""
     failure = folder.failure()
     recorded = failure.get("execution") or {}
     return bool(failure.get("environmental")) or bool(recorded) and exe is not None and not exe.matches(recorded)
 
 
-def execute(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None] = print) -> bool:
+def execute(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None] = print) -> bool:
     """Run or submit ``todo`` with ``opts.executor``; True when they have all ended (not just been queued)."""
     if opts.executor not in EXECUTORS:
         raise ValueError(f"unknown executor {opts.executor!r}; valid: {', '.join(EXECUTORS)}")
@@ -95,5 +118,5 @@ def execute(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say
 
     submit_slurm(todo, sweep, exe, opts, say)
     if opts.wait:
-        wait(sweep, [s.run_id for s in todo])
+        wait(sweep, [job.model_id for job in todo])
     return opts.wait

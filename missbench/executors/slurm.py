@@ -13,7 +13,7 @@ from missbench.executors import Options, SubmissionError, plan
 from missbench.executors.environment import importable
 from missbench.executors.task import RunTask
 from missbench.experiment.resources import slurm_parameters
-from missbench.experiment.spec import RunSpec, canonical
+from missbench.experiment.spec import Job, canonical
 from missbench.store.sweep import SUBMITIT, locked, record_jobs, states
 
 #: Array size when ``scontrol`` cannot tell the cluster's MaxArraySize.
@@ -32,7 +32,7 @@ def max_array_size(given: int | None) -> int:
     return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
 
 
-def submit_slurm(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None]) -> None:
+def submit_slurm(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None]) -> None:
     """One array job per resource profile (and per MaxArraySize chunk); returns once submitted. Planned again
     and submitted under the sweep's lock, so two submissions at once never queue the same run twice."""
     import submitit
@@ -40,30 +40,31 @@ def submit_slurm(todo: list[RunSpec], sweep: Path, exe: Execution, opts: Options
 
     size = max_array_size(opts.max_array_size)
     with importable(), locked(sweep):
-        todo, taken = plan(todo, sweep, opts, exe)
-        for run_id, state in taken.items():
-            say(f"{run_id}: already {state.state} as job {state.job_id}")
-        groups: dict[str, tuple[dict[str, Any], list[RunSpec]]] = {}
-        for spec in todo:
-            res = opts.resources(spec.method)
-            groups.setdefault(canonical(res), (res, []))[1].append(spec)
-        for res, specs in groups.values():
+        todo, taken = plan([r for job in todo for r in job.runs], sweep, opts, exe)
+        for model_id, state in taken.items():
+            if state is not None and state.state != "done":
+                say(f"{model_id}: already {state.state}" + (f" as job {state.job_id}" if state.job_id else ""))
+        groups: dict[str, tuple[dict[str, Any], list[Job]]] = {}
+        for job in todo:
+            res = opts.resources(job.model.method)
+            groups.setdefault(canonical(res), (res, []))[1].append(job)
+        for res, grouped in groups.values():
             executor = submitit.AutoExecutor(folder=sweep / SUBMITIT, cluster="slurm", slurm_max_num_timeout=res["requeues"])
             executor.update_parameters(name=f"missbench_{sweep.name}", slurm_array_parallelism=opts.array_parallelism,
                                        **slurm_parameters(res))
-            task = RunTask(sweep, exe, opts.force, opts.threads or res["cpus"])
-            for start in range(0, len(specs), size):
-                chunk = specs[start:start + size]
+            task = RunTask(sweep, exe, opts.force, opts.threads or res["cpus"], opts.train)
+            for start in range(0, len(grouped), size):
+                chunk = grouped[start:start + size]
                 try:
-                    jobs = executor.map_array(task, chunk)
+                    submitted = executor.map_array(task, chunk)
                 except FailedJobError as e:  # sbatch refused it: a bad partition, account, time...
                     raise SubmissionError(f"sbatch refused the array of {len(chunk)} runs: {' '.join(str(e).split())}") from None
-                record_jobs(sweep, "slurm", zip(chunk, [j.job_id for j in jobs]))
-                say(f"submitted {len(chunk)} runs as SLURM array job {jobs[0].job_id.split('_')[0]} "
+                record_jobs(sweep, "slurm", zip(chunk, [j.job_id for j in submitted]))
+                say(f"submitted {len(chunk)} runs as SLURM array job {submitted[0].job_id.split('_')[0]} "
                     f"({res['time']}, {res['cpus']} CPUs, {res['gpus']} GPUs)")
 
 
-def wait(sweep: Path, run_ids: list[str], poll_s: float = 2.0) -> None:
-    """Block until none of ``run_ids`` is pending or running."""
-    while any(r.state in ("pending", "running", "unknown") for r in states(sweep) if r.run_id in run_ids):
+def wait(sweep: Path, model_ids: list[str], poll_s: float = 2.0) -> None:
+    """Block until none of ``model_ids`` is pending or running."""
+    while any(r.state in ("pending", "running", "unknown") for r in states(sweep) if r.model_id in model_ids):
         time.sleep(poll_s)

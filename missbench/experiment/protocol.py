@@ -15,7 +15,7 @@ against their declarations (missbench.core.params) when the file loads.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,12 @@ import yaml
 
 from missbench.experiment import registry
 from missbench.core.dataset import Dataset
-from missbench.core.params import Between, OneOf, ParamError, Rule, check_value
+from missbench.core.params import Between, OneOf, ParamError, Rule, check_value, normalised
 from missbench.experiment.resources import ResourceError
 from missbench.experiment.resources import check as check_resources
 from missbench.core.metrics import POLICY_DEFAULTS, POLICY_RULES
 from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
-from missbench.experiment.spec import BUDGET_RULES, BUDGET_TYPES, Budget, RunSpec
+from missbench.experiment.spec import BUDGET_RULES, BUDGET_TYPES, SCORING_VERSION, TRAINING_VERSION, Budget, ModelSpec, RunSpec, ScoreSpec
 from missbench.core.availability import EVALS, MISSING_SCHEMES
 from missbench.core.subsets import all_subsets, parse_subset
 
@@ -38,8 +38,8 @@ TOP_KEYS = {
     "default_budget": str, "training": dict, "method_params": dict, "metric": dict, "grid": dict,
     "eval_on": str, "inherit": str, "slurm": dict, "missing": dict, "timing": dict,
 }
-#: mode timing (missbench/timing.py): warm-up and timed training iterations and inference passes. They ride
-#: in the spec's metric block (the measurement policy), so they are part of the run id. All four are required.
+#: mode timing (missbench/engine/timing.py): warm-up and timed training iterations and inference passes, in the
+#: model's identity (the measurement). All four are required.
 TIMING_KEYS = ("warmup", "iterations", "inference_warmup", "inference_passes")
 EVAL_ON = ("own", "all")
 _UNSET = object()
@@ -64,19 +64,36 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
+class BudgetBlock:
+    """One named budget of a protocol file: its values and the data set parameters it sets (``dataset``: the
+    protocol's own data set; ``datasets``: others, by name)."""
+
+    values: dict[str, Any]
+    dataset: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Protocol:
+    """A protocol file, parsed and checked once (`load_protocol`); every reader takes its typed fields."""
+
     name: str
     path: Path
-    data: dict[str, Any]
-
-    @property
-    def mode(self) -> str:
-        return self.data["mode"]
-
-    @property
-    def dataset(self) -> str:
-        """The data set the file is written for (its ``subsets`` and budgets' ``dataset:`` describe it)."""
-        return self.data.get("dataset", DEFAULT_DATASET)
+    mode: str
+    dataset: str
+    subsets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budgets: dict[str, BudgetBlock]
+    default_budget: str
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[dict[str, list[Any]]]] = field(default_factory=dict)
+    eval_on: str = "own"
+    slurm: dict[str, Any] = field(default_factory=dict)
+    missing: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, int] = field(default_factory=dict)
 
     def budget(self, name: str | None, dataset: type[Dataset] | None = None) -> tuple[str, Budget, dict[str, Any]]:
         """(name, budget, data set overrides) of the named budget, or the file's default, for ``dataset``.
@@ -85,15 +102,15 @@ class Protocol:
         {<name>: {...}}`` gives them for others. ``patch`` is required on segmentation and ignored on
         classification (None in the budget).
         """
-        name = name or self.data["default_budget"]
-        if name not in self.data["budgets"]:
-            raise ProtocolError(f"{self.path}: unknown budget {name!r}; valid: {', '.join(self.data['budgets'])}")
-        b = dict(self.data["budgets"][name])
+        name = name or self.default_budget
+        if name not in self.budgets:
+            raise ProtocolError(f"{self.path}: unknown budget {name!r}; valid: {', '.join(self.budgets)}")
+        block = self.budgets[name]
+        b = dict(block.values)
         if dataset is None and self.dataset in registry.dataset_names():
             dataset = registry.dataset_class(self.dataset)
-        own, per_dataset = b.pop("dataset", {}), b.pop("datasets", {})
         ds_name = dataset.name if dataset is not None else self.dataset
-        ds = per_dataset.get(ds_name, own if ds_name == self.dataset else {})
+        ds = block.datasets.get(ds_name, block.dataset if ds_name == self.dataset else {})
         patch = b.pop("patch", None)
         if dataset is not None and dataset.task != "segmentation":
             patch = None
@@ -106,7 +123,7 @@ class Protocol:
 
     def missing_points(self, dataset_cls: type[Dataset]) -> list[tuple[dict[str, Any], float | None]]:
         """(missing settings, rate) per grid point of the ``missing:`` block; [({}, None)] without one."""
-        block = self.data.get("missing")
+        block = self.missing
         if not block:
             return [({}, None)]
         where = f"{self.path}: missing"
@@ -127,7 +144,7 @@ class Protocol:
         set other than the protocol's own whose modalities the list does not name, all its subsets."""
         mods = dataset_cls.modalities
         subsets = []
-        for i, text in enumerate(self.data["subsets"]):
+        for i, text in enumerate(self.subsets):
             try:
                 subsets.append(parse_subset(text, mods).label)
             except ValueError as e:
@@ -137,6 +154,10 @@ class Protocol:
         if len(set(subsets)) != len(subsets):
             raise ProtocolError(f"{self.path}: subsets: a subset is listed twice")
         return subsets
+
+    def metric_policy(self, dataset_cls: type[Dataset]) -> dict[str, Any]:
+        """The file's metric policy settings (window weighting and timing counts apart) over the data set's defaults."""
+        return {"et_threshold": dataset_cls.et_threshold} | {k: v for k, v in self.metric.items() if k in POLICY_DEFAULTS}
 
     def expand(
         self,
@@ -148,44 +169,92 @@ class Protocol:
         method_params: dict[str, dict[str, Any]] | None = None,
         training: dict[str, Any] | None = None,
     ) -> list[RunSpec]:
-        """The run specs of this protocol for ``methods`` on ``dataset_cls``, in a fixed order."""
+        """The requests of this protocol for ``methods`` on ``dataset_cls``, in a fixed order, each once."""
         subsets = self.eval_subsets(dataset_cls)
         budget_name, b, ds_overrides = self.budget(budget, dataset_cls)
-        points = self.missing_points(dataset_cls)
-        metric = {"empty": "one", "et_threshold": dataset_cls.et_threshold, **self.data.get("metric", {})}
-        if self.mode == "timing":
-            metric["timing"] = dict(self.data["timing"])
-        fixed = self.data.get("method_params", {})
-        own = self.data.get("eval_on", "own") == "own"
+        data = {**ds_overrides, **dataset_params}
+        own = self.eval_on == "own"
         specs = []
         for method in methods:
             for point in self.grid_points(method):
-                params = {**fixed.get(method, {}), **point, **(method_params or {}).get(method, {})}
-                # Settings equal to the method's defaults are left out, so one model has one run id.
-                params = {k: v for k, v in params.items() if registry.method_class(method).defaults.get(k, _UNSET) != v}
-                for seed in seeds if seeds is not None else self.data["seeds"]:
+                params = {**self.method_params.get(method, {}), **point, **(method_params or {}).get(method, {})}
+                for seed in seeds if seeds is not None else self.seeds:
                     trains: list[str | None] = list(subsets) if self.mode == "dedicated" else [None]
-                    for train, (missing, rate) in itertools.product(trains, points):
-                        specs.append(RunSpec(
-                            protocol=self.name, mode=self.mode, method=method, method_params=params,
-                            dataset=dataset_cls.name, dataset_params={**dataset_cls.defaults, **ds_overrides, **dataset_params},
-                            train_subset=train, eval_subsets=(train,) if train is not None and own else tuple(subsets),
-                            seed=int(seed), budget=b, budget_name=budget_name,
-                            training={**self.data.get("training", {}), **(training or {})}, metric=metric,
-                            missing=missing, missing_rate=rate,
-                        ))
+                    for train, (missing, rate) in itertools.product(trains, self.missing_points(dataset_cls)):
+                        model = model_spec(method, params, dataset_cls, data, train, int(seed), b,
+                                           {**self.training, **(training or {})}, missing, rate,
+                                           tuple(subsets), self.timing_block(b))
+                        score = score_spec(model, dataset_cls, data, (train,) if train is not None and own else tuple(subsets),
+                                           self.metric_policy(dataset_cls), self.metric.get("window", WINDOWS[0]), b.overlap,
+                                           missing)
+                        specs.append(RunSpec(model, score, b, self.name, self.mode, budget_name, data, data))
         return list({s.run_id: s for s in specs}.values())
+
+    def timing_block(self, budget: Budget) -> dict[str, Any]:
+        """A timing protocol's counts and inference window settings (the measurement), else {}."""
+        if self.mode != "timing":
+            return {}
+        return {**self.timing, "overlap": budget.overlap, "window": self.metric.get("window", WINDOWS[0])}
 
     def grid_points(self, method: str) -> list[dict[str, Any]]:
         """The parameter settings of ``method``'s grid: the union of each block's Cartesian product."""
-        blocks = self.data.get("grid", {}).get(method)
+        blocks = self.grid.get(method)
         if blocks is None:
             return [{}]
         points = []
-        for block in blocks if isinstance(blocks, list) else [blocks]:
+        for block in blocks:
             keys = list(block)
             points += [dict(zip(keys, values)) for values in itertools.product(*(block[k] for k in keys))]
         return points
+
+
+def code_of(cls: type) -> str:
+    """SHA-256 of the plugin file ``cls`` was imported from ("" for a class defined elsewhere, e.g. in a test)."""
+    found = registry.imported_file(cls)
+    return found[1] if found is not None else ""
+
+
+def identity_params(dataset_cls: type[Dataset], params: dict[str, Any], training: bool) -> dict[str, Any]:
+    """A data set's parameters as an identity holds them: normalised, without location parameters, and for a
+    model without those that change only the evaluation splits."""
+    left_out = set(dataset_cls.location_params) | (set(dataset_cls.evaluation_params) if training else set())
+    return normalised({k: v for k, v in params.items() if k not in left_out}, dataset_cls.defaults)
+
+
+def model_spec(method: str, params: dict[str, Any], dataset_cls: type[Dataset], dataset_params: dict[str, Any],
+               train_subset: str | None, seed: int, budget: Budget, training: dict[str, Any], missing: dict[str, Any],
+               rate: float | None, subsets: tuple[str, ...], timing: dict[str, Any]) -> ModelSpec:
+    """The model of one request, its values normalised: method parameters and training overrides in their declared
+    types, those equal to the method's defaults left out; the plugin files' hashes as its code."""
+    from missbench.core.tasks import get_task_class
+
+    cls = registry.method_class(method)
+    return ModelSpec(
+        method=method, method_params=normalised(params, cls.defaults),
+        dataset=dataset_cls.name, dataset_params=identity_params(dataset_cls, dataset_params, training=True),
+        train_subset=train_subset, seed=seed, budget=budget.training_part(),
+        training=normalised(training, asdict(cls.training_for(dataset_cls.task))),
+        missing=missing, missing_rate=rate, selection=subsets if get_task_class(dataset_cls.task).selects_on_validation else (),
+        timing=timing, code={"method": code_of(cls), "dataset": code_of(dataset_cls), "version": TRAINING_VERSION},
+    )
+
+
+def score_spec(model: ModelSpec, dataset_cls: type[Dataset], dataset_params: dict[str, Any], subsets: tuple[str, ...],
+               policy: dict[str, Any], window: str, overlap: float, missing: dict[str, Any]) -> ScoreSpec:
+    """A score of ``model`` on ``dataset_cls`` (its test split), values normalised against their defaults."""
+    from missbench.core.tasks import get_task_class
+
+    if model.timing:  # a timing run's rows are its measurement: nothing is scored after it
+        return ScoreSpec(model.model_id, dataset_cls.name, {}, (), code={"version": SCORING_VERSION})
+    volumes = get_task_class(dataset_cls.task).volumetric
+    return ScoreSpec(
+        model_id=model.model_id, dataset=dataset_cls.name,
+        dataset_params=identity_params(dataset_cls, dataset_params, training=False), subsets=tuple(subsets),
+        metric=normalised(policy, POLICY_DEFAULTS) if volumes else {},
+        window=normalised({"overlap": overlap, "weighting": window}, {}) if volumes else {},
+        missing={"eval": missing["eval"]} if missing.get("eval") == "masks" else {},
+        code={"dataset": code_of(dataset_cls), "version": SCORING_VERSION},
+    )
 
 
 def _check_types(where: str, data: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -374,4 +443,13 @@ def load_protocol(path: Path) -> Protocol:
         check_resources(f"{path}: slurm", data.get("slurm", {}))
     except ResourceError as e:
         raise ProtocolError(str(e)) from None
-    return Protocol(name=path.stem, path=path, data=data)
+    return Protocol(
+        name=path.stem, path=path, mode=data["mode"], dataset=data.get("dataset", DEFAULT_DATASET), subsets=tuple(data["subsets"]),
+        seeds=tuple(data["seeds"]), default_budget=data["default_budget"], description=data.get("description", ""),
+        budgets={name: BudgetBlock({k: v for k, v in b.items() if k not in BUDGET_DATASET_KEYS}, b.get("dataset", {}),
+                                   b.get("datasets", {})) for name, b in data["budgets"].items()},
+        training=data.get("training", {}), method_params=data.get("method_params", {}), metric=data.get("metric", {}),
+        grid={m: blocks if isinstance(blocks, list) else [blocks] for m, blocks in data.get("grid", {}).items()},
+        eval_on=data.get("eval_on", "own"), slurm=data.get("slurm", {}), missing=data.get("missing", {}),
+        timing=data.get("timing", {}),
+    )

@@ -66,19 +66,24 @@ def check_given(given: Given, dataset_cls: type[Dataset]) -> None:
 
 
 def check_specs(specs: list[RunSpec]) -> None:
-    """Every run of the sweep as a whole, for what single values cannot show (a combination a method or data
+    """Every request of the sweep as a whole, for what single values cannot show (a combination a method or data
     set refuses): each distinct setting built once (each data set once), the method on the meta device."""
     datasets: dict[str, Dataset] = {}
-    for spec in {(s.method, repr(s.method_params), repr(s.dataset_params), repr(s.training), repr(s.metric)): s
-                 for s in specs}.values():
+
+    def dataset(name: str, params: dict[str, Any]) -> Dataset:
+        key = f"{name} {canonical(params)}"
+        if key not in datasets:
+            datasets[key] = registry.dataset_class(name)(**params)
+        return datasets[key]
+
+    distinct = {(s.model.method, canonical(s.model.method_params), canonical(s.train_data), canonical(s.model.training),
+                 s.score.dataset, canonical(s.eval_data), canonical(s.score.metric)): s for s in specs}
+    for spec in distinct.values():
         try:
-            key = f"{spec.dataset} {canonical(spec.dataset_params)}"
-            if key not in datasets:
-                datasets[key] = registry.dataset_class(spec.dataset)(**spec.dataset_params)
-            ds, cls = datasets[key], registry.method_class(spec.method)
-            build_on_meta(cls, get_task(ds.task, **ds.task_params()), ds.modalities, **spec.method_params)
-            cls.training_for(ds.task).replace(**spec.training)
-            spec.metric_policy()
+            ds, cls = dataset(spec.model.dataset, spec.train_data), registry.method_class(spec.model.method)
+            build_on_meta(cls, get_task(ds.task, **ds.task_params()), ds.modalities, **spec.model.method_params)
+            cls.training_for(ds.task).replace(**spec.model.training)
+            spec.score.policy(dataset(spec.score.dataset, spec.eval_data).et_threshold)
         except (ValueError, TypeError) as e:
             raise Invalid(str(e)) from None
 

@@ -1,5 +1,6 @@
-"""Reading the results store: every run folder under a folder (its spec, meta.json and state) and the
-rows of the finished ones. The report's only reader of the store; nothing here imports torch."""
+"""Reading the results store: every model folder under a folder, each score of it (asked or made) as one
+`Run` of the tables, and the rows of the finished ones. The report's only reader of the store; nothing
+here imports torch."""
 
 from __future__ import annotations
 
@@ -9,21 +10,18 @@ from typing import Any
 
 import pandas as pd
 
-from missbench.store.run_folder import DONE, FAILED, META, REDO, SPEC, RunFolder, unreadable
-
-#: How deep below the given folder run folders are looked for (results/ -> sweep -> run).
-MAX_DEPTH = 3
-#: Spec fields that rows.parquet repeats in a column: they complete a partial spec (old meta.json files).
-ROW_IDENTITY = {"protocol": "protocol", "dataset": "dataset", "budget_name": "budget", "mode": "mode",
-                "method": "method", "seed": "seed"}
+from missbench.experiment.spec import report_spec
+from missbench.store.run_folder import REDO, ModelFolder, ScoreFolder, find_models, unreadable
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run as the report sees it: its spec (empty when unknown), meta.json (finished runs) and state.
+    """One score of a model as the report sees it: its key (``<model id>/<score id>``; a legacy run's own id; a
+    model without scores by its id), its spec (`missbench.experiment.spec.report_spec`; empty when unknown),
+    meta (the model's and the score's, merged) and state.
 
-    ``state`` is done, failed (FAILED holds the error), corrupt (DONE, but its results were damaged),
-    stopped (a folder without DONE: killed, cancelled or unfinished) or a live state the caller knows
+    ``state`` is done, failed (a FAILED holds the error), corrupt (DONE, but results were damaged), stopped
+    (no DONE: killed, cancelled, unfinished, or asked and not made yet) or a live state the caller knows
     better (pending, running); ``detail`` says why a run that is not done has no result.
     """
 
@@ -46,7 +44,7 @@ class Run:
 
 @dataclass
 class Store:
-    """Every run found (by run id, sorted) and the rows of the finished ones, concatenated."""
+    """Every score found (by key, sorted) and the rows of the finished ones, concatenated."""
 
     runs: dict[str, Run]
     rows: pd.DataFrame
@@ -60,68 +58,103 @@ class Store:
         return dict(run.meta.get("method_params_resolved") or run.spec.get("method_params", {}))
 
 
-def find_run_folders(root: Path) -> list[Path]:
-    """Folders at ``root`` or up to MAX_DEPTH levels below that hold a spec, meta.json, DONE or FAILED."""
-    found: list[Path] = []
-
-    def walk(p: Path, depth: int) -> None:
-        if any((p / name).exists() for name in (SPEC, META, DONE, FAILED)):
-            found.append(p)
-            return
-        if depth < MAX_DEPTH:
-            for child in sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith(".")):
-                walk(child, depth + 1)
-
-    walk(root, 0)
-    return sorted(found)
+def merged_meta(model: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+    """A score's meta over its model's, their timings side by side and each memory measure's larger peak."""
+    memory = dict(model.get("memory", {}))
+    for kind, mib in score.get("memory", {}).items():
+        memory[kind] = max(mib, memory.get(kind, mib))
+    return {**model, **score, "timings": {**model.get("timings", {}), **score.get("timings", {})}, "memory": memory}
 
 
-def read_run(folder: Path, live: tuple[str, str] | None = None) -> tuple[Run, pd.DataFrame | None]:
-    """One run folder and, when it finished intact, its rows. ``live``: (state, detail) from whoever knows
-    the job (a sweep's queue), used for a run that is not done. Results that do not read make the run corrupt."""
-    run = RunFolder(folder)
+def _failed(artefact: ModelFolder | ScoreFolder) -> str:
+    failure = artefact.failure()
+    return f"{failure['error']}: {failure['message']}".lstrip(": ")
+
+
+def read_model(folder: Path, live: tuple[str, str] | None = None) -> list[tuple[Run, pd.DataFrame | None]]:
+    """The runs of one model folder (one per score asked or made; the model itself when it has none) and, for the
+    finished ones, their rows. ``live``: (state, detail) from whoever knows the job (a sweep's queue), used for
+    runs that are not done. Results that do not read make a run corrupt."""
+    model = ModelFolder(folder)
     if not folder.exists():
-        return Run(folder.name, None, *(live or ("pending", "no run folder yet"))), None
+        return [(Run(folder.name, None, *(live or ("pending", "no model folder yet"))), None)]
     try:
-        spec = run.spec_dict() if run.has_spec() else {}
+        model_spec = model.spec_dict() if model.has_spec() else {}
     except (OSError, ValueError) as e:
-        raise ValueError(f"run folder {folder}: cannot read its spec ({e})") from None
-    state, problem = run.state(), None
+        raise ValueError(f"model folder {folder}: cannot read its spec ({e})") from None
+    request = model.request()
+    labels = request.get("labels", {})
+    state = model.state()
+    model_meta: dict[str, Any] = {}
     if state == "done":
         try:
-            meta, rows = run.meta(), run.rows()
+            model_meta = model.meta()
         except (OSError, ValueError) as e:  # damaged after the check: as corrupt as a checksum mismatch
-            state, problem = "corrupt", unreadable(e)
+            state = "corrupt"
     if state != "done":
-        if state == "failed":
-            failure = run.failure()
-            why = ("failed", f"{failure['error']}: {failure['message']}".lstrip(": "))
-        elif state == "corrupt":
-            why = ("corrupt", f"{problem or run.problem()}; {REDO}")
-        else:
-            why = ("stopped", "a run folder without DONE: killed, cancelled or unfinished; a rerun resumes it")
-        return Run(folder.name, folder, *(live or why), spec=spec), None
-    spec = {**meta.get("spec", {}), **spec}
-    for key, column in ROW_IDENTITY.items():
-        if key not in spec and column in rows and len(rows):
-            value = rows[column].iloc[0]
-            spec[key] = value.item() if hasattr(value, "item") else value
-    return Run(folder.name, folder, "done", spec=spec, meta=meta), rows
+        why = {"failed": lambda: ("failed", _failed(model)),
+               "corrupt": lambda: ("corrupt", f"its model: {model.problem()}; {REDO}")}.get(
+            state, lambda: ("stopped", "a model without DONE: killed, cancelled or unfinished; a rerun resumes it"))()
+        why = live or why
+    scores = {s.score_id: s for s in model.scores()}
+    asked = request.get("scores", {})
+    out: list[tuple[Run, pd.DataFrame | None]] = []
+    for score_id in sorted(set(scores) | set(asked), key=lambda i: (i != "legacy", i)):
+        target = scores.get(score_id) or model.score(score_id)
+        try:
+            score_spec = target.spec_dict() if target.has_spec() else asked.get(score_id, {})
+        except (OSError, ValueError) as e:
+            raise ValueError(f"score folder {target.path}: cannot read its spec ({e})") from None
+        spec = report_spec(model_spec, score_spec, labels) if model_spec and score_spec else {}
+        if state != "done":
+            out.append((Run(target.run_id, target.path, *why, spec=spec), None))
+            continue
+        score_state, problem = target.state(), None
+        if score_state == "done":
+            try:
+                score_meta, rows = target.meta(), target.rows()
+            except (OSError, ValueError) as e:
+                score_state, problem = "corrupt", unreadable(e)
+        if score_state != "done":
+            detail = {"failed": lambda: f"scoring failed: {_failed(target)}",
+                      "corrupt": lambda: f"{problem or target.problem()}; {REDO}"}.get(
+                score_state, lambda: "asked and not scored yet (the model is trained; a rerun scores it)")()
+            run_state = score_state if score_state in ("failed", "corrupt") else "stopped"
+            out.append((Run(target.run_id, target.path, *(live or (run_state, detail)), spec=spec), None))
+            continue
+        out.append((Run(target.run_id, target.path, "done", spec=spec, meta=merged_meta(model_meta, score_meta)), rows))
+    if not out:  # a model with no score asked or made: left out of every table by its own state
+        detail = why if state != "done" else ("stopped", "no score asked or made")
+        out.append((Run(model.model_id, folder, *detail, spec=report_spec(model_spec, {}, labels) if model_spec else {}), None))
+    return out
 
 
 def load_store(root: Path, run_ids: list[str] | None = None, live: dict[str, tuple[str, str]] | None = None) -> Store:
-    """Every run folder under ``root`` (or the folders ``root/<run_id>`` of ``run_ids``), their states and
-    the finished runs' rows. ``live``: run id -> (state, detail) for runs whose job a sweep knows about.
-    A run id found twice is an error: its results would count twice."""
-    folders = find_run_folders(root) if run_ids is None else [root / r for r in run_ids]
+    """Every score of every model folder under ``root`` (or only the runs ``run_ids``, keys ``<model id>/<score id>``
+    below ``root``), their states and the finished ones' rows. ``live``: model id -> (state, detail) for models
+    whose job a sweep knows about. A score found in two places (a model linked into two sweeps) counts once
+    where both carry the same labels, and once per table where they differ."""
+    if run_ids is None:
+        folders = find_models(root)
+    else:
+        folders = sorted({root / key.split("/", 1)[0] for key in run_ids})
+    wanted = set(run_ids) if run_ids is not None else None
     runs: dict[str, Run] = {}
     frames = []
     for folder in folders:
-        if folder.name in runs:
-            raise ValueError(f"run {folder.name} appears twice: {runs[folder.name].folder} and {folder}")
-        run, rows = read_run(folder, (live or {}).get(folder.name))
-        runs[run.run_id] = run
-        if rows is not None:
-            frames.append(rows)
+        for run, rows in read_model(folder, (live or {}).get(folder.name)):
+            if wanted is not None and run.run_id not in wanted and folder.name not in wanted:
+                continue
+            key = run.run_id
+            if key in runs:
+                if runs[key].spec == run.spec or not run.spec:
+                    continue  # the same score, linked: counted once
+                key = f"{key}@{folder.parent.name}"
+                run = Run(key, run.folder, run.state, run.detail, run.spec, run.meta)
+                if rows is not None:
+                    rows = rows.assign(run_id=key)
+            runs[key] = run
+            if rows is not None:
+                frames.append(rows)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return Store(dict(sorted(runs.items())), rows)

@@ -1,12 +1,15 @@
-"""The table model: which runs pool into which table and column, what each table leaves out and why,
-and the cells, rows and tables that every renderer draws (console text, Markdown, LaTeX, CSV).
+"""The table model: which runs (scores of models) pool into which table and column, what each table
+leaves out and why, and the cells, rows and tables that every renderer draws (console text, Markdown,
+LaTeX, CSV).
 
-Comparability key: a run's spec without its seed. Seeds of one key pool into a cell; different keys
-never pool. Runs of one protocol, data set and budget name whose *setting* differs (data set
-parameters, metric policy, budget values, timing counts, ...) go to separate tables, named by the
-differing fields; runs that differ in the *method* (its parameters, training overrides) are separate
-columns, named by the values. Row dimensions (seed, training subset, evaluated subsets, missing rate)
-are neither: they are what a table lays out.
+A run's spec is `missbench.experiment.spec.report_spec`: its model's and score's identities (code
+included) and the labels of the request. Comparability key: that spec without the row fields (seed,
+training subset, evaluated subsets, missing rate), which a table lays out or pools (seeds pool into a
+cell); runs of different keys never share a column. Runs of one protocol, data set and budget name
+whose *setting* differs (data set parameters, metric policy, budget values, timing counts, the data
+set's code, the engine's results version, ...) go to separate tables, named by the differing fields;
+runs that differ in the *method* (its parameters, training overrides, its code) are separate columns,
+named by the values: a column never mixes code versions.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from missbench.core.subsets import Subset, all_subsets
 
 #: Spec fields a table lays out as rows (or pools over: the seed), so runs differing in them share a table.
 ROW_FIELDS = ("seed", "train_subset", "eval_subsets", "missing_rate")
-#: Spec fields that name a column: the method, its parameter overrides and training overrides.
-METHOD_FIELDS = ("method", "method_params", "training")
+#: Spec fields that name a column: the method, its parameter overrides, training overrides and its code.
+METHOD_FIELDS = ("method", "method_params", "training", "code.method")
 
 
 class Unset:
@@ -39,9 +42,15 @@ class Unset:
 UNSET = Unset()
 
 
+def _is(field: str, fields: tuple[str, ...]) -> bool:
+    """Whether a dotted field is one of ``fields`` or lies below one."""
+    return any(field == f or field.startswith(f + ".") for f in fields)
+
+
 def comparability_key(spec: dict[str, Any]) -> str:
-    """A run's spec without its seed (canonical JSON): runs of one key pool into one cell."""
-    return canonical({k: v for k, v in spec.items() if k != "seed"})
+    """What must agree for two runs to share a table column (canonical JSON): the spec without its row fields.
+    Their rows then pool by seed into cells."""
+    return canonical({k: v for k, v in flatten(spec).items() if not _is(k, ROW_FIELDS)})
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,7 +65,7 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 def setting_of(spec: dict[str, Any]) -> dict[str, Any]:
     """What all columns of a table share: the flattened spec without row and method fields."""
-    return {k: v for k, v in flatten(spec).items() if k.split(".")[0] not in ROW_FIELDS + METHOD_FIELDS}
+    return {k: v for k, v in flatten(spec).items() if not _is(k, ROW_FIELDS + METHOD_FIELDS)}
 
 
 def differences(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +151,9 @@ class Pool:
     columns: list[Column]
     left_out: list[LeftOut] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The scoring rules its rows record (empty-region policy, ET threshold, HD95 definition), as one value
+    #: each when all rows agree.
+    policy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -177,14 +189,15 @@ def spec_label(spec: dict[str, Any]) -> str:
 
 
 def group_of(run: Run) -> tuple[str, str, str]:
-    """(protocol, data set, budget name) of a run: the tables it may appear in."""
-    return str(run.spec.get("protocol")), str(run.spec.get("dataset")), str(run.spec.get("budget_name"))
+    """(protocol, evaluation data set, budget name) of a run: the tables it may appear in."""
+    dataset = run.spec.get("eval", {}).get("dataset") or run.spec.get("dataset")
+    return str(run.spec.get("protocol")), str(dataset), str(run.spec.get("budget_name"))
 
 
 def pools(store: Store) -> list[Pool]:
     """Every table's runs, by (protocol, data set, budget name) and setting: the main setting first, then the
     others by name. Runs without a known spec are left out of every table."""
-    unknown = [LeftOut((r.run_id,), f"{r.why}; no spec.json, so its comparability key is unknown")
+    unknown = [LeftOut((r.run_id,), f"{r.why}; no spec, so its comparability key is unknown")
                for r in store.runs.values() if not r.spec]
     groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
     for run in store.runs.values():
@@ -222,6 +235,7 @@ def pools(store: Store) -> list[Pool]:
                                       for r in by_setting[other]]
             pool.left_out += unknown
             pool.notes = pool_notes(pool, store)
+            pool.policy = policy_of(pool, store)
             out.append(pool)
     return out
 
@@ -232,7 +246,7 @@ def columns(store: Store, runs: list[Run]) -> list[Column]:
     meta.json's resolved parameters), and every training override that varies, in natural order."""
     by_key: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        by_key[canonical({k: run.spec.get(k) for k in METHOD_FIELDS})].append(run)
+        by_key[comparability_key(run.spec)].append(run)
     first = {k: min(rs, key=lambda r: r.run_id) for k, rs in by_key.items()}
     methods = {k: str(r.spec.get("method")) for k, r in first.items()}
     resolved = {k: store.resolved_params(r.run_id) for k, r in first.items()}
@@ -241,18 +255,38 @@ def columns(store: Store, runs: list[Run]) -> list[Column]:
     shown: dict[str, set[str]] = defaultdict(set)
     for k, r in first.items():
         shown[methods[k]] |= set(r.spec.get("method_params", {}))
+    code = {k: str(r.spec.get("code", {}).get("method", ""))[:8] for k, r in first.items()}
     for k in by_key:
         same = [o for o in by_key if methods[o] == methods[k]]
         shown[methods[k]] |= {p for p in resolved[k] if len({show(resolved[o].get(p, UNSET)) for o in same}) > 1}
+    varying_code = {methods[k] for k in by_key if len({code[o] for o in by_key if methods[o] == methods[k]}) > 1}
     out, seen = [], Counter()
     for k, rs in by_key.items():
         parts = [f"{p}={show(resolved[k].get(p, UNSET))}" for p in sorted(shown[methods[k]])]
         parts += [f"{n}={show(training[k][f])}" for f, n in short_names(sorted(varying_training)).items() if f in training[k]]
+        parts += [f"code={code[k] or 'none'}"] if methods[k] in varying_code else []
         label = methods[k] + (f"[{','.join(parts)}]" if parts else "")
         seen[label] += 1
         out.append(Column(label if seen[label] == 1 else f"{label}#{seen[label]}", methods[k], tuple(sorted(r.run_id for r in rs)),
                           tuple(sorted(shown[methods[k]]))))
     return sorted(out, key=lambda c: natural_key(c.label))
+
+
+#: Row columns that record the metric policy, by the policy setting they hold.
+POLICY_COLUMNS = {"empty": "empty_policy", "et_threshold": "et_threshold", "hd95": "hd95_definition"}
+
+
+def policy_of(pool: Pool, store: Store) -> dict[str, Any]:
+    """The metric policy the pool's rows record: each setting's value where the rows agree on one."""
+    if store.rows.empty:
+        return {}
+    d = store.rows[store.rows.run_id.isin(pool.used)]
+    out = {}
+    for key, column in POLICY_COLUMNS.items():
+        values = d[column].dropna().unique() if column in d else []
+        if len(values) == 1:
+            out[key] = values[0].item() if hasattr(values[0], "item") else values[0]
+    return out
 
 
 def pool_notes(pool: Pool, store: Store) -> list[str]:
@@ -285,6 +319,7 @@ def describe(pool: Pool) -> str:
     """Caption text naming protocol, mode, data set and its parameters, budget and every setting the columns share."""
     s = pool.setting
     data = {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("dataset_params.")}
+    data |= {k.split(".", 2)[2]: v for k, v in s.items() if k.startswith("eval.dataset_params.")}
     budget = {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("budget.")}
     size = f"{budget.get('iterations', '?')} iterations, batch {budget.get('batch', '?')}"
     if budget.get("patch"):

@@ -82,14 +82,14 @@ def per_case(d: pd.DataFrame) -> pd.DataFrame:
 
 def et_text(et_region: str, pool: Pool) -> str:
     if et_region == "ETpp":
-        return f"ET post-processed (a predicted ET below {pool.setting.get('metric.et_threshold', '?')} voxels counts as empty)"
+        return f"ET post-processed (a predicted ET below {pool.policy.get('et_threshold', '?')} voxels counts as empty)"
     return "ET without post-processing"
 
 
 def policy_text(pool: Pool) -> str:
-    policy = pool.setting.get("metric.empty", "?")
+    policy = pool.policy.get("empty", "?")
     rule = {"one": "both empty scores Dice 1, HD95 0", "nan": "both empty is left out (NaN)"}.get(
-        str(policy), "see missbench/metrics.py")
+        str(policy), "see missbench/core/metrics.py")
     return f"empty-region policy '{policy}' ({rule})"
 
 
@@ -422,7 +422,7 @@ def timing_table(pool: Pool, store: Store) -> Table:
                  Cell(text=", ".join(sorted({str(m.get("versions", {}).get("torch", "-")) for m in metas}))),
                  Cell(float(shared), "yes" if shared else "no")]
         out.append(Row(col.label, [col.label], cells))
-    counts = {k.split(".")[-1]: v for k, v in pool.setting.items() if k.startswith("metric.timing.")}
+    counts = {k.split(".")[-1]: v for k, v in pool.setting.items() if k.startswith("timing.")}
     caption = (f"Timing and memory, {describe(pool)}; {seeds_text(pool, store)}: one method at a time; {counts.get('warmup', '?')} "
                f"warm-up then {counts.get('iterations', '?')} timed training iterations (forward, backward, optimiser step; data "
                f"sampling excluded) and {counts.get('inference_warmup', '?')} warm-up then {counts.get('inference_passes', '?')} "

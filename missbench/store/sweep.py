@@ -1,8 +1,9 @@
-"""A sweep folder's bookkeeping: which job runs which run (``jobs.json``), each run's state, collect, cancel.
+"""A sweep folder's bookkeeping: which job runs which model and its scores (``jobs.json``), each model's
+state with its asked scores, collect, cancel.
 
-Everything here works from a new process: states come from the run folders (DONE, FAILED, the claim
-of the process running a run) and, for runs whose job may still be alive, from ``squeue`` (SLURM) or
-the process table (local). sacct is never needed, so a cluster without accounting works too.
+Everything here works from a new process: states come from the model and score folders (DONE, FAILED,
+the claim of the process running a model) and, for models whose job may still be alive, from ``squeue``
+(SLURM) or the process table (local). sacct is never needed, so a cluster without accounting works too.
 
 Concurrency: jobs.json is updated under an exclusive lock (``jobs.json.lock`` beside it) and replaced
 atomically, so processes recording at once keep every entry and readers never see half a file.
@@ -25,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from missbench.experiment.spec import RunSpec
+from missbench.experiment.spec import Job
 from missbench.store import process
-from missbench.store.run_folder import FAILED, REDO, RunFolder, write_json
+from missbench.store.run_folder import FAILED, REDO, Artefact, ModelFolder, ScoreFolder, write_json
 
 JOBS = "jobs.json"
 JOBS_LOCK = "jobs.json.lock"
@@ -36,7 +37,7 @@ COLLECTED = "collected.parquet"
 #: squeue states of a job that is still coming or going; anything else has ended.
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED", "RESIZING"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
-#: States of a run that ended without a usable result: a sweep holding one is not complete (exit status 1).
+#: States of a model that ended without a usable result: a sweep holding one is not complete (exit status 1).
 UNFINISHED = ("failed", "stopped", "corrupt")
 
 
@@ -46,11 +47,12 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class RunState:
-    """One run's state: pending, running, done, corrupt (DONE, but its results were damaged: a rerun redoes
-    it), failed (its FAILED holds the error) or stopped (no result and no live job: killed, cancelled or
-    interrupted; a rerun resumes it)."""
+    """One model's state with the scores asked of it: pending, running, done (the model and every asked score),
+    corrupt (DONE, but results were damaged: a rerun redoes them), failed (a FAILED holds the error: the
+    model's or a score's) or stopped (no result and no live job: killed, cancelled or interrupted, or
+    scores still to make; a rerun resumes it)."""
 
-    run_id: str
+    model_id: str
     state: str
     job_id: str | None
     log: Path
@@ -65,8 +67,9 @@ def read_jobs(sweep: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
         assert isinstance(data, dict) and isinstance(data.get("runs"), dict)
+        assert all(isinstance(entry, dict) for entry in data["runs"].values())
     except (ValueError, AssertionError):
-        raise SweepError(f"{path}: not a MissBench jobs file (expected {{\"runs\": {{run_id: job}}}})") from None
+        raise SweepError(f"{path}: not a MissBench jobs file (expected {{\"runs\": {{model_id: job}}}})") from None
     return data
 
 
@@ -99,17 +102,21 @@ def locked(sweep: Path) -> Iterator[None]:
             f.close()
 
 
-def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[RunSpec, str | None]]) -> None:
-    """Add (spec, job id) pairs to ``jobs.json`` under the sweep's lock: a resubmitted run's entry is replaced.
-    A local job's id is its submitit controller's PID, recorded with the process's start time."""
+def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[Job, str | None]]) -> None:
+    """Add (job, job id) pairs to ``jobs.json`` under the sweep's lock, keyed by model id with the score ids asked:
+    a resubmitted model's entry is replaced, keeping the scores asked before. A local job's id is its submitit
+    controller's PID, recorded with the process's start time."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with locked(sweep):
         data = read_jobs(sweep)
-        for spec, job_id in jobs:
-            data["runs"][spec.run_id] = {"job_id": job_id, "executor": executor, "submitted": now, "variant": spec.variant,
-                                         "train_subset": spec.train_subset or "random", "seed": spec.seed}
+        for job, job_id in jobs:
+            model = job.model
+            before = data["runs"].get(job.model_id, {}).get("scores", [])
+            scores = list(dict.fromkeys([*before, *(r.score.score_id for r in job.runs)]))
+            data["runs"][job.model_id] = {"job_id": job_id, "executor": executor, "submitted": now, "variant": model.variant,
+                                          "train_subset": model.train_subset or "random", "seed": model.seed, "scores": scores}
             if executor == "local" and job_id:
-                data["runs"][spec.run_id]["process"] = process.identity(int(job_id))
+                data["runs"][job.model_id]["process"] = process.identity(int(job_id))
         write_json(sweep / JOBS, data)
 
 
@@ -130,59 +137,81 @@ def _squeue() -> dict[str, str] | None:
     return dict(line.split("|", 1) for line in out.split() if "|" in line)
 
 
-def ended_since(folder: RunFolder, submitted: str | None) -> bool:
-    """Whether the run's last attempt ended (DONE or FAILED written) no earlier than its latest submission
-    (jobs.json, to the second): that job has ended, whatever the queue says. A FAILED left by an earlier
-    submission says nothing of the job submitted since (it is removed when the new attempt starts)."""
-    ended = folder.ended_at()
-    if ended is None or not submitted:
+def ended_since(folders: list[Artefact], submitted: str | None) -> bool:
+    """Whether the job's last attempt ended (a DONE or FAILED of the model or an asked score written) no earlier
+    than its latest submission (jobs.json, to the second): that job has ended, whatever the queue says. A
+    FAILED left by an earlier submission says nothing of the job submitted since (it is removed when the new
+    attempt starts)."""
+    ended = [t for t in (f.ended_at() for f in folders) if t is not None]
+    if not ended or not submitted:
         return False
-    return ended >= datetime.strptime(submitted, "%Y-%m-%dT%H:%M:%S%z").timestamp() // 1
+    return max(ended) >= datetime.strptime(submitted, "%Y-%m-%dT%H:%M:%S%z").timestamp() // 1
+
+
+def asked_scores(folder: ModelFolder, entry: dict[str, Any]) -> list[ScoreFolder]:
+    """The scores a model's job asked (jobs.json), else every score folder it has."""
+    return [folder.score(s) for s in entry["scores"]] if isinstance(entry.get("scores"), list) else folder.scores()
+
+
+def outcome(folder: ModelFolder, scores: list[ScoreFolder]) -> tuple[str, Artefact | None]:
+    """A model's stored state with its asked scores, and the folder it comes from: the model's while the model is
+    not done, else the first corrupt, failed or unfinished score's (incomplete: a score still to make)."""
+    state = folder.state()
+    if state != "done":
+        return state, folder
+    for wanted in ("corrupt", "failed", "incomplete", "absent"):
+        for score in scores:
+            if score.state() == wanted:
+                return ("incomplete" if wanted == "absent" else wanted), score
+    return "done", None
 
 
 def states(sweep: Path) -> list[RunState]:
-    """The state of every run recorded in ``jobs.json`` or found as a run folder, in submission order."""
+    """The state of every model recorded in ``jobs.json`` or found as a folder, in submission order."""
     if not sweep.is_dir():
         raise SweepError(f"{sweep}: no such sweep folder")
     recorded = read_jobs(sweep)["runs"]
-    run_ids = list(recorded) + sorted(p.name for p in sweep.iterdir()
-                                      if p.is_dir() and not p.name.startswith(".") and p.name not in recorded)
-    if not run_ids:
-        raise SweepError(f"{sweep}: no runs recorded (no {JOBS} and no run folders)")
+    model_ids = list(recorded) + sorted(p.name for p in sweep.iterdir()
+                                        if p.is_dir() and not p.name.startswith(".") and p.name not in recorded)
+    if not model_ids:
+        raise SweepError(f"{sweep}: no runs recorded (no {JOBS} and no model folders)")
     queue = _squeue() if any(r.get("executor") == "slurm" for r in recorded.values()) else {}
     out = []
-    for run_id in run_ids:
-        entry = recorded.get(run_id, {})
+    for model_id in model_ids:
+        entry = recorded.get(model_id, {})
         job_id, executor = entry.get("job_id"), entry.get("executor")
-        folder = RunFolder(sweep / run_id)
+        folder = ModelFolder(sweep / model_id)
+        scores = asked_scores(folder, entry)
         log = job_log(sweep, job_id) if job_id else folder.log_path
-        state = folder.state()
+        state, source = outcome(folder, scores)
         if state == "done":
-            out.append(RunState(run_id, "done", job_id, folder.log_path))
+            out.append(RunState(model_id, "done", job_id, folder.log_path))
             continue
         live, detail, slurm_state = None, "", ""
         if folder.is_claimed():
             holder = folder.holder()
             live = "running"
-            detail = f"process {holder['pid']} on {holder['host']} holds the run" if holder else "a process holds the run"
-        elif executor == "slurm" and job_id and queue is None and not ended_since(folder, entry.get("submitted")):
+            detail = f"process {holder['pid']} on {holder['host']} holds the model" if holder else "a process holds the model"
+        elif executor == "slurm" and job_id and queue is None and not ended_since([folder, *scores], entry.get("submitted")):
             live, detail = "unknown", "squeue is not available here"
         elif executor == "slurm" and job_id and queue is not None:
             slurm_state = queue.get(job_id, "")
             live = "pending" if slurm_state in _PENDING else "running" if slurm_state in _RUNNING else None
         elif executor == "local" and process.alive(entry.get("process")):
             live = "running"
+        what = "" if source is folder or source is None else f"score {source.path.name}: "
         if live:
-            out.append(RunState(run_id, live, job_id, log, detail))
+            out.append(RunState(model_id, live, job_id, log, detail))
         elif state == "corrupt":
-            out.append(RunState(run_id, "corrupt", job_id, folder.log_path, f"{folder.problem()}; {REDO}"))
+            out.append(RunState(model_id, "corrupt", job_id, folder.log_path, f"{what}{source.problem()}; {REDO}"))
         elif state == "failed":
-            failure = folder.failure()
-            out.append(RunState(run_id, "failed", job_id, log,
-                                f"{failure['error']}: {failure['message']} (traceback: {folder.file(FAILED)})".lstrip(": ")))
+            failure = source.failure()
+            out.append(RunState(model_id, "failed", job_id, log, what +
+                                f"{failure['error']}: {failure['message']} (traceback: {source.file(FAILED)})".lstrip(": ")))
         else:
             ended = f"job {slurm_state or 'gone'}" if executor == "slurm" and job_id else "ended"
-            out.append(RunState(run_id, "stopped", job_id, log, f"{ended} without a result; a rerun resumes it"))
+            todo = "scores still to make" if folder.is_done() else "no result"
+            out.append(RunState(model_id, "stopped", job_id, log, f"{ended} with {todo}; a rerun resumes it"))
     return out
 
 
@@ -195,7 +224,7 @@ def summary(runs: list[RunState]) -> str:
     for r in runs:
         if r.state != "done":
             job = f" job {r.job_id}" if r.job_id else ""
-            lines.append(f"  {r.state:<8} {r.run_id}{job}  log {r.log}" + (f"\n           {r.detail}" if r.detail else ""))
+            lines.append(f"  {r.state:<8} {r.model_id}{job}  log {r.log}" + (f"\n           {r.detail}" if r.detail else ""))
     return "\n".join(lines)
 
 
@@ -205,14 +234,14 @@ def cancel(sweep: Path) -> list[str]:
     each only while it is the very process recorded (same host, PID and start time)."""
     live = [r for r in states(sweep) if r.state in ("pending", "running") and r.job_id]
     recorded = read_jobs(sweep)["runs"]
-    slurm = [r.job_id for r in live if recorded[r.run_id]["executor"] == "slurm"]
+    slurm = [r.job_id for r in live if recorded[r.model_id]["executor"] == "slurm"]
     if slurm:
         subprocess.run(["scancel", *slurm], check=True, timeout=60)
     cancelled = list(slurm)
     for r in live:
-        if recorded[r.run_id]["executor"] != "local":
+        if recorded[r.model_id]["executor"] != "local":
             continue
-        targets = [p for p in (recorded[r.run_id].get("process"), RunFolder(sweep / r.run_id).holder()) if process.alive(p)]
+        targets = [p for p in (recorded[r.model_id].get("process"), ModelFolder(sweep / r.model_id).holder()) if process.alive(p)]
         for p in targets:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p["pid"], signal.SIGINT)
@@ -222,8 +251,8 @@ def cancel(sweep: Path) -> list[str]:
 
 
 def status_text(runs: list[RunState]) -> str:
-    """One line per run: state, run id, job id and log path (and the failure's last line)."""
-    lines = [f"{'state':<8} {'run':<44} {'job':<12} log"]
+    """One line per model: state, model id, job id and log path (and the failure's last line)."""
+    lines = [f"{'state':<8} {'model':<44} {'job':<12} log"]
     for r in runs:
-        lines.append(f"{r.state:<8} {r.run_id:<44} {r.job_id or '-':<12} {r.log}" + (f"\n{'':<9}{r.detail}" if r.detail else ""))
+        lines.append(f"{r.state:<8} {r.model_id:<44} {r.job_id or '-':<12} {r.log}" + (f"\n{'':<9}{r.detail}" if r.detail else ""))
     return "\n".join(lines)
