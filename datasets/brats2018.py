@@ -1,12 +1,41 @@
-"""Real BraTS 2018 from the official NIfTI files, preprocessed once into a memory-mapped cache.
+"""Real BraTS (2018 to 2021, and 2023 adult glioma) from the official NIfTI files, preprocessed once into a
+memory-mapped cache.
 
-Layout read (``root``, the training folder): ``<root>/{HGG,LGG}/<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz``
-(or ``.nii``); the validation folder (``val_root``) holds ``<case>/<case>_{flair,t1,t1ce,t2}.nii.gz``
-without ``seg``. BraTS 2019 has the same layout (other case names); BraTS 2020's flat
-``<root>/<case>/...`` layout (no HGG/LGG level) is read too. Labels {0,1,2,4}; regions WT={1,2,4},
-TC={1,4}, ET={4}.
+Layouts read (``root``, the training folder), told apart by their file names (`scan`):
+- ``2018-2021``: ``<root>/{HGG,LGG}/<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz`` (or ``.nii``): BraTS 2018
+  and 2019 (other case names); BraTS 2020 and 2021 have the same files without the HGG/LGG level,
+  ``<root>/<case>/...`` (2021: ``BraTS2021_00000/BraTS2021_00000_flair.nii.gz``). Labels {0,1,2,4}
+  (1 NCR, 2 ED, 4 ET), as read. Sources: Baid et al., "The RSNA-ASNR-MICCAI BraTS 2021 Benchmark on Brain
+  Tumor Segmentation and Radiogenomic Classification", arXiv:2107.02314 (labels); the public BraTS 2021
+  loaders of nnU-Net (MIC-DKFZ/nnUNet, ``nnunetv2/dataset_conversion/Dataset137_BraTS21.py``: reads
+  ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz``, refuses labels outside {0,1,2,4}) and MONAI
+  (Project-MONAI/research-contributions, ``SwinUNETR/BRATS21/README.md``:
+  ``TrainingData/BraTS2021_01146/BraTS2021_01146_flair.nii.gz``; "1 for NCR, 2 for ED, 4 for ET").
+- ``2023`` (BraTS 2023 adult glioma, BraTS-GLI): ``<root>/<case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz``
+  (``BraTS-GLI-00000-000/BraTS-GLI-00000-000-t2f.nii.gz``), t2f = FLAIR, t1n = native T1, t1c =
+  post-contrast T1, t2w = T2. Labels {0,1,2,3} (1 NCR, 2 ED, 3 ET): the official BraTS 2023 metrics
+  (rachitsaluja/BraTS-2023-Metrics, ``eval.py``, ``get_TissueWiseSeg``) score WT = {1,2,3}, TC = {1,3},
+  ET = {3}. **Label 3 is read as the harness's 4** (regions WT={1,2,4}, TC={1,4}, ET={4} throughout), and
+  `Brats2018.write_label_map` writes 4 back as 3, so exported maps are in the 2023 convention. A 2023 file
+  holding a 4 is refused (2023 has none; in BraTS 2024's post-treatment glioma data, which are named the
+  same way, 4 is the resection cavity: nnU-Net's ``Dataset226_BraTS2024-BraTS-GLI.py``). Modality names:
+  BrainLesion/BraTS ``docs/glossary.md`` (the BraTS organisers' orchestrator) and nnU-Net's converter
+  above; case ids ``\\d{5}-\\d{3}`` and ``<case>-seg.nii.gz`` label files: the 2023 portal's validation
+  script (Sage-Bionetworks-Challenges/brats2023, ``evaluation/lesionwise/validate.py``). Data: Synapse
+  syn51156910.
+The validation folder (``val_root``) holds the same files without the label map, in the training
+folder's layout. Case ids are the case folder names. The layout is detected, not a parameter (a new
+parameter would change the run id of every existing brats2018 run): a case folder holding files of
+both layouts, or a folder whose cases mix them or hold neither, is refused with the folder named. The
+cache records the layout: in every case's meta.json, and in the recipe of the 2023 layout (read with
+another label map, so never sharing cache entries with the others; 2018 to 2021 are read alike and
+share the recipe they always had).
 
-Two published protocols (reference/baselines.md §0) are selected by the ``split`` parameter:
+Splits: BraTS 2021 and 2023 have no published split lists here. Give your own as
+``split=<folder holding train.txt, val.txt and test.txt>`` or ``split=<train{k}.txt>`` (``val{k}.txt`` and
+``test{k}.txt`` beside it), one case folder name per line (missbench/realdata/splits.py), or ``split=all``.
+
+Two published BraTS 2018 protocols (reference/baselines.md §0) are selected by the ``split`` parameter:
 - A (RFNet, mmFormer, U-HVED): a split file by path: U-HVED's ``dataset_split_k.csv`` (with
   ``corresponding_naming.csv`` beside it) or RFNet-style ``train{k}.txt``/``val``/``test`` lists
   (missbench/realdata/splits.py); 199 / 29 / 57 cases, scored locally on the test list.
@@ -23,8 +52,8 @@ Pre-processing recipes (``recipe``), run once by ``bench.py prepare`` (missbench
   histogram bin (``int(max)`` bins) holding >= 50 voxels, then z-score over the voxels that differ
   from the corner voxel, background 0. No crop by default (``crop=0``), as ShaSpec.
 Volumes are stored float32 (M x D x H x W, D = the NIfTI's third axis, H and W its first and second,
-as ShaSpec's ``transpose((0, 3, 1, 2))``) and labels uint8 {0,1,2,4}, with the crop box and the
-original shape, affine and header, so predictions can be pasted back into the original grid.
+as ShaSpec's ``transpose((0, 3, 1, 2))``) and labels uint8 {0,1,2,4} (a 2023 file's 3 stored as 4), with the
+crop box and the original shape, affine and header, so predictions can be pasted back into the original grid.
 """
 
 from __future__ import annotations
@@ -47,9 +76,11 @@ if TYPE_CHECKING:  # nibabel reads and writes NIfTI only: a host that trains fro
     import nibabel as nib  # and listing plugins does not pay for it
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
-#: File suffix of each modality (and of the label map) in the official layout.
+#: File suffix of each modality (and of the label map) in the 2018-2021 layout.
 SUFFIX = {"FLAIR": "flair", "T1": "t1", "T1c": "t1ce", "T2": "t2", "seg": "seg"}
+#: The harness's labels (missbench/core/regions.py); a layout's files may hold others (`Layout`).
 LABELS = (0, 1, 2, 4)
+EXTENSIONS = (".nii.gz", ".nii")
 ENV_ROOT, ENV_VAL, ENV_CACHE = "MISSBENCH_BRATS2018", "MISSBENCH_BRATS2018_VAL", "MISSBENCH_CACHE"
 #: Recipe name -> default ``crop`` (minimum crop size per axis; 0 = no crop).
 RECIPES = {"rfnet": 128, "shaspec": 0}
@@ -64,22 +95,64 @@ class BratsDataError(ValueError):
 
 
 @dataclass(frozen=True)
+class Layout:
+    """A naming convention of the BraTS files: ``<case><sep><suffix>.nii.gz`` per modality and ``seg``, and the
+    label values its label maps hold, with those that differ from the harness's (``to_harness``)."""
+
+    name: str
+    sep: str
+    suffix: dict[str, str]
+    labels: tuple[int, ...]
+    to_harness: dict[int, int]
+    years: str
+
+    def stem(self, case_id: str, key: str) -> str:
+        return f"{case_id}{self.sep}{self.suffix[key]}"
+
+    def read_labels(self, data: np.ndarray) -> np.ndarray:
+        """A label map of this layout's (checked) values in the harness's labels, uint8."""
+        out = data.astype(np.uint8)
+        for src, dst in self.to_harness.items():
+            out[data == src] = dst
+        return out
+
+    def write_labels(self, labels: np.ndarray) -> np.ndarray:
+        """A label map in the harness's labels back in this layout's values, uint8."""
+        out = labels.astype(np.uint8)
+        for src, dst in self.to_harness.items():
+            out[labels == dst] = src
+        return out
+
+
+#: The layouts, told apart by their file names (no file name is in both).
+LAYOUTS = {
+    "2018-2021": Layout("2018-2021", "_", SUFFIX, LABELS, {}, "BraTS 2018-2021"),
+    "2023": Layout("2023", "-", {"FLAIR": "t2f", "T1": "t1n", "T1c": "t1c", "T2": "t2w", "seg": "seg"}, (0, 1, 2, 3), {3: 4},
+                   "BraTS 2023"),
+}
+#: The layout of caches written before layouts were recorded.
+CLASSIC = "2018-2021"
+
+
+@dataclass(frozen=True)
 class CaseFiles:
-    """Where one case's files are: modality (and ``seg``) -> path; ``grade`` HGG, LGG or None."""
+    """Where one case's files are: modality (and ``seg``) -> path; ``grade`` HGG, LGG or None; ``layout`` a
+    key of `LAYOUTS`."""
 
     case_id: str
     grade: str | None
     folder: Path
     files: dict[str, Path]
     labelled: bool
+    layout: str = CLASSIC
 
 
-def _case_files(folder: Path, grade: str | None, labelled: bool) -> tuple[CaseFiles, list[str]]:
+def _case_files(folder: Path, grade: str | None, labelled: bool, layout: str = CLASSIC) -> tuple[CaseFiles, list[str]]:
     """The files of the case in ``folder`` and the problems found (missing or empty files)."""
     problems, files = [], {}
     for key in (*MODALITIES, "seg") if labelled else MODALITIES:
-        stem = f"{folder.name}_{SUFFIX[key]}"
-        found = [folder / f"{stem}{ext}" for ext in (".nii.gz", ".nii") if (folder / f"{stem}{ext}").is_file()]
+        stem = LAYOUTS[layout].stem(folder.name, key)
+        found = [folder / f"{stem}{ext}" for ext in EXTENSIONS if (folder / f"{stem}{ext}").is_file()]
         if not found:
             what = "label map (training cases need one)" if key == "seg" else f"{key} file"
             problems.append(f"case {folder.name}: missing {what} {folder / stem}.nii.gz (or .nii)")
@@ -87,26 +160,70 @@ def _case_files(folder: Path, grade: str | None, labelled: bool) -> tuple[CaseFi
             problems.append(f"case {folder.name}: empty file {found[0]}")
         else:
             files[key] = found[0]
-    return CaseFiles(folder.name, grade, folder, files, labelled), problems
+    return CaseFiles(folder.name, grade, folder, files, labelled, layout), problems
+
+
+def folder_layouts(folder: Path) -> list[str]:
+    """The layouts whose file names (any modality or ``seg``) the case folder ``folder`` holds."""
+    try:
+        names = {p.name for p in folder.iterdir()}
+    except OSError:
+        return []
+    return [name for name, layout in LAYOUTS.items()
+            if any(layout.stem(folder.name, key) + ext in names for key in layout.suffix for ext in EXTENSIONS)]
+
+
+def _example(layout: str) -> str:
+    return f"<case>/{LAYOUTS[layout].stem('<case>', 'FLAIR')}.nii.gz"
 
 
 def scan(root: Path, labelled: bool) -> tuple[dict[str, CaseFiles], dict[str, list[str]]]:
-    """Case folders under ``root`` (``HGG``/``LGG`` level or flat) and the problems per case id."""
+    """Case folders under ``root`` (``HGG``/``LGG`` level or flat) and the problems per case id.
+
+    The layout is the one whose file names the case folders hold: one folder holding both, folders that
+    disagree, or no folder holding either is refused naming the folder. A folder holding neither, beside
+    others that agree, is a case of their layout whose files are missing (a problem, as a missing file)."""
     if not root.is_dir():
         raise BratsDataError(f"BraTS folder not found: {root}")
     graded = [root / g for g in ("HGG", "LGG") if (root / g).is_dir()]
     parents = [(g, g.name) for g in graded] if graded else [(root, None)]
-    cases, problems = {}, {}
+    folders: list[tuple[Path, str | None]] = []
+    seen: dict[str, Path] = {}
+    first: dict[str, Path] = {}  # layout -> the first case folder holding its names
     for parent, grade in parents:
         for folder in sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if folder.name in cases:
-                raise BratsDataError(f"case {folder.name} is in two folders: {cases[folder.name].folder} and {folder}")
-            cases[folder.name], found = _case_files(folder, grade, labelled)
-            if found:
-                problems[folder.name] = found
-    if not cases:
-        raise BratsDataError(f"no case folders under {root} (expected HGG/<case>/<case>_flair.nii.gz, ... or <case>/<case>_flair.nii.gz)")
+            if folder.name in seen:
+                raise BratsDataError(f"case {folder.name} is in two folders: {seen[folder.name]} and {folder}")
+            seen[folder.name] = folder
+            folders.append((folder, grade))
+            found = folder_layouts(folder)
+            if len(found) > 1:
+                both = " and ".join(_example(n) for n in found)
+                raise BratsDataError(f"case folder {folder} holds files of two layouts ({both}); keep one")
+            for name in found:
+                first.setdefault(name, folder)
+    if not folders:
+        raise BratsDataError(f"no case folders under {root} (expected HGG/<case>/<case>_flair.nii.gz, ... or "
+                             f"<case>/<case>_flair.nii.gz or <case>/<case>-t2f.nii.gz)")
+    if len(first) > 1:
+        a, b = sorted(first)
+        raise BratsDataError(f"{root} mixes layouts: {first[a]} holds {LAYOUTS[a].years} names ({_example(a)}) and {first[b]} "
+                             f"holds {LAYOUTS[b].years} names ({_example(b)}); give a folder of one layout")
+    if not first:
+        raise BratsDataError(f"no BraTS files in the case folders under {root} (first: {folders[0][0]}); expected "
+                             + " or ".join(f"{_example(n)} ({LAYOUTS[n].years})" for n in LAYOUTS))
+    (layout,) = first
+    cases, problems = {}, {}
+    for folder, grade in folders:
+        cases[folder.name], found = _case_files(folder, grade, labelled, layout)
+        if found:
+            problems[folder.name] = found
     return cases, problems
+
+
+def layout_of(cases: dict[str, CaseFiles]) -> str:
+    """The layout `scan` found for ``cases`` (one per folder)."""
+    return next(iter(cases.values())).layout
 
 
 def _load_header(case: CaseFiles, key: str) -> nib.Nifti1Image:
@@ -145,11 +262,14 @@ def _read_data(case: CaseFiles, key: str, img: nib.Nifti1Image) -> np.ndarray:
     if not np.isfinite(data).all():
         raise BratsDataError(f"case {case.case_id}: {path} holds NaN or infinite voxels")
     if key == "seg":
+        layout = LAYOUTS[case.layout]
         values = np.unique(data)
-        bad = [v for v in values.tolist() if v not in LABELS]
+        bad = [v for v in values.tolist() if v not in layout.labels]
         if bad:
-            raise BratsDataError(f"case {case.case_id}: {path} holds labels {bad[:5]} outside {{0, 1, 2, 4}}")
-        return data.astype(np.uint8)
+            allowed = ", ".join(map(str, layout.labels))
+            note = f" ({layout.years} labels: 3 is the enhancing tumour, there is no 4)" if layout.to_harness else ""
+            raise BratsDataError(f"case {case.case_id}: {path} holds labels {bad[:5]} outside {{{allowed}}}{note}")
+        return layout.read_labels(data)
     return data
 
 
@@ -212,13 +332,15 @@ def shaspec_normalise(volume: np.ndarray, case_id: str, files: dict[str, Path]) 
 
 
 class Brats2018(Dataset):
-    """BraTS 2018 (FLAIR, T1, T1c, T2) from the official NIfTI layout, via a preprocessed cache."""
+    """BraTS 2018 to 2021 and 2023 adult glioma (FLAIR, T1, T1c, T2) from the official NIfTI layouts (detected from
+    the file names), via a preprocessed cache. The name stays ``brats2018``: protocols and reports refer to it."""
 
     name: ClassVar[str] = "brats2018"
     task: ClassVar[str] = "segmentation"
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
     description: ClassVar[str] = (
-        "Real BraTS 2018 NIfTI (root= or $MISSBENCH_BRATS2018); split=<U-HVED csv | RFNet txt> (protocol A) "
+        "Real BraTS NIfTI: 2018-2021 (<case>_flair.nii.gz) or 2023 glioma (<case>-t2f.nii.gz) layout, detected "
+        "(root= or $MISSBENCH_BRATS2018); split=<U-HVED csv | RFNet txt | folder of lists> (protocol A) "
         "or split=all (protocol B); run `bench.py prepare` first."
     )
     defaults: ClassVar[dict[str, Any]] = {
@@ -252,25 +374,31 @@ class Brats2018(Dataset):
     def _setup(self, params: dict[str, Any], need_split: bool = True) -> None:
         super().__init__(**params)
         p = self.params
-        crop = RECIPES[p["recipe"]] if p["crop"] is None else p["crop"]
-        self.recipe = {"name": p["recipe"], "crop": crop, "version": CACHE_VERSION}
         root = p["root"] or os.environ.get(ENV_ROOT)
         if not root:
             raise BratsDataError(f"dataset {self.name!r}: no data folder; pass --data-root DIR (or --dataset-param root=DIR) "
-                                 f"or set ${ENV_ROOT} to the folder holding HGG/ and LGG/")
+                                 f"or set ${ENV_ROOT} to the training folder (holding HGG/ and LGG/, or the case folders)")
         self.root = Path(root).expanduser()
         val_root = p["val_root"] or os.environ.get(ENV_VAL)
         self.val_root = Path(val_root).expanduser() if val_root else None
-        base = p["cache"] or os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "missbench"
-        self.cache_folder = cache.cache_folder(Path(base).expanduser(), self.name, self.recipe)
         self.cases, problems = scan(self.root, labelled=True)
+        self.layout = layout_of(self.cases)
         self.val_cases: dict[str, CaseFiles] = {}
         if self.val_root is not None:
             self.val_cases, val_problems = scan(self.val_root, labelled=False)
             problems |= val_problems
+            if layout_of(self.val_cases) != self.layout:
+                raise BratsDataError(f"{self.val_root} holds {LAYOUTS[layout_of(self.val_cases)].years} files but {self.root} "
+                                     f"{LAYOUTS[self.layout].years} files; give validation cases of the training folder's layout")
             both = sorted(set(self.cases) & set(self.val_cases))
             if both:
                 raise BratsDataError(f"case {both[0]} is both in {self.root} and in {self.val_root}")
+        crop = RECIPES[p["recipe"]] if p["crop"] is None else p["crop"]
+        self.recipe = {"name": p["recipe"], "crop": crop, "version": CACHE_VERSION}
+        if self.layout != CLASSIC:  # read with another label map: its own cache (2018-2021 keep the recipe they always had)
+            self.recipe["layout"] = self.layout
+        base = p["cache"] or os.environ.get(ENV_CACHE) or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "missbench"
+        self.cache_folder = cache.cache_folder(Path(base).expanduser(), self.name, self.recipe)
         self.lists = self._split_lists(need_split)
         bad = [msg for c in self._used() for msg in problems.get(c, [])]
         if bad:
@@ -321,7 +449,8 @@ class Brats2018(Dataset):
         files = self._files(case_id)
         arrays, meta = cache.read_case(self.cache_folder, case_id)
         info = {k: meta[k] for k in ("grade", "crop_box", "original_shape", "affine", "labelled", "recipe")}
-        return Case(case_id, arrays["image"], arrays.get("target"), tuple(meta["spacing"]), info | {"folder": str(files.folder)})
+        return Case(case_id, arrays["image"], arrays.get("target"), tuple(meta["spacing"]),
+                    info | {"folder": str(files.folder), "layout": meta.get("layout", CLASSIC)})
 
     # --- preparation (missbench/realdata/prepare.py drives these) -----------------------------------------
 
@@ -362,7 +491,7 @@ class Brats2018(Dataset):
         ref = imgs[MODALITIES[0]]
         zooms = [round(float(z), 6) for z in ref.header.get_zooms()[:3]]
         meta = {
-            "case_id": case_id, "grade": case.grade, "labelled": case.labelled, "recipe": self.recipe,
+            "case_id": case_id, "grade": case.grade, "labelled": case.labelled, "recipe": self.recipe, "layout": case.layout,
             "crop_box": [list(b) for b in box], "original_shape": list(ref.shape), "affine": ref.affine.tolist(),
             "header": ref.header.binaryblock.hex(), "header_class": type(ref.header).__name__,
             "spacing": [zooms[2], zooms[0], zooms[1]], "axes": "D,H,W = NIfTI axes 2,0,1",
@@ -371,18 +500,23 @@ class Brats2018(Dataset):
         cache.write_case(self.cache_folder, case_id, arrays, meta, case.files, self.recipe)
 
     def run_meta(self) -> dict[str, Any]:
-        return {"cache": {"folder": str(self.cache_folder), "recipe": self.recipe}}
+        return {"cache": {"folder": str(self.cache_folder), "recipe": self.recipe}, "layout": self.layout}
 
     # --- export ----------------------------------------------------------------------------------
 
     def write_label_map(self, case: Case, labels: np.ndarray, path: Path) -> None:
-        """Save a label map of ``case`` (cached grid, D x H x W) as NIfTI in the original grid: pasted
-        into the crop box of a zero volume of the original shape, with the original affine and header."""
+        """Save a label map of ``case`` (cached grid, D x H x W, the harness's labels {0,1,2,4}) as NIfTI in the
+        original grid and label convention: pasted into the crop box of a zero volume of the original shape,
+        with the original affine and header; a 2023 case's ET written as 3."""
         import nibabel as nib
 
         _, meta = cache.read_case(self.cache_folder, case.case_id)
         box = [slice(a, b) for a, b in meta["crop_box"]]
-        labels = np.asarray(labels, dtype=np.uint8).transpose(1, 2, 0)
+        labels = np.asarray(labels)
+        bad = sorted(set(np.unique(labels).tolist()) - set(LABELS))
+        if bad:
+            raise ValueError(f"case {case.case_id}: label map holds labels {bad[:5]} outside {{0, 1, 2, 4}}")
+        labels = LAYOUTS[meta.get("layout", CLASSIC)].write_labels(labels).transpose(1, 2, 0)
         if labels.shape != tuple(s.stop - s.start for s in box):
             raise ValueError(f"case {case.case_id}: label map of shape {labels.shape} (H, W, D) does not fit the crop box {meta['crop_box']}")
         full = np.zeros(meta["original_shape"], dtype=np.uint8)

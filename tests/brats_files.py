@@ -1,4 +1,4 @@
-"""Tiny BraTS cases in the official NIfTI layout, for the brats2018 tests."""
+"""Tiny BraTS cases in the official NIfTI layouts (2018-2021 and 2023), for the brats2018 tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ SHAPE = (20, 24, 16)  # NIfTI axes x, y, z (BraTS: 240 x 240 x 155)
 SPACING = (1.0, 1.2, 1.5)
 AFFINE = np.array([[-1.0, 0, 0, 19], [0, -1.2, 0, 27.6], [0, 0, 1.5, -3], [0, 0, 0, 1]])
 SUFFIXES = ("flair", "t1", "t1ce", "t2")
+#: layout -> (separator, modality suffixes in FLAIR, T1, T1c, T2 order); the label map is ``<case><sep>seg``.
+LAYOUTS = {"2018": ("_", SUFFIXES), "2023": ("-", ("t2f", "t1n", "t1c", "t2w"))}
 
 
 def case_arrays(seed: int, shape: tuple[int, int, int] = SHAPE, et: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -35,15 +37,18 @@ def case_arrays(seed: int, shape: tuple[int, int, int] = SHAPE, et: bool = True)
 
 
 def write_case(root: Path, case_id: str, grade: str | None = "HGG", seed: int = 0, ext: str = ".nii.gz",
-               dtype: type = np.int16, labelled: bool = True, et: bool = True) -> Path:
-    """Write one case as ``root/<grade>/<case>/<case>_<modality><ext>``; returns the case folder."""
+               dtype: type = np.int16, labelled: bool = True, et: bool = True, layout: str = "2018") -> Path:
+    """Write one case as ``root/<grade>/<case>/<case>_<modality><ext>`` (layout 2018, also 2019-2021), or
+    ``root/<case>/<case>-<t2f|t1n|t1c|t2w|seg><ext>`` with ET written as 3 (layout 2023, ``grade=None``);
+    returns the case folder."""
+    sep, suffixes = LAYOUTS[layout]
     folder = (root / grade if grade else root) / case_id
     folder.mkdir(parents=True, exist_ok=True)
     image, labels = case_arrays(seed, et=et)
-    for suffix, vol in zip(SUFFIXES, image):
-        save(folder / f"{case_id}_{suffix}{ext}", vol.astype(dtype))
+    for suffix, vol in zip(suffixes, image):
+        save(folder / f"{case_id}{sep}{suffix}{ext}", vol.astype(dtype))
     if labelled:
-        save(folder / f"{case_id}_seg{ext}", labels)
+        save(folder / f"{case_id}{sep}seg{ext}", np.where(labels == 4, 3, labels).astype(np.uint8) if layout == "2023" else labels)
     return folder
 
 

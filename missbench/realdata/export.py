@@ -3,8 +3,8 @@
 Protocol B (ShaSpec, MoMKE, SimMLM) is scored online: the model trained on every training case
 predicts the official validation cases (the data set's ``export`` split), and each label map is
 written in the original geometry (the data set pastes it into the original grid with the original
-affine and header; labels {0,1,2,4}). One folder per evaluation subset, because the portal scores
-one submission per missing-modality setting:
+affine and header) and label convention ({0,1,2,4}; {0,1,2,3} for BraTS 2023). One folder per
+evaluation subset, because the portal scores one submission per missing-modality setting:
 
     <out>/<model_id>/<subset>/<case_id>.nii.gz     <out>/<model_id>/export.json (options, for the record)
 
