@@ -19,6 +19,8 @@ Official code read (input order in brackets):
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -161,6 +163,122 @@ def test_mmformer_renaming_alone_computes_another_function(task, mmformer_case):
         model.official_state_dict(state)
 
 
+# --- RFNet ---
+
+
+def rfnet_to_code(state: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A state dict of ours (``backbone="paper"``, modalities in the code's order) as ``models.Model``'s under DataParallel."""
+    level = {"up_conv": "c1", "merge": "c2", "out": "out"}
+
+    def encoder(g: re.Match) -> str:
+        return f"{CODE_NAMES[modalities[int(g[1])]]}_encoder.e{int(g[2]) + 1}"
+
+    rules = (
+        (r"encoders\.(\d)\.down\.(\d)\.", lambda g: f"{encoder(g)}_c1."),
+        (r"encoders\.(\d)\.body\.(\d)\.(\d)\.", lambda g: f"{encoder(g)}_c{int(g[3]) + 2}."),
+        (r"(sep|fusion)\.(up_conv|merge|out)\.(\d)\.", lambda g: f"{g[1]}.d{int(g[3]) + 1}_{level[g[2]]}."),
+        (r"(sep|fusion)\.head\.", lambda g: f"{g[1]}.seg_layer."),
+        (r"fusion\.prms\.(\d)\.embedding\.", lambda g: f"fusion.prm_generator{int(g[1]) + 1}.embedding_layer."),
+        (r"fusion\.prms\.(\d)\.head\.", lambda g: f"fusion.prm_generator{int(g[1]) + 1}.prm_layer."),
+        (r"fusion\.rfms\.(\d)\.weight_mlps\.(\d)\.", lambda g: f"fusion.RFM{int(g[1]) + 1}.modal_fusion.{g[2]}.weight_layer."),
+        (r"fusion\.rfms\.(\d)\.region_fusion\.", lambda g: f"fusion.RFM{int(g[1]) + 1}.region_fusion.fusion_layer."),
+        (r"fusion\.rfms\.(\d)\.short_cut\.", lambda g: f"fusion.RFM{int(g[1]) + 1}.short_cut."),
+        (r"(sep|fusion)\.", lambda g: {"sep": "decoder_sep.", "fusion": "decoder_fuse."}[g[1]]),
+    )
+    out = {}
+    for key, value in state.items():
+        for pattern, replace in rules:
+            key = re.sub("^" + pattern, replace, key)
+        out[key] = value
+    return with_module(out)
+
+
+def code_rfnet(state: dict[str, torch.Tensor], x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax of the code's ``Model.forward`` in evaluation, ``x`` and ``mask`` in its order (FLAIR, T1c, T1, T2),
+    transcribed with functional ops: the encoders, the features stacked in that order and masked, and at each
+    scale the region map from their modality-major concatenation, the per-region modality weights (pooled
+    features in that order, then the mean region probability; one output per position), the region fusion
+    and the short-cut over the same concatenation."""
+    st = {k.removeprefix("module."): v for k, v in state.items()}
+
+    def unit(prefix: str, h: torch.Tensor, stride: int = 1) -> torch.Tensor:  # general_conv3d: conv (reflect) -> IN -> LeakyReLU
+        w = st[prefix + ".conv.weight"]
+        pad = w.shape[-1] // 2
+        h = F.pad(h, (pad,) * 6, mode="reflect") if pad else h
+        return F.leaky_relu(F.instance_norm(F.conv3d(h, w, st[prefix + ".conv.bias"], stride)), 0.2)
+
+    def up2(h: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(h, scale_factor=2, mode="trilinear", align_corners=True)
+
+    levels = [[] for _ in range(4)]
+    for k, m in enumerate(BRAIN_ORDER):
+        h = x[:, k : k + 1]
+        for s in range(1, 5):
+            h = unit(f"{CODE_NAMES[m]}_encoder.e{s}_c1", h, 1 if s == 1 else 2)
+            h = h + unit(f"{CODE_NAMES[m]}_encoder.e{s}_c3", unit(f"{CODE_NAMES[m]}_encoder.e{s}_c2", h))
+            levels[s - 1].append(h)
+    keep = mask.to(x.dtype)[:, :, None, None, None, None]
+    y = [torch.stack(lv, 1) * keep for lv in levels]  # B x 4 x C x ..., the code's order
+
+    def region_map(s: int, decoder: torch.Tensor | None) -> torch.Tensor:
+        p = f"decoder_fuse.prm_generator{s}."
+        h = y[s - 1].flatten(1, 2)
+        for j in range(3):
+            h = unit(p + f"embedding_layer.{j}", h)
+        h = unit(p + "prm_layer.0", h if decoder is None else torch.cat([decoder, h], 1))
+        return F.conv3d(h, st[p + "prm_layer.1.weight"], st[p + "prm_layer.1.bias"]).softmax(1)
+
+    def fuse(s: int, prm: torch.Tensor) -> torch.Tensor:
+        p, ys = f"decoder_fuse.RFM{s}.", y[s - 1]
+        b, k, c = ys.shape[:3]
+        regions = []
+        for r in range(prm.shape[1]):
+            feat = ys * prm[:, None, r : r + 1]
+            mean_p = prm[:, r].mean((1, 2, 3))[:, None] + 1e-7
+            pooled = torch.cat([(feat.mean((3, 4, 5)) / mean_p[:, :, None]).reshape(b, k * c), mean_p], 1)
+            q = p + f"modal_fusion.{r}.weight_layer."
+            h = F.leaky_relu(F.linear(pooled, st[q + "0.weight"].flatten(1), st[q + "0.bias"]), 0.2)
+            weight = torch.sigmoid(F.linear(h, st[q + "2.weight"].flatten(1), st[q + "2.bias"]))
+            regions.append((feat * weight[:, :, None, None, None, None]).sum(1))
+        h, short = torch.cat(regions, 1), ys.flatten(1, 2)
+        for j in range(3):
+            h, short = unit(p + f"region_fusion.fusion_layer.{j}", h), unit(p + f"short_cut.{j}", short)
+        return torch.cat([h, short], 1)
+
+    d = unit("decoder_fuse.d3_c1", up2(fuse(4, region_map(4, None))))
+    for s in (3, 2, 1):
+        f = fuse(s, region_map(s, d))
+        d = unit(f"decoder_fuse.d{s}_out", unit(f"decoder_fuse.d{s}_c2", torch.cat([f, d], 1)))
+        if s > 1:
+            d = unit(f"decoder_fuse.d{s - 1}_c1", up2(d))
+    return F.conv3d(d, st["decoder_fuse.seg_layer.weight"], st["decoder_fuse.seg_layer.bias"]).softmax(1)
+
+
+def test_rfnet_official_checkpoint_computes_the_code_function(task):
+    RFNet = method_class("rfnet")
+    torch.manual_seed(0)
+    source = RFNet(task, BRAIN_ORDER).double().eval()  # the code's width (16) and order
+    state = rfnet_to_code(source.state_dict(), BRAIN_ORDER)
+    model = RFNet(task, MODS).double().eval()
+    mapped = model.official_state_dict(state)
+    model.load_state_dict(mapped, strict=True)
+    x = inputs(16, torch.float64)  # 16^3: the deepest scale 2^3
+    x_code, mask_code = code_order(x, BRAIN_ORDER), code_order(AVAILABLE, BRAIN_ORDER)
+    with torch.no_grad():
+        reference = code_rfnet(state, x_code, mask_code)
+        torch.testing.assert_close(source(x_code, mask_code).logits.softmax(1), reference, atol=1e-12, rtol=0)
+        torch.testing.assert_close(model(x, AVAILABLE).logits.softmax(1), reference, atol=1e-12, rtol=0)
+    # Reordered: exactly the weights that read or write the modalities by position; renamed only, another function.
+    plain = {k: v for key, v in state.items() for k in model.official_state_dict({key: v})}
+    reordered = {f"fusion.{part}" for s in range(4) for part in (
+        f"prms.{s}.embedding.0.conv.weight", f"rfms.{s}.short_cut.0.conv.weight",
+        *(f"rfms.{s}.weight_mlps.{r}.{w}" for r in range(4) for w in ("0.weight", "2.weight", "2.bias")))}
+    assert {k for k in mapped if not torch.equal(mapped[k], plain[k])} == reordered
+    model.load_state_dict(plain, strict=True)
+    with torch.no_grad():
+        assert (model(x, AVAILABLE).logits.softmax(1) - reference).abs().max() > 1e-3
+
+
 # --- the hook ---
 
 
@@ -175,6 +293,7 @@ def test_a_method_names_the_official_code_it_loads_exactly_when_it_has_a_loader(
 @pytest.mark.parametrize(("name", "params", "match"), [
     ("mmformer", dict(backbone="common"), "backbone='paper'"),
     ("mmformer", dict(token_layout="aligned", fusion_order="official"), "token_layout='official'"),
+    ("rfnet", dict(backbone="common"), "backbone='paper'"),
 ])
 def test_models_the_official_code_has_no_checkpoints_of_are_refused(task, name, params, match):
     with pytest.raises(ValueError, match=match):

@@ -145,6 +145,13 @@ def modality_slots(method: str, modalities: tuple[str, ...], names: tuple[str, .
     return [index[n.lower()] for n in names]
 
 
+def permute_blocks(t: torch.Tensor, dim: int, order: list[int]) -> torch.Tensor:
+    """``t`` with dimension ``dim`` cut into ``len(order)`` equal blocks (one per modality), block i of the result
+    being block ``order[i]`` of ``t``: reorders the weights that read or write modality-major concatenations."""
+    index = torch.tensor(order, device=t.device)
+    return t.unflatten(dim, (len(order), -1)).index_select(dim, index).flatten(dim, dim + 1)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
