@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from conftest import MODS, tiny_batch
 from missbench.core.availability import zero_inputs
 from missbench.core.method import Method, build_on_meta
+from missbench.core.regions import REGIONS
 from missbench.core.tasks import get_task
 from missbench.experiment import registry
 from missbench.experiment.registry import method_class
 from missbench.nets.mmformer import DecoderFuse, HybridConvEncoder, Transformer
+from missbench.nets.resnet3d import SpatialInstanceNorm3d
 
 #: The official prefix of each data set modality.
 CODE_NAMES = {"FLAIR": "flair", "T1": "t1", "T1c": "t1ce", "T2": "t2"}
@@ -279,6 +281,126 @@ def test_rfnet_official_checkpoint_computes_the_code_function(task):
         assert (model(x, AVAILABLE).logits.softmax(1) - reference).abs().max() > 1e-3
 
 
+# --- ShaSpec (backbone="official") ---
+
+SHASPEC_ORDER = ("FLAIR", "T1", "T1c", "T2")
+SHASPEC_REGIONS = ("ET", "WT", "TC")
+
+
+def shaspec_to_code(state: dict[str, torch.Tensor], modalities: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """A state dict of ours (``backbone="official"``, modalities in the code's order, outputs ET, TC, WT) as
+    ``DualNet_SS``'s under DataParallel (outputs ET, WT, TC)."""
+    rules = (
+        (r"shared\.", "shared_enc."),
+        (r"specific\.(\d)\.", lambda g: f"{CODE_NAMES[modalities[int(g[1])]]}_enc."),
+        (r"(\w+_enc)\.stem\.0\.", r"\1.backbone.conv1."),
+        (r"(\w+_enc)\.stem\.1\.", r"\1.backbone.norm1."),
+        (r"(\w+_enc)\.(layer\d\.\d+)\.shortcut\.", r"\1.backbone.\2.downsample."),
+        (r"(\w+_enc)\.layer", r"\1.backbone.layer"),
+        (r"(\w+_enc)\.reduce\.", r"\1.asppreduce."),
+        (r"(\w+_enc)\.aspp\.dilated\.(\d)\.", lambda g: f"{g[1]}.aspp.branch{int(g[2]) + 2}."),
+        (r"(\w+_enc)\.aspp\.global_branch\.(conv|norm)\.", r"\1.aspp.branch5_\2."),
+        (r"(\w+_enc)\.aspp\.project\.", r"\1.aspp.conv_cat."),
+        (r"decoder\.ups\.(\d)\.", lambda g: f"shared_dec.transposeconv_stage{3 - int(g[1])}."),
+        (r"decoder\.skip_projs\.(\d)\.", lambda g: f"shared_dec.shortcut_conv{3 - int(g[1])}."),
+        (r"decoder\.stages\.(\d)\.", lambda g: f"shared_dec.stage{3 - int(g[1])}_de."),
+        (r"decoder\.cls_conv\.", "shared_dec.cls_conv.0."),
+        (r"proj\.", "compos_layer.conv."),
+        (r"dco_head\.", "dom_classifier."),
+    )
+    out = {}
+    for key, value in state.items():
+        for pattern, replace in rules:
+            key = re.sub("^" + pattern, replace, key)
+        if key == "shared_dec.cls_conv.0.weight":
+            value = value[[REGIONS.index(r) for r in SHASPEC_REGIONS]]
+        out[key] = value
+    return with_module(out)
+
+
+def code_shaspec_fusion(state: dict[str, torch.Tensor], features: list, mode: list[list[int]]) -> torch.Tensor:
+    """Logits of the code's ``DualNet_SS.forward`` (channels ET, WT, TC) from the per-modality encoder outputs
+    (``features`` in the code's order, as `ShaSpec.encode` gives them; the encoders are position-free), sample by
+    sample with its ``mode`` (available modality indices, in the code's order), transcribed: residual fusion,
+    a missing modality filled with the first available one's shared feature, the fused maps and the shared
+    skips concatenated in the code's order, ``U_Res3D_dec``."""
+    st = {k.removeprefix("module."): v for k, v in state.items()}
+
+    def ws(w: torch.Tensor) -> torch.Tensor:  # Conv3d_wd's kernel
+        w = w - w.mean((1, 2, 3, 4), keepdim=True)
+        return w / torch.sqrt(w.flatten(1).var(1) + 1e-12).view(-1, 1, 1, 1, 1)
+
+    def norm_act(prefix: str, h: torch.Tensor, act: bool = True) -> torch.Tensor:
+        h = F.instance_norm(h, weight=st[prefix + ".weight"], bias=st[prefix + ".bias"])
+        return F.leaky_relu(h, 0.01) if act else h
+
+    def block(prefix: str, h: torch.Tensor) -> torch.Tensor:  # Res50.BasicBlock
+        y = norm_act(prefix + ".norm1", F.conv3d(h, ws(st[prefix + ".conv1.weight"]), padding=1))
+        y = norm_act(prefix + ".norm2", F.conv3d(y, ws(st[prefix + ".conv2.weight"]), padding=1), act=False)
+        return F.leaky_relu(y + h, 0.01)
+
+    logits = []
+    for b, available in enumerate(mode):
+        shared = [f[0].bottleneck[b : b + 1] for f in features]
+        fused = [shared[k] + F.conv3d(torch.cat([shared[k], f[1].bottleneck[b : b + 1]], 1), ws(st["compos_layer.conv.weight"]), padding=1)
+                 if k in available else shared[available[0]] for k, f in enumerate(features)]
+        h = torch.cat(fused, 1)
+        for stage in (3, 2, 1, 0):
+            skip = torch.cat([f[0].skips[stage][b : b + 1] for f in features], 1)
+            p = f"shared_dec.shortcut_conv{stage}"
+            h = F.conv_transpose3d(h, st[f"shared_dec.transposeconv_stage{stage}.weight"], stride=2)
+            h = block(f"shared_dec.stage{stage}_de", h + norm_act(p + ".1", F.conv3d(skip, ws(st[p + ".0.weight"]))))
+        h = F.conv3d(h, st["shared_dec.cls_conv.0.weight"])
+        logits.append(F.interpolate(h, scale_factor=(1, 2, 2), mode="trilinear", align_corners=False))
+    return torch.cat(logits)
+
+
+def test_shaspec_official_checkpoint_computes_the_code_function(task):
+    """At the official backbone's size (it has no width parameter; 187.7M parameters), float32, on the smallest
+    patch its decoder divides exactly with two voxels at layer4 (16 x 32 x 64)."""
+    ShaSpec = method_class("shaspec")
+    torch.manual_seed(0)
+    source = ShaSpec(task, SHASPEC_ORDER, backbone="official", fill="first").eval()
+    for m in source.modules():  # instance norms start at gamma 1, beta 0: make them count
+        if isinstance(m, (torch.nn.InstanceNorm3d, SpatialInstanceNorm3d)):
+            torch.nn.init.normal_(m.weight, 1.0, 0.1)
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    state = shaspec_to_code(source.state_dict(), SHASPEC_ORDER)
+    model = ShaSpec(task, MODS, backbone="official", fill="first").eval()
+    model.load_state_dict(model.official_state_dict(state), strict=True)
+    x, _ = tiny_batch(batch=len(AVAILABLE), size=16)
+    x = zero_inputs(F.interpolate(x, size=(16, 32, 64)), AVAILABLE)
+    with torch.no_grad():
+        features = source.encode(code_order(x, SHASPEC_ORDER))
+        mode = [[SHASPEC_ORDER.index(MODS[i]) for i in row.nonzero().flatten().tolist()] for row in AVAILABLE]
+        reference = code_shaspec_fusion(state, features, mode)[:, [SHASPEC_REGIONS.index(r) for r in REGIONS]]
+        out = model(x, AVAILABLE).logits
+    torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
+    assert (out[:, 1] - out[:, 2]).abs().max() > 1e-2  # TC and WT told apart, so their order is checked
+
+
+def test_shaspec_official_weights_follow_modality_names(task):
+    """In another modality order, per-modality encoders go by name and position-bound weights are reordered."""
+    order = ("T2", "T1c", "FLAIR", "T1")
+    model = build_on_meta(method_class("shaspec"), task, order, backbone="official")
+    code = {m: float(k) for k, m in enumerate(SHASPEC_ORDER)}  # each block holds its code position
+    blocks = torch.tensor([code[m] for m in SHASPEC_ORDER])
+    state = with_module({
+        "dom_classifier.weight": blocks[:, None].expand(4, 3), "dom_classifier.bias": blocks,
+        "shared_dec.transposeconv_stage3.weight": blocks.repeat_interleave(2)[:, None, None, None, None],
+        "shared_dec.shortcut_conv1.0.weight": blocks.repeat_interleave(2)[None, :, None, None, None],
+        "t1ce_enc.backbone.layer2.0.downsample.1.bias": torch.zeros(1),
+        "shared_dec.cls_conv.0.weight": torch.arange(3.0)[:, None, None, None, None],
+    })
+    mapped = model.official_state_dict(state)
+    expected = torch.tensor([code[m] for m in order])
+    assert torch.equal(mapped["dco_head.bias"], expected) and torch.equal(mapped["dco_head.weight"][:, 0], expected)
+    assert torch.equal(mapped["decoder.ups.0.weight"].flatten(), expected.repeat_interleave(2))
+    assert torch.equal(mapped["decoder.skip_projs.2.0.weight"].flatten(), expected.repeat_interleave(2))
+    assert "specific.1.layer2.0.shortcut.1.bias" in mapped
+    assert mapped["decoder.cls_conv.weight"].flatten().tolist() == [SHASPEC_REGIONS.index(r) for r in REGIONS]
+
+
 # --- the hook ---
 
 
@@ -294,6 +416,8 @@ def test_a_method_names_the_official_code_it_loads_exactly_when_it_has_a_loader(
     ("mmformer", dict(backbone="common"), "backbone='paper'"),
     ("mmformer", dict(token_layout="aligned", fusion_order="official"), "token_layout='official'"),
     ("rfnet", dict(backbone="common"), "backbone='paper'"),
+    ("shaspec", dict(), "backbone='official'"),
+    ("shaspec", dict(backbone="official", dao="kl"), "dao='l1'"),
 ])
 def test_models_the_official_code_has_no_checkpoints_of_are_refused(task, name, params, match):
     with pytest.raises(ValueError, match=match):
