@@ -38,10 +38,10 @@ Token grid (the code fixes 8^3 = 512 tokens, i.e. 128^3 input): the positional t
 the input is not 16 * pos_grid per side (``nets.mmformer.resize_positions``), so small CPU patches
 and anisotropic patches such as 80x160x160 work with the same parameter count, and at 128^3 nothing
 is resampled: official behaviour. (Checked outside the test suite against a transcription of the
-code's Model with its weights loaded by ``load_official_state_dict``: at 2 x 4 x 128^3 the softmax
-output differs by at most 9e-8 and all six loss terms agree, likewise at 32^3 with the code's
-patch_size set to 2.) Set ``pos_grid`` to patch / 16 to store the tables at the training grid
-instead (then the count changes). Parameter names: ``width`` (basic_dims 8), ``dim`` (512),
+code's Model with its weights renamed as ``official_state_dict`` does, modalities in the code's order:
+at 2 x 4 x 128^3 the softmax output differs by at most 9e-8 and all six loss terms agree, likewise at
+32^3 with the code's patch_size set to 2.) Set ``pos_grid`` to patch / 16 to store the tables at the
+training grid instead (then the count changes). Parameter names: ``width`` (basic_dims 8), ``dim`` (512),
 ``mlp_dim`` (4096), ``heads`` (8), ``layers`` (the code's transformer depth, 1), ``dropout`` (0.1).
 
 Paper vs code, the code by default:
@@ -49,6 +49,24 @@ Paper vs code, the code by default:
   (B, grid, M*512), the code's ``view``: each output voxel gets M consecutive tokens in the
   modality-major sequence, not the M modalities' tokens at that voxel. "aligned" regroups per
   position (the modality tokens of voxel n concatenated), what the paper's figure suggests.
+
+Official checkpoints (``official_state_dict``; the code's ``mmformer/mmformer.py`` ``Model`` at
+commit b18663adbfd0323656083e0470420c8c715c1782): the code's ``preprocess.py`` stacks FLAIR, T1ce,
+T1, T2 and its Model reads channel k with the k-th modality's modules. Beyond those per-modality
+modules (renamed by modality name), position matters in: the masks (B x 4, in that order); the
+skips stacked in that order for ``MaskModal`` and read by the first 1x1 conv of ``RFM1``..``RFM4``;
+the intra-modal tokens and positional tables concatenated in that order for the inter-modal
+Transformer (whose attention is itself order-free); and the ``view`` of its output to (8, 8, 8, 4*512),
+which gives each voxel 4 consecutive tokens of the sequence, so voxels 0-127 carry FLAIR's tokens,
+128-255 T1c's and so on, read by ``multimodal_decode_conv``. That last dependence is spatial, not a
+channel permutation, so no reordering of weights makes the data set's order (FLAIR, T1, T1c, T2)
+compute the code's function: build with ``fusion_order="official"``, and the loader is a rename
+(tests/test_official_checkpoints.py compares with a transcription of the code's fusion; a rename into
+the default order gives softmax outputs off by up to 0.99). ``fusion_order`` is the order in which the
+fusion concatenates the modalities' skips, tokens and positional tables: "data" (default) the order
+of ``modalities``, "official" the code's FLAIR, T1c, T1, T2 whatever the data set's (it needs those
+four). Trained from scratch neither is more faithful (the code's is its data's order); "data" keeps
+the numbers of earlier runs.
 
 Deviations (stated, not hidden):
 - ``aux_over``: the harness zeroes missing inputs before a method sees them; the code never zeroes
@@ -81,7 +99,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output
+from missbench.core.method import Method, Output, modality_slots
 from missbench.core.params import Between, OneOf
 from missbench.core.training import TrainingDefaults
 from missbench.nets.mmformer import (
@@ -97,8 +115,9 @@ from missbench.nets.rfnet import batch_dice_loss, mask_modalities, softmax_weigh
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 from missbench.core.tasks.segmentation import labels_onehot
 
-#: The code's modality prefixes (flair_encoder, t1ce_pos, ...) and the data set names they stand for.
-OFFICIAL_MODALITIES = {"flair": "flair", "t1ce": "t1c", "t1": "t1", "t2": "t2"}
+#: The code's modality prefixes (flair_encoder, t1ce_pos, ...), in the order of its input channels, and the
+#: data set names they stand for.
+OFFICIAL_MODALITIES = {"flair": "FLAIR", "t1ce": "T1c", "t1": "T1", "t2": "T2"}
 DOWNSAMPLING = 16
 
 
@@ -126,12 +145,14 @@ class MMFormer(Method):
         "dropout": 0.1,
         "pos_grid": 8,  # the code's patch_size: 128^3 input / 16
         "token_layout": "official",
+        "fusion_order": "data",
         "aux_over": "available",
         "sep_weight": 1.0,
         "deep_weight": 1.0,
     }
     constraints = {
-        "backbone": OneOf("paper", "common"), "token_layout": OneOf("official", "aligned"), "aux_over": OneOf("available", "all"),
+        "backbone": OneOf("paper", "common"), "token_layout": OneOf("official", "aligned"),
+        "fusion_order": OneOf("data", "official"), "aux_over": OneOf("available", "all"),
         **{key: Between(1, integer=True) for key in ("width", "depth", "dim", "mlp_dim", "heads", "layers", "pos_grid")},
         "dropout": Between(0, 1, high_open=True), "sep_weight": Between(0), "deep_weight": Between(0),
     }
@@ -139,6 +160,7 @@ class MMFormer(Method):
         optimizer="adam", lr=2e-4, momentum=0.9, nesterov=False, weight_decay=1e-4, amsgrad=True,
         schedule="poly", dropout="uniform_subset", warmup_fraction=0.0,
     )}
+    official_code = "github.com/YaoZhang93/mmFormer at b18663adbfd0323656083e0470420c8c715c1782, mmformer/mmformer.py, Model"
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -148,6 +170,8 @@ class MMFormer(Method):
         m, w, d, g = self.n_modalities, p["width"], p["dim"], p["pos_grid"]
         n_out = task.out_channels(self.output)
         self.paper = p["backbone"] == "paper"
+        #: The modalities (indices into ``modalities``) in the order the fusion concatenates them.
+        self.slots = self.official_slots() if p["fusion_order"] == "official" else list(range(m))
 
         def transformer() -> Transformer:
             return Transformer(d, p["layers"], p["heads"], p["mlp_dim"], p["dropout"])
@@ -203,11 +227,13 @@ class MMFormer(Method):
         ref = features[0].bottleneck
         b, m, grid = ref.shape[0], self.n_modalities, tuple(ref.shape[2:])
         available = available.to(ref.device)
-        skips = [mask_modalities(torch.stack([f.skips[k] for f in features], 1), available).flatten(1, 2) for k in range(len(features[0].skips))]
-        tokens = torch.stack([f.tokens for f in features], 1)  # B x M x N x dim
-        tokens = tokens * available.to(tokens.dtype).view(b, m, 1, 1)
+        # Skips, tokens and positions concatenated modality by modality, in fusion order.
+        slots, kept = [features[i] for i in self.slots], available[:, self.slots]
+        skips = [mask_modalities(torch.stack([f.skips[k] for f in slots], 1), kept).flatten(1, 2) for k in range(len(features[0].skips))]
+        tokens = torch.stack([f.tokens for f in slots], 1)  # B x M x N x dim
+        tokens = tokens * kept.to(tokens.dtype).view(b, m, 1, 1)
         n, d = tokens.shape[2:]
-        pos = torch.cat([self.positions(i, grid) for i in range(m)], 1)
+        pos = torch.cat([self.positions(i, grid) for i in self.slots], 1)
         inter = self.inter_transformer(tokens.reshape(b, m * n, d), pos)
         if p["token_layout"] == "official":
             inter_map = inter.reshape(b, *grid, m * d).permute(0, 4, 1, 2, 3)
@@ -268,22 +294,38 @@ class MMFormer(Method):
 
     # --- official checkpoints ---
 
-    def official_key(self, key: str) -> str:
-        """The name in this module of a key of the code's state dict (``module.`` prefix allowed)."""
-        key = key.removeprefix("module.")
-        names = {n.lower(): i for i, n in enumerate(self.modalities)}
-        for prefix in sorted(OFFICIAL_MODALITIES, key=len, reverse=True):  # t1ce before t1
-            for part, ours in (("_encoder.", "encoders"), ("_encode_conv.", "encode_convs"), ("_decode_conv.", "decode_convs"),
-                               ("_transformer.", "intra_transformers"), ("_pos", "pos")):
-                head = prefix + part
-                if key.startswith(head) and (part != "_pos" or key == head):
-                    mod = OFFICIAL_MODALITIES[prefix]
-                    if mod not in names:
-                        raise KeyError(f"mmformer: official key {key!r} names modality {mod!r}, not among {self.modalities}")
-                    rest = key[len(head):]
-                    return f"{ours}.{names[mod]}" + (f".{rest}" if rest else "")
-        return key.replace("multimodal_transformer.", "inter_transformer.", 1)
+    def official_slots(self) -> list[int]:
+        """Indices into ``modalities`` of the code's FLAIR, T1c, T1, T2 (its input order)."""
+        return modality_slots(self.name, self.modalities, tuple(OFFICIAL_MODALITIES.values()))
 
-    def load_official_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a state dict of the code's ``mmformer.Model`` (e.g. ``torch.load(ckpt)['state_dict']``), strictly."""
-        self.load_state_dict({self.official_key(k): v for k, v in state.items()}, strict=True)
+    def official_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The code's ``mmformer.Model`` state dict (``torch.load(ckpt)['state_dict']``) as this module's.
+
+        A rename: per-modality modules by modality name, ``multimodal_transformer`` to ``inter_transformer``.
+        The rest of the code's weights read its four modalities in its input order (FLAIR, T1c, T1, T2):
+        the fused decoder's ``RFM1``..``RFM4`` the masked skips concatenated in that order, and
+        ``multimodal_decode_conv`` the inter-modal tokens in that order, regrouped by ``view`` so that
+        each voxel's channels hold consecutive tokens of one modality (at 128^3: voxels 0-127 FLAIR's,
+        128-255 T1c's, ...). No permutation of weights undoes the second, so the model must concatenate
+        in the code's order: built with ``fusion_order="official"`` (or given the modalities in that order).
+        """
+        if not self.paper or self.params["token_layout"] != "official":
+            raise ValueError("mmformer: official checkpoints need backbone='paper' and token_layout='official'")
+        if self.slots != self.official_slots():
+            raise ValueError("mmformer: official checkpoints need the code's modality order: build with fusion_order='official'")
+        index = dict(zip(OFFICIAL_MODALITIES, self.official_slots()))
+        parts = (("_encoder.", "encoders"), ("_encode_conv.", "encode_convs"), ("_decode_conv.", "decode_convs"),
+                 ("_transformer.", "intra_transformers"), ("_pos", "pos"))
+
+        def ours(key: str) -> str:
+            key = key.removeprefix("module.")
+            for prefix in OFFICIAL_MODALITIES:
+                for part, name in parts:
+                    head = prefix + part
+                    if key.startswith(head) and (part != "_pos" or key == head):
+                        rest = key[len(head):]
+                        return f"{name}.{index[prefix]}" + (f".{rest}" if rest else "")
+            return key.replace("multimodal_transformer.", "inter_transformer.", 1)
+
+        return {ours(k): v for k, v in state.items()}
+

@@ -53,6 +53,20 @@ Paper vs code, and options:
 Training defaults (job.sh, train.py): Adam (betas 0.9/0.999, amsgrad), lr 2e-4, weight decay 1e-4,
 poly power 0.9, modality subsets uniform over the 15 per sample (``uniform_subset``), no warm-up.
 
+Official checkpoints (``official_state_dict``; the code's ``models.py`` ``Model``, with layers.py, at
+commit 1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4): its preprocess.py stacks FLAIR, T1ce, T1, T2 (the
+data set's order is FLAIR, T1, T1c, T2) and its Model reads input channel k with the k-th modality's
+encoder and mask entry k. Keys are renamed (encoders by modality name, ``e{s}_c1`` / ``_c2`` / ``_c3``
+to ``down`` / ``body``, decoder level ``d{s}``, ``prm_generator{s}`` and ``RFM{s}`` to index s - 1),
+and the weights that read or write the modalities by position are reordered to this module's order:
+at each of the four scales the first conv of the region-map embedding (``prm_generator*.embedding_layer.0``)
+and of the RFM's short-cut (``short_cut.0``), both over the masked features concatenated modality by
+modality, and per region the weight MLP (``modal_fusion.*.weight_layer``: its first conv reads the
+pooled features in that order, then the mean region probability; its last writes one weight per
+modality). Everything else acts per modality or after the fusion. Checked in
+tests/test_official_checkpoints.py against a transcription of the code's forward; renamed without the
+reordering, softmax outputs are off by up to 0.99.
+
 Deviations: the code steps the poly schedule once per epoch of 150 iterations, the
 harness every iteration; upsampling is to the skip's size (the same as the code's x2 for sizes
 divisible by 8, and also defined otherwise); data augmentation (rotation, intensity shift) is the
@@ -61,13 +75,14 @@ harness's, not the code's.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output
+from missbench.core.method import Method, Output, modality_slots, permute_blocks
 from missbench.core.params import Between, OneOf
 from missbench.core.training import TrainingDefaults
 from missbench.nets.rfnet import (
@@ -85,6 +100,23 @@ from missbench.core.tasks.segmentation import labels_onehot
 
 #: region_fusion_start_epoch / num_epochs in the official job.sh.
 FUSION_START = 20 / 300
+#: The code's modality prefixes (flair_encoder, ...), in the order of its input channels (preprocess.py
+#: stacks FLAIR, T1ce, T1, T2), and the data set names they stand for.
+OFFICIAL_MODALITIES = {"flair": "FLAIR", "t1ce": "T1c", "t1": "T1", "t2": "T2"}
+#: Official key (``module.`` removed) -> ours, as (pattern, replacement) applied in turn; ``{m}`` stands for the
+#: modality prefix, decoder levels count from 1 in the code (d1, RFM1: full resolution) and from 0 here.
+OFFICIAL_RENAMES = (
+    (r"^({m})_encoder\.e(\d)_c1\.", lambda g, index: f"encoders.{index[g[1]]}.down.{int(g[2]) - 1}."),
+    (r"^({m})_encoder\.e(\d)_c([23])\.", lambda g, index: f"encoders.{index[g[1]]}.body.{int(g[2]) - 1}.{int(g[3]) - 2}."),
+    (r"^decoder_(sep|fuse)\.", lambda g, index: {"sep": "sep.", "fuse": "fusion."}[g[1]]),
+    (r"^(sep|fusion)\.d(\d)_(c1|c2|out)\.", lambda g, index: f"{g[1]}.{dict(c1='up_conv', c2='merge', out='out')[g[3]]}.{int(g[2]) - 1}."),
+    (r"^(sep|fusion)\.seg_layer\.", lambda g, index: f"{g[1]}.head."),
+    (r"^fusion\.prm_generator(\d)\.embedding_layer\.", lambda g, index: f"fusion.prms.{int(g[1]) - 1}.embedding."),
+    (r"^fusion\.prm_generator(\d)\.prm_layer\.", lambda g, index: f"fusion.prms.{int(g[1]) - 1}.head."),
+    (r"^fusion\.RFM(\d)\.modal_fusion\.(\d+)\.weight_layer\.", lambda g, index: f"fusion.rfms.{int(g[1]) - 1}.weight_mlps.{g[2]}."),
+    (r"^fusion\.RFM(\d)\.region_fusion\.fusion_layer\.", lambda g, index: f"fusion.rfms.{int(g[1]) - 1}.region_fusion."),
+    (r"^fusion\.RFM(\d)\.short_cut\.", lambda g, index: f"fusion.rfms.{int(g[1]) - 1}.short_cut."),
+)
 
 
 class CommonFusionDecoder(nn.Module):
@@ -127,6 +159,7 @@ class RFNet(Method):
         optimizer="adam", lr=2e-4, weight_decay=1e-4, amsgrad=True, schedule="poly", dropout="uniform_subset",
         warmup_fraction=0.0,
     )}
+    official_code = "github.com/dyh127/RFNet at 1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4, models.py, Model"
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -190,3 +223,34 @@ class RFNet(Method):
     def pair_loss(probs: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(weighted CE, Dice) of one prediction, RFNet's criterions."""
         return softmax_weighted_ce(probs, onehot), batch_dice_loss(probs, onehot)
+
+    def official_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The code's ``models.Model`` state dict (``torch.load(ckpt)['state_dict']``) as this module's.
+
+        Keys renamed (``OFFICIAL_RENAMES``), and the weights that read or write the four modalities by
+        position, in the code's order FLAIR, T1c, T1, T2, reordered to this module's: at every scale the
+        first conv of the region-map embedding (``prm_generator*.embedding_layer.0``) and of the RFM's
+        short-cut (``short_cut.0``), which read the masked features concatenated modality by modality; and
+        per region the weight MLP (``modal_fusion.*.weight_layer``), whose first conv reads the pooled
+        features in that order (then the mean region probability) and whose last conv writes one weight per
+        modality.
+        """
+        if self.params["backbone"] != "paper":
+            raise ValueError("rfnet: official checkpoints are of backbone='paper'")
+        slots = modality_slots(self.name, self.modalities, tuple(OFFICIAL_MODALITIES.values()))
+        index = dict(zip(OFFICIAL_MODALITIES, slots))
+        order = [slots.index(i) for i in range(self.n_modalities)]  # our modality i is the code's order[i]
+        names = "|".join(OFFICIAL_MODALITIES)
+        out = {}
+        for key, value in state.items():
+            key = key.removeprefix("module.")
+            for pattern, replace in OFFICIAL_RENAMES:
+                key = re.sub(pattern.replace("{m}", names), lambda g: replace(g, index), key)
+            if re.fullmatch(r"fusion\.(prms\.\d+\.embedding|rfms\.\d+\.short_cut)\.0\.conv\.weight", key):
+                value = permute_blocks(value, 1, order)
+            elif re.fullmatch(r"fusion\.rfms\.\d+\.weight_mlps\.\d+\.0\.weight", key):
+                value = torch.cat([permute_blocks(value[:, :-1], 1, order), value[:, -1:]], 1)
+            elif re.fullmatch(r"fusion\.rfms\.\d+\.weight_mlps\.\d+\.2\.(weight|bias)", key):
+                value = permute_blocks(value, 0, order)
+            out[key] = value
+        return out

@@ -36,6 +36,22 @@ with a width knob, small enough for a CPU, and the one every method can share (`
 common``); ``backbone="official"`` is the code's 3-D ResNet-50 + ASPP encoder and decoder
 (missbench/nets/resnet3d.py), 187,708,132 parameters with four modalities.
 
+Official checkpoints (``official_state_dict``, ``backbone="official"``; the code's DualNet_SS.py
+``DualNet_SS``, with Res50.py, at commit 081fe7a1e40d6bbc0736dc93e779a0a5a439d091): BraTSDataSet.py
+stacks FLAIR, T1, T1ce, T2, the data set's order, and the forward reads input channel k with the k-th
+specific encoder. Keys are renamed (``shared_enc``, ``flair_enc`` .. ``t2_enc`` by modality name, the
+ResNet / ASPP / decoder names inside). Position matters in: the fused maps concatenated modality by
+modality for the decoder's first transposed conv (``transposeconv_stage3``); the shared encoder's maps
+of all modalities, concatenated likewise, for the skip projections (``shortcut_conv0`` .. ``3``); the
+domain classifier's rows (``dom_classifier``, label k for the k-th modality in train_SS.py); and the
+fill, the first available modality in that order (``mode_split[0]``; ``fill="first"`` takes it in the
+order of ``modalities``, the same for the data set's). Those weights are reordered to the order of
+``modalities`` (the identity for the data set's). The code's three outputs are ET, WT, TC
+(``id2trainId``), this task's ET, TC, WT: ``cls_conv``'s rows are reordered. Its forward is this
+module's with ``fill="first"`` and ``dao`` "l1" or "mse" (the others add a head it does not have).
+Checked in tests/test_official_checkpoints.py at the full size against a transcription of the code's
+fusion and decoder.
+
 Deviations: the code's full-modality warm-up is 80k of 180k iterations; here it is the same
 fraction (4/9) of whatever budget the protocol sets. The paper's data augmentation
 (batchgenerators) is not reproduced.
@@ -57,21 +73,47 @@ the budget). Parameters at avMNIST sizes (image 1x28x28, audio 1x20x20, 10 class
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output
+from missbench.core.method import Method, Output, modality_slots, permute_blocks
 from missbench.nets.fusion import availability_mask, mean_over_available
 from missbench.core.params import Between, OneOf
+from missbench.core.regions import REGIONS
 from missbench.core.training import SHASPEC_AVMNIST_TRAINING, SHASPEC_TRAINING
 from missbench.nets import EncoderOutput
 from missbench.nets.classification import ClassifierHead, SharedEncoder, projected_encoders
 from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 
 DAO_LOSSES = ("l1", "kl", "mse", "ce")
+#: The code's modality prefixes (flair_enc, ...), in the order of its input channels (BraTSDataSet.py stacks
+#: FLAIR, T1, T1ce, T2), and the data set names they stand for.
+OFFICIAL_MODALITIES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1c", "t2": "T2"}
+#: The code's output channels (BraTSDataSet.py ``id2trainId``).
+OFFICIAL_REGIONS = ("ET", "WT", "TC")
+#: Official key (``module.`` removed, encoder prefixes already ours) -> ours, applied in turn: the
+#: ``U_Res3D_enc`` / ``Res50.ResNet`` and ``U_Res3D_dec`` names (decoder stages count 3..0 in the code,
+#: deepest first, and 0..3 here).
+OFFICIAL_RENAMES = (
+    (r"^(shared|specific\.\d+)\.backbone\.conv1\.", r"\1.stem.0."),
+    (r"^(shared|specific\.\d+)\.backbone\.norm1\.", r"\1.stem.1."),
+    (r"^(shared|specific\.\d+)\.backbone\.(layer\d\.\d+)\.downsample\.", r"\1.\2.shortcut."),
+    (r"^(shared|specific\.\d+)\.backbone\.", r"\1."),
+    (r"^(shared|specific\.\d+)\.asppreduce\.", r"\1.reduce."),
+    (r"^(shared|specific\.\d+)\.aspp\.branch([234])\.", lambda g: f"{g[1]}.aspp.dilated.{int(g[2]) - 2}."),
+    (r"^(shared|specific\.\d+)\.aspp\.branch5_(conv|norm)\.", r"\1.aspp.global_branch.\2."),
+    (r"^(shared|specific\.\d+)\.aspp\.conv_cat\.", r"\1.aspp.project."),
+    (r"^shared_dec\.transposeconv_stage(\d)\.", lambda g: f"decoder.ups.{3 - int(g[1])}."),
+    (r"^shared_dec\.shortcut_conv(\d)\.", lambda g: f"decoder.skip_projs.{3 - int(g[1])}."),
+    (r"^shared_dec\.stage(\d)_de\.", lambda g: f"decoder.stages.{3 - int(g[1])}."),
+    (r"^shared_dec\.cls_conv\.0\.", "decoder.cls_conv."),
+    (r"^compos_layer\.conv\.", "proj."),
+    (r"^dom_classifier\.", "dco_head."),
+)
 
 
 class ShaSpec(Method):
@@ -99,6 +141,7 @@ class ShaSpec(Method):
     }
     #: The BraTS training on segmentation, the avMNIST one on classification (paper §4.2).
     training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
+    official_code = "github.com/billhhh/ShaSpec at 081fe7a1e40d6bbc0736dc93e779a0a5a439d091, DualNet_SS.py, DualNet_SS"
 
     def __init__(self, task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__(task, modalities, **params)
@@ -233,3 +276,41 @@ class ShaSpec(Method):
         """
         feats = self.encode(x)
         return {"shared": torch.stack([f[0].pooled for f in feats], 1), "specific": torch.stack([f[1].pooled for f in feats], 1)}
+
+    def official_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The code's ``DualNet_SS`` state dict (``torch.load(ckpt)['model'].state_dict()``; train_SS.py saves the
+        whole module) as this module's, ``backbone="official"``.
+
+        Keys renamed (``shared_enc``, ``flair_enc`` .. ``t2_enc`` by modality name, ``OFFICIAL_RENAMES``
+        inside), and the weights that read or write the modalities by position, in the code's order FLAIR,
+        T1, T1c, T2 (the data set's, so a no-op there), reordered to this module's: the decoder's first
+        transposed conv (``transposeconv_stage3``, which reads the fused maps concatenated modality by
+        modality), its skip projections (``shortcut_conv0``..``3``, the shared maps likewise) and the domain
+        classifier's rows (``dom_classifier``, one per modality). The code's output channels are ET, WT, TC:
+        ``cls_conv``'s rows are reordered to this task's ET, TC, WT. The code fills a missing modality with
+        the first available one's shared feature: its forward is this module's with ``fill="first"``.
+        """
+        if self.task.name != "segmentation" or self.params["backbone"] != "official":
+            raise ValueError("shaspec: official checkpoints are of the segmentation model with backbone='official'")
+        if hasattr(self, "dao_head"):
+            raise ValueError(f"shaspec: the official model has no head for dao={self.params['dao']!r}: build with dao='l1' or 'mse'")
+        slots = modality_slots(self.name, self.modalities, tuple(OFFICIAL_MODALITIES.values()))
+        index = dict(zip(OFFICIAL_MODALITIES, slots))
+        order = [slots.index(i) for i in range(self.n_modalities)]  # our modality i is the code's order[i]
+        names = "|".join(OFFICIAL_MODALITIES)
+        out = {}
+        for key, value in state.items():
+            key = re.sub(r"^shared_enc\.", "shared.", key.removeprefix("module."))
+            key = re.sub(rf"^({names})_enc\.", lambda g: f"specific.{index[g[1]]}.", key)
+            for pattern, replace in OFFICIAL_RENAMES:
+                key = re.sub(pattern, replace, key)
+            if key == "decoder.ups.0.weight":  # ConvTranspose3d: input channels first
+                value = permute_blocks(value, 0, order)
+            elif re.fullmatch(r"decoder\.skip_projs\.\d\.0\.weight", key):
+                value = permute_blocks(value, 1, order)
+            elif key in ("dco_head.weight", "dco_head.bias"):
+                value = permute_blocks(value, 0, order)
+            elif key == "decoder.cls_conv.weight":
+                value = permute_blocks(value, 0, [OFFICIAL_REGIONS.index(r) for r in REGIONS])
+            out[key] = value
+        return out

@@ -154,24 +154,34 @@ def test_unused_official_convs_get_no_gradient(task):
 
 
 def test_official_state_dict_keys_map_one_to_one(task):
-    model = MMFormer(task, ("FLAIR", "T1c", "T1", "T2"), width=2, dim=8, mlp_dim=8, heads=2)
-    ours = set(model.state_dict())
-    prefixes = {"encoders.0": "flair_encoder", "encoders.1": "t1ce_encoder", "encoders.2": "t1_encoder", "encoders.3": "t2_encoder"}
+    model = MMFormer(task, MODS, fusion_order="official", width=2, dim=8, mlp_dim=8, heads=2)
+    ours = model.state_dict()
+    names = {"FLAIR": "flair", "T1": "t1", "T1c": "t1ce", "T2": "t2"}
     official = {}
     for key in ours:
         k = key
-        for mine, theirs in prefixes.items():
-            k = k.replace(mine + ".", theirs + ".", 1) if k.startswith(mine + ".") else k
-        for i, name in enumerate(("flair", "t1ce", "t1", "t2")):
-            for mine, part in (("encode_convs", "_encode_conv"), ("decode_convs", "_decode_conv"), ("intra_transformers", "_transformer")):
+        for i, mod in enumerate(MODS):
+            name = names[mod]
+            for mine, part in (("encoders", "_encoder"), ("encode_convs", "_encode_conv"), ("decode_convs", "_decode_conv"),
+                               ("intra_transformers", "_transformer")):
                 if k.startswith(f"{mine}.{i}."):
                     k = name + part + k[len(f"{mine}.{i}"):]
             if k == f"pos.{i}":
                 k = f"{name}_pos"
         official["module." + k.replace("inter_transformer.", "multimodal_transformer.")] = key
-    assert {model.official_key(k) for k in official} == ours
-    assert all(model.official_key(k) == v for k, v in official.items())
-    model.load_official_state_dict({k: model.state_dict()[v] for k, v in official.items()})
+    mapped = model.official_state_dict({k: ours[v] for k, v in official.items()})
+    assert all(mapped[v] is ours[v] for v in official.values()) and len(mapped) == len(ours)
+    model.load_state_dict(mapped, strict=True)
+    with pytest.raises(ValueError, match="fusion_order='official'"):
+        MMFormer(task, MODS, width=2, dim=8, mlp_dim=8, heads=2).official_state_dict(mapped)
+
+
+def test_fusion_order_official_concatenates_in_the_code_order(task):
+    """FLAIR, T1c, T1, T2 whatever the data set's order; with the modalities given in that order, nothing changes."""
+    assert make(task, fusion_order="official").slots == [0, 2, 1, 3]
+    assert MMFormer(task, ("FLAIR", "T1c", "T1", "T2"), fusion_order="data", **TINY["paper"]).slots == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="modalities"):
+        MMFormer(task, ("FLAIR", "T1", "T2"), fusion_order="official", **TINY["paper"])
 
 
 def test_bad_parameter_is_refused(task):

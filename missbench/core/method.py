@@ -54,6 +54,8 @@ class Method(nn.Module):
     outputs: ClassVar[dict[str, str]] = {"segmentation": "regions", "classification": "labels"}
     #: The paper's training settings per task; a task not listed trains with `TrainingDefaults()`.
     training_defaults: ClassVar[dict[str, TrainingDefaults]] = {}
+    #: Repository, commit and file of the official model class whose checkpoints `official_state_dict` reads ("" = none).
+    official_code: ClassVar[str] = ""
 
     def __init__(self, task: Task, modalities: tuple[str, ...], **params: Any) -> None:
         super().__init__()
@@ -118,12 +120,36 @@ class Method(nn.Module):
         """The task's loss for this method's output convention, as named terms."""
         return self.task.loss(logits, target, self.output)
 
+    # --- official checkpoints ------------------------------------------------------------------
+
+    def official_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict saved by the official code (`official_code`; ``module.`` prefixes allowed) as this module's:
+        after ``self.load_state_dict(result, strict=True)`` it computes the official model's function on inputs
+        in the data set's modality order (default: no loader)."""
+        raise NotImplementedError(f"method {self.name!r} has no loader for official checkpoints")
+
     # --- analysis ------------------------------------------------------------------------------
 
     def feature_views(self, x: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Named B x M x C pooled features of a full-modality segmentation patch for the feature figure
         (features.npz; ShaSpec's shared and specific features), or None (default: nothing to save)."""
         return None
+
+
+def modality_slots(method: str, modalities: tuple[str, ...], names: tuple[str, ...]) -> list[int]:
+    """Indices into ``modalities`` of ``names`` (an official code's input order, named as the data set names
+    them; case-insensitive), or a ValueError unless the two hold the same modalities."""
+    index = {m.lower(): i for i, m in enumerate(modalities)}
+    if sorted(index) != sorted(n.lower() for n in names):
+        raise ValueError(f"{method}: the official code's modalities are {list(names)}, not {list(modalities)}")
+    return [index[n.lower()] for n in names]
+
+
+def permute_blocks(t: torch.Tensor, dim: int, order: list[int]) -> torch.Tensor:
+    """``t`` with dimension ``dim`` cut into ``len(order)`` equal blocks (one per modality), block i of the result
+    being block ``order[i]`` of ``t``: reorders the weights that read or write modality-major concatenations."""
+    index = torch.tensor(order, device=t.device)
+    return t.unflatten(dim, (len(order), -1)).index_select(dim, index).flatten(dim, dim + 1)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -3,7 +3,7 @@
 Written after the official ``mmformer.py``, ``layers.py`` and ``utils/criterions.py``; module and
 attribute names follow the code's (``e1_c1`` .. ``e5_c3``, ``d4_c1``, ``RFM5``, ``seg_d4``,
 ``cross_attention_list`` ...), so an official state dict maps onto them by a prefix rename
-(``methods/mmformer.py``, ``load_official_state_dict``).
+(``methods/mmformer.py``, ``MMFormer.official_state_dict``).
 
 - ``PreNormConv``: the code's ``general_conv3d_prenorm``: InstanceNorm3d (no affine) -> LeakyReLU(0.2)
   -> Conv3d with bias. Reflect padding where the code has it.
