@@ -85,7 +85,7 @@ def requests(folder: ModelFolder, settings: Settings) -> list[RunSpec]:
     eval_data = {**(train_data if same else {}), **settings.dataset_params}
     if proto is not None:
         name, budget, ds = proto.budget(settings.budget or None, eval_cls)
-        eval_data = {**(train_data if same else ds), **settings.dataset_params}
+        eval_data = {**ds, **(train_data if same else {}), **settings.dataset_params}  # a released model records none
         labels = {"protocol": proto.name, "mode": proto.mode, "budget_name": name}
         subsets = proto.eval_subsets(eval_cls)
         if proto.mode == "dedicated" and proto.eval_on == "own" and model.train_subset:
