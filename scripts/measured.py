@@ -121,6 +121,21 @@ def smoke(budget: str | None) -> list[str]:
     return lines + ["  " + ", ".join(times) + "."]
 
 
+def rescore(budget: str | None) -> list[str]:
+    """CPU seconds of train+score against scoring the finished model again under another metric policy, per method."""
+    lines = ["- Train+score, then `python bench.py evaluate SWEEP --metric empty=nan --metric hd95=max_directed` "
+             "(the finished model scored again, nothing trained), CPU seconds, from scratch:"]
+    for method in ("shaspec", "zero_fill"):
+        sweep = OUT / "rescore" / method
+        shutil.rmtree(sweep, ignore_errors=True)
+        _, _, fresh = run(["python", "bench.py", "--protocol", "non_dedicated", "--methods", method, "--no-progress",
+                           "--out", str(sweep), *(["--budget", budget] if budget else [])])
+        _, _, again = run(["python", "bench.py", "evaluate", str(sweep), "--metric", "empty=nan", "--metric", "hd95=max_directed",
+                           "--no-progress"])
+        lines.append(f"  {method}: train+score {fresh:.0f} s, score again {again:.0f} s ({fresh / again:.1f}x less).")
+    return lines
+
+
 BENCHMARKS = [
     ["benchmarks/cli_speed.py"],
     ["benchmarks/subset_eval.py", "--methods", "shaspec,hemis,mean_fill,uhved,smil", "--repeats", "2"],
@@ -139,8 +154,8 @@ def benchmarks(budget: str | None) -> list[str]:
     return lines
 
 
-JOBS: dict[str, Callable[[str | None], list[str]]] = {"main": main_job, "classification": classification, "smoke": smoke,
-                                                     "benchmarks": benchmarks}
+JOBS: dict[str, Callable[[str | None], list[str]]] = {"main": main_job, "rescore": rescore, "classification": classification,
+                                                     "smoke": smoke, "benchmarks": benchmarks}
 
 
 def machine() -> str:
