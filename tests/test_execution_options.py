@@ -119,3 +119,24 @@ def test_a_compiled_forward_that_reads_its_iteration_does_not_recompile_every_it
         module(torch.ones(2, 4))
     assert counters["stats"]["unique_graphs"] <= 3  # the first call, then symbolic, then the branch flip
     torch._dynamo.reset()
+
+
+def test_threads_follow_the_cores_the_process_may_use(tmp_path, monkeypatch, capsys):
+    """A job limited (cgroups, taskset, SLURM) to fewer cores than the machine has runs that many threads, refuses
+    more, and records both in meta.json."""
+    from missbench.core.execution import available_cores, set_threads
+    from missbench.experiment.validate import Invalid, check_options
+    from missbench.store.run_folder import sweep_models
+
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert available_cores() == 1 and set_threads(None) == 1 and torch.get_num_threads() == 1
+    with pytest.raises(Invalid, match=r"--threads=2: expected an integer in \[1, 1\] \(the cores this process may use"):
+        check_options({"threads": 2})
+    check_options({"threads": 2}, here=False)  # SLURM: the nodes' cores, not this host's
+    assert main([*SMOKE, "--methods", "zero_fill", "--out", str(tmp_path / "s")]) == 0
+    (model,) = sweep_models(tmp_path / "s")
+    meta = model.meta()
+    assert meta["cores_available"] == 1 and meta["torch_threads"] == 1 and meta["cpu_cores"] >= 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert available_cores() == 4

@@ -55,8 +55,10 @@ def test_the_example_test_passes(tmp_path, monkeypatch):
 
 def test_the_readme_names_every_test_helper_it_shows():
     import conftest
+    from missbench import testing
 
     named = set(re.findall(r"`(\w+)\(", SECTION))
     helpers = {"assert_every_pattern_ignores_missing", "assert_classification_ignores_missing", "assert_shared_encoding_matches",
-               "toy_losses", "classification_toy_losses", "tiny_batch", "tiny_classification_batch", "classification_task", "make_root"}
-    assert helpers <= named and all(callable(getattr(conftest, h)) for h in helpers)
+               "toy_losses", "classification_toy_losses", "tiny_batch", "tiny_classification_batch", "classification_task"}
+    assert helpers | {"make_root"} <= named and set(testing.__all__) == helpers | {"MODS"}
+    assert all(callable(getattr(testing, h)) for h in helpers) and callable(conftest.make_root)

@@ -66,16 +66,50 @@ def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path)
     mine = my_root(tmp_path / "mine")
     listing = bench("list", "--methods", cwd=mine)
     assert listing.returncode == 0, listing.stderr
-    assert "my_fill" in listing.stdout and "shaspec" not in listing.stdout
+    assert "  my_fill      root" in listing.stdout and "  shaspec      shipped" in listing.stdout  # the root extends the shipped
     dry = bench(*SMOKE, "--methods", "my_fill", "--dry-run", cwd=mine)
     assert dry.returncode == 0 and f"models into {mine / 'results' / 'non_dedicated_brats_synthetic_smoke'}:" in dry.stdout
     # From a folder that is no root, the checkout holding the package is the root, unless --root says otherwise.
     elsewhere = bench("list", "--methods", cwd=tmp_path)
-    assert "shaspec" in elsewhere.stdout and "my_fill" not in elsewhere.stdout
+    assert "  shaspec      root" in elsewhere.stdout and "my_fill" not in elsewhere.stdout
     flagged = bench("list", "--methods", "--root", str(mine), cwd=tmp_path)
-    assert "my_fill" in flagged.stdout and "shaspec" not in flagged.stdout
+    assert "my_fill" in flagged.stdout and "shaspec" in flagged.stdout
     bad = bench("list", "--root", str(tmp_path), cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not a benchmark root" in bad.stderr
+
+
+def test_a_root_holding_one_new_method_runs_it_beside_a_shipped_one_with_the_shipped_protocol(tmp_path):
+    """The root has only methods/my_fill.py: the shipped methods, data sets and protocols stay visible."""
+    mine = tmp_path / "mine"
+    (mine / "methods").mkdir(parents=True)
+    (mine / "methods" / "my_fill.py").write_text((CHECKOUT / "methods" / "zero_fill.py").read_text().replace(
+        'name = "zero_fill"', 'name = "my_fill"'))
+    run = bench(*SMOKE, "--methods", "my_fill,shaspec", cwd=mine)
+    assert run.returncode == 0, run.stdout + run.stderr
+    models = sorted(p.name.split("_random")[0] for p in (mine / "results" / "non_dedicated_brats_synthetic_smoke").iterdir()
+                    if p.is_dir() and not p.name.startswith("."))
+    assert models == ["my_fill", "shaspec"] and "my_fill" in run.stdout and "shaspec" in run.stdout
+    meta = json.loads(next((mine / "results").rglob("shaspec_*/meta.json")).read_text())
+    assert meta["engine_git_sha"] is not None  # the engine's checkout, though the root is no git repository
+    assert meta["git_sha"] is None and str(CHECKOUT / "methods" / "shaspec.py") in meta["plugin_files"]
+
+
+def test_a_root_hides_shipped_plugins_on_purpose(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "methods").mkdir(parents=True)
+    (mine / "methods" / "my_fill.py").write_text((CHECKOUT / "methods" / "zero_fill.py").read_text().replace(
+        'name = "zero_fill"', 'name = "my_fill"'))
+    (mine / "missbench.yaml").write_text("hide: [shaspec, dedicated]\n")
+    listing = bench("list", cwd=mine).stdout
+    names = {line.split()[0] for line in listing.splitlines() if line.startswith("  ") and len(line.split()) > 1}
+    assert {"my_fill", "zero_fill", "non_dedicated"} <= names and not {"shaspec", "dedicated"} & names
+    assert "  zero_fill    shipped" in listing
+    (mine / "missbench.yaml").write_text("shipped: false\n")
+    listing = bench("list", "--methods", cwd=mine).stdout
+    assert "my_fill" in listing and "zero_fill" not in listing
+    (mine / "missbench.yaml").write_text("shipped: maybe\n")
+    bad = bench("list", cwd=mine)
+    assert bad.returncode == 2 and "missbench.yaml: shipped='maybe': expected true or false" in bad.stderr
 
 
 def test_jobs_inherit_the_root_and_this_checkouts_package(tmp_path, monkeypatch):

@@ -59,6 +59,13 @@ def test_timing_run_writes_one_row_per_timed_iteration_and_pass(timing_store):
     assert zero == 316_587
 
 
+def test_each_model_is_measured_in_a_fresh_process(timing_sweep):
+    """Its peak memory then does not depend on the methods measured before it in the same process."""
+    store, console, _ = timing_sweep
+    metas = [json.loads((p / "meta.json").read_text()) for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(metas) == 2 and {m["executor"] for m in metas} == {"local"} and "measured in a fresh process" in console
+
+
 def test_timing_meta_records_counts_timer_load_and_the_flag(timing_store):
     run_dir = next(p for p in timing_store.iterdir() if p.name.startswith("zero_fill"))
     t = json.loads((run_dir / "meta.json").read_text())["timing"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="data set name (default: the protocol's, else brats_synthetic)")
     p.add_argument("--budget", default=None, help="a budget named in the protocol file (smoke, default, paper)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the protocol's)")
-    p.add_argument("--out", default=None, type=Path, help="sweep folder (default results/<protocol>_<dataset>_<budget>)")
+    p.add_argument("--out", default=None, help="sweep folder (default results/<protocol>_<dataset>_<budget>)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
     p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method parameter override")
@@ -75,7 +76,7 @@ def run_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     from missbench.cli.sweep import report
     from missbench.core.execution import Execution, set_threads
-    from missbench.experiment.protocol import load_protocol
+    from missbench.experiment.protocol import MAX_SEED, load_protocol
     from missbench.experiment.validate import Given, check_options, check_out, check_sweep
     from missbench.store.run_folder import ModelFolder
 
@@ -104,10 +105,14 @@ def run_command(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds is not None else None
     except ValueError:
         raise UsageError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if seeds is not None and not all(0 <= s <= MAX_SEED for s in seeds):
+        raise UsageError(f"--seeds {args.seeds!r}: expected integers in [0, {MAX_SEED}]")
     given = Given(method_params, key_values(args.dataset_param, "--dataset-param"), key_values(args.training, "--training"))
     specs = protocol.expand(methods, dataset_cls, given.dataset_params, args.budget, seeds, method_params, given.training)
     budget = specs[0].budget_name if specs else args.budget
-    sweep = args.out or root() / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
+    if args.out is not None:
+        check_out(args.out)
+    sweep = Path(args.out) if args.out is not None else root() / "results" / f"{protocol.name}_{dataset_cls.name}_{budget}"
     check_sweep(specs, given, dataset_cls)
     check_options(vars(args), here=args.executor != "slurm")
     check_out(sweep)
@@ -115,6 +120,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(dry_run(specs, sweep))
         return 0
     opts = execution_options(args, protocol, methods)
+    if protocol.mode == "timing" and opts.executor == "inline":
+        opts = dataclasses.replace(opts, executor="local", jobs=1)
+        print("timing: each model is measured in a fresh process (the local executor, one at a time), so that its peak "
+              "memory does not depend on what ran before it")
     set_threads(args.threads)
     try:
         exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
@@ -123,6 +132,10 @@ def run_command(args: argparse.Namespace) -> int:
                         prefetch=args.prefetch)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if exe.amp == "bf16" and exe.torch_device.type == "cpu" and dataset_cls.task == "segmentation":
+        raise UsageError("--amp bf16 on the CPU: torch's CPU bf16 backward of 3-D convolutions returns NaN gradients at "
+                         "small spatial sizes (every timing smoke run failed with NaN losses), so segmentation on the CPU "
+                         "trains in float32; use --amp off, or bf16 on a GPU")
     todo, left = plan(specs, sweep, opts, exe)
     for job in todo:
         if not opts.force and ModelFolder(sweep / job.model_id).is_done():

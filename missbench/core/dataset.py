@@ -125,6 +125,28 @@ class Dataset:
 
 
 SPLITS = ("train", "val", "test")
+#: The tasks a data set may declare.
+TASKS = ("segmentation", "classification")
+
+
+def declaration_problem(cls: type) -> str | None:
+    """What is wrong with a data set class's declaration, in one line (None: nothing): a name, a known task,
+    modalities as a non-empty tuple of names, parameters as a mapping, and the two required hooks."""
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        return "no `name` (the name --dataset uses)"
+    if cls.task not in TASKS:
+        return f"task {cls.task!r}: expected one of {list(TASKS)}"
+    modalities = getattr(cls, "modalities", None)
+    if not isinstance(modalities, tuple | list) or not modalities or not all(isinstance(m, str) for m in modalities):
+        return f"modalities {modalities!r}: expected a non-empty tuple of names"
+    if not isinstance(cls.defaults, dict) or not isinstance(cls.constraints, dict):
+        return "defaults and constraints must be mappings of parameter name to value and to rule"
+    missing = [hook for hook in ("case_ids", "load") if getattr(cls, hook) is getattr(Dataset, hook)]
+    if cls.task == "classification":
+        missing = [hook for hook in ("inputs", "build") if getattr(cls, hook) is getattr(ClassificationDataset, hook)]
+    if missing:
+        return f"does not implement {' and '.join(missing)}"
+    return None
 
 
 @dataclass

@@ -136,12 +136,26 @@ EXECUTION_RULES: dict[str, Rule] = {"window_batch": Between(1, integer=True), "a
                                     "prefetch": OneOf(True, False)}
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on: SLURM's allocation (``SLURM_CPUS_PER_TASK``) where set, else the
+    process's affinity (a cgroup or taskset limit), else the machine's count. A job limited to 4 of 64 cores
+    has 4."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int | None, share: int = 1) -> int:
     """Let torch and the BLAS/OpenMP pools numpy and scipy use (threadpoolctl) run ``threads`` CPU threads
-    (default: this machine's cores divided by ``share``, the processes that split them); returns the count."""
+    (default: the cores this process may use, `available_cores`, divided by ``share``, the processes that split
+    them); returns the count."""
     from threadpoolctl import threadpool_limits
 
-    count = threads or max(1, (os.cpu_count() or 1) // share)
+    count = threads or max(1, available_cores() // share)
     torch.set_num_threads(count)
     threadpool_limits(count)
     return count

@@ -152,6 +152,79 @@ def permute_blocks(t: torch.Tensor, dim: int, order: list[int]) -> torch.Tensor:
     return t.unflatten(dim, (len(order), -1)).index_select(dim, index).flatten(dim, dim + 1)
 
 
+#: The output conventions each task allows.
+OUTPUTS = {"segmentation": ("regions", "labels"), "classification": ("labels",)}
+
+
+def declaration_problem(cls: type) -> str | None:
+    """What is wrong with a method class's declaration, in one line (None: nothing): a name, known tasks as a
+    tuple, an output convention per task, parameter rules that belong to declared parameters and allow their
+    defaults, and a forward pass (`forward`, or `encode` with `decode`)."""
+    from missbench.core.params import ParamError, check_value
+
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        return "no `name` (the name --methods uses)"
+    if not isinstance(cls.tasks, tuple | list) or not cls.tasks or any(t not in OUTPUTS for t in cls.tasks):
+        return f"tasks {cls.tasks!r}: expected a non-empty tuple of {list(OUTPUTS)}"
+    for t in cls.tasks:
+        if not isinstance(cls.outputs, dict) or cls.outputs.get(t) not in OUTPUTS[t]:
+            return f"outputs[{t!r}] is {cls.outputs.get(t) if isinstance(cls.outputs, dict) else cls.outputs!r}; expected one of {list(OUTPUTS[t])}"
+    if not isinstance(cls.defaults, dict) or not isinstance(cls.constraints, dict):
+        return "defaults and constraints must be mappings of parameter name to value and to rule"
+    stray = sorted(set(cls.constraints) - set(cls.defaults))
+    if stray:
+        return f"constraints name undeclared parameters {stray}"
+    for key, rule in cls.constraints.items():
+        try:
+            check_value(key, cls.defaults[key], cls.defaults[key], rule)
+        except ParamError as e:
+            return f"the default breaks its own rule: {e}"
+    if cls.forward is Method.forward and cls.encode is Method.encode:
+        return "no forward pass: implement forward(x, available, target), or encode(x) and decode(features, available, target)"
+    if cls.encode is not Method.encode and cls.decode is Method.decode and cls.forward is Method.forward:
+        return "implements encode but not decode"
+    return None
+
+
+def unregistered(module: nn.Module) -> str | None:
+    """A module or parameter that ``module`` holds outside torch's registries (in a plain list, tuple or dict
+    attribute), which the optimiser, ``.to(device)`` and checkpoints would all miss; None when there is none."""
+    for owner_name, owner in module.named_modules():
+        for attr, value in vars(owner).items():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
+            if attr.startswith("_") or not items:
+                continue
+            if any(isinstance(v, nn.Module | nn.Parameter) for v in items):
+                where = f"{owner_name}.{attr}" if owner_name else attr
+                return (f"holds modules or parameters in the plain {type(value).__name__} attribute {where!r}, which the "
+                        f"optimiser and checkpoints miss; use nn.ModuleList, nn.ModuleDict or nn.ParameterList")
+    return None
+
+
+def meta_output_problem(method: Method, patch: tuple[int, int, int] | None) -> str | None:
+    """The logits' shape of one forward pass (in eval mode) on the meta device (no memory, no compute) against the
+    task's, in one line; None when it is right, or when the method's forward cannot run on the meta device (a
+    data-dependent step such as ``.item()``: the trainer checks the channels at the first step instead). For a
+    throw-away build: ``method`` is left in eval mode."""
+    task = method.task
+    with torch.device("meta"):
+        if task.volumetric:
+            x: Any = torch.zeros(1, method.n_modalities, *(patch or (16, 16, 16)))
+        else:
+            x = [torch.zeros(2, *task.inputs[m].shape) for m in method.modalities]
+        available = torch.ones(1 if task.volumetric else 2, method.n_modalities, dtype=torch.bool)
+        try:
+            with torch.no_grad():
+                logits = method.eval()(x, available).logits
+        except Exception:  # noqa: BLE001 - not checkable on the meta device; the first training step is
+            return None
+    channels = task.out_channels(method.output)
+    if logits.ndim < 2 or logits.shape[1] != channels:
+        return (f"its logits have shape {tuple(logits.shape)}; the {task.name} task's {method.output!r} output needs "
+                f"{channels} channels in dimension 1")
+    return None
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

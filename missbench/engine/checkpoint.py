@@ -44,10 +44,16 @@ class Checkpointer:
         state = self.folder.load_checkpoint(map_location)
         if state is None:
             return 0, 0
-        self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.batches.set_rng_state({k: state[k] for k in ("numpy_rng", "torch_rng")})
-        torch.set_rng_state(state["torch_global_rng"])
+        fresh = {k: v.clone() for k, v in self.method.state_dict().items()}
+        try:
+            self.method.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.batches.set_rng_state({k: state[k] for k in ("numpy_rng", "torch_rng")})
+            torch.set_rng_state(state["torch_global_rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # it reads, but it is not this model's state
+            self.method.load_state_dict(fresh)
+            self.folder.set_aside_checkpoint(f"it does not fit the model ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+            return 0, 0
         frozen = set(state["frozen"])
         for name, p in self.method.named_parameters():
             if name in frozen:

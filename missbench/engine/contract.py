@@ -25,7 +25,7 @@ import torch
 from missbench.core.availability import Inputs, batch_size, draw_available, zero_inputs
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.inference import subset_predictor
-from missbench.core.method import Method, count_on_meta, count_parameters
+from missbench.core.method import Method, count_on_meta, count_parameters, declaration_problem
 from missbench.core.subsets import all_subsets
 from missbench.core.tasks import Task, get_task
 from missbench.engine.train import MethodError, fit_stage, train_step
@@ -34,7 +34,6 @@ from missbench.engine.train import MethodError, fit_stage, train_step
 SEGMENTATION_MODALITIES = ("FLAIR", "T1", "T1c", "T2")
 CLASSIFICATION_INPUTS = {"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20)), "table": ("tabular", (6,))}
 #: Output conventions a method may declare per task.
-OUTPUTS = {"segmentation": ("regions", "labels"), "classification": ("labels",)}
 #: Training steps of the loss check, and its optimiser's learning rate.
 LOSS_STEPS, TOY_LR = 24, 3e-3
 #: Tolerance of "the same prediction" (torch.testing's float32 defaults); `check_task` allows float sums in
@@ -146,26 +145,10 @@ def _differs_where_missing(x: Inputs, mask: tuple[bool, ...]) -> Inputs:
 # --- the checks ------------------------------------------------------------------------------------------
 
 def check_declaration(cls: type[Method]) -> None:
-    """The class attributes the engine reads: a name, known tasks, an output convention per task, and
-    parameter rules that belong to declared parameters and allow their defaults."""
-    from missbench.core.params import ParamError, check_value
-
-    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
-        raise ContractViolation("no `name` (the name --methods uses)")
-    unknown = [t for t in cls.tasks if t not in OUTPUTS]
-    if not cls.tasks or unknown:
-        raise ContractViolation(f"tasks {cls.tasks!r}: expected a non-empty tuple of {list(OUTPUTS)}")
-    for t in cls.tasks:
-        if cls.outputs.get(t) not in OUTPUTS[t]:
-            raise ContractViolation(f"outputs[{t!r}] is {cls.outputs.get(t)!r}; expected one of {list(OUTPUTS[t])}")
-    stray = sorted(set(cls.constraints) - set(cls.defaults))
-    if stray:
-        raise ContractViolation(f"constraints name undeclared parameters {stray}")
-    for key, rule in cls.constraints.items():
-        try:
-            check_value(key, cls.defaults[key], cls.defaults[key], rule)
-        except ParamError as e:
-            raise ContractViolation(f"the default breaks its own rule: {e}") from None
+    """The class attributes the engine reads (`missbench.core.method.declaration_problem`)."""
+    problem = declaration_problem(cls)
+    if problem is not None:
+        raise ContractViolation(problem)
 
 
 def check_parameters(method: Method, cls: type[Method], task: Task, modalities: tuple[str, ...], params: dict[str, Any]) -> str:

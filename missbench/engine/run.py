@@ -40,10 +40,10 @@ from missbench.engine.train import train
 from missbench.experiment import registry
 from missbench.experiment.protocol import code_of, protocol_files
 from missbench.experiment.registry import UnknownName
-from missbench.experiment.root import root
+from missbench.experiment.root import PACKAGE_CHECKOUT, root
 from missbench.experiment.spec import Job, ModelSpec, RunSpec, ScoreSpec
 from missbench.store import provenance
-from missbench.store.run_folder import ModelFolder, ScoreFolder
+from missbench.store.run_folder import ModelFolder, RunBusy, ScoreFolder
 
 log = logging.getLogger("missbench")
 
@@ -68,6 +68,8 @@ def recorded(artefact: ModelFolder | ScoreFolder, exe: Execution) -> Iterator[No
     environment), then raise it again."""
     try:
         yield
+    except RunBusy:  # another process holds the model now: its attempt is the one to record
+        raise
     except Exception as e:
         artefact.fail(e, traceback.format_exc(), asdict(exe), environmental(e))
         raise
@@ -91,7 +93,8 @@ def check_code(model: ModelSpec, parts: tuple[str, ...] = ("method", "dataset"))
 
 def provenance_meta(exe: Execution, classes: tuple[type, ...], protocol: str) -> dict[str, Any]:
     """What every meta.json records of how and where it was made."""
-    return {"execution": asdict(exe), "versions": provenance.versions(), **provenance.git_state(root()),
+    engine = {f"engine_{k}": v for k, v in provenance.git_state(PACKAGE_CHECKOUT).items()}  # the code, wherever the root is
+    return {"execution": asdict(exe), "versions": provenance.versions(), **provenance.git_state(root()), **engine,
             "plugin_files": plugin_files(protocol, classes), **provenance.device_info(exe.torch_device),
             **provenance.scheduler_info(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 

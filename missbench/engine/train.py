@@ -43,6 +43,10 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Inputs, y: t
     terms, backward and the optimiser step; ``before_update`` runs just before the parameters change."""
     with timer.phase("forward"), exe.autocast():
         out = method(x, available, y)
+        channels = method.task.out_channels(method.output)
+        if out.logits.ndim < 2 or out.logits.shape[1] != channels:
+            raise MethodError(f"method {method.name!r}: logits of shape {tuple(out.logits.shape)}; the {method.task.name} "
+                              f"task's {method.output!r} output needs {channels} channels in dimension 1")
         if not out.losses:
             raise MethodError(f"method {method.name!r} returned no loss terms in training; add the task loss "
                               f"(Output.losses.update(self.task_loss(logits, target))) whenever a target is given")

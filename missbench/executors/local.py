@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
-from missbench.core.execution import Execution
+from missbench.core.execution import Execution, available_cores
 from missbench.executors import Options
 from missbench.executors.environment import importable
 from missbench.executors.task import RunTask
@@ -23,7 +22,7 @@ def run_local(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: 
 
     gpus = torch.cuda.device_count()
     executor = submitit.LocalExecutor(folder=sweep / SUBMITIT)
-    threads = opts.threads or max(1, (os.cpu_count() or 1) // opts.jobs)
+    threads = opts.threads or max(1, available_cores() // opts.jobs)
     task = RunTask(sweep, exe, opts.force, threads, opts.train)
     queue, running, finished = list(todo), {}, 0
     with importable():

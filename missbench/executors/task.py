@@ -4,6 +4,7 @@ preemption hook submitit calls (it looks for a ``checkpoint`` method)."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,11 @@ class RunTask:
     def __call__(self, job: Job) -> str:
         if self.threads:
             set_threads(self.threads)
+        # --force applies to the submission, not to SLURM's own requeues of it (after a node failure or scontrol
+        # requeue the same task runs again): those resume from the checkpoint instead of training from zero.
+        force = self.force and not int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         try:
-            return run(job, self.sweep_dir, self.exe, self.force, self.train)
+            return run(job, self.sweep_dir, self.exe, force, self.train)
         except RunBusy:
             return BUSY
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from missbench.experiment import registry
+from missbench.experiment.root import plugin_folders
 from missbench.core.dataset import Dataset
 from missbench.core.params import Between, OneOf, ParamError, Rule, check_value, normalised
 from missbench.experiment.resources import ResourceError
@@ -44,6 +45,8 @@ TIMING_KEYS = ("warmup", "iterations", "inference_warmup", "inference_passes")
 EVAL_ON = ("own", "all")
 _UNSET = object()
 REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
+#: The largest seed (rows store seeds as 64-bit integers; numpy's and torch's generators take 32 bits and more).
+MAX_SEED = 2**32 - 1
 #: A budget's data set parameters: ``dataset`` for the protocol's own data set, ``datasets: {name: {...}}`` for others.
 BUDGET_DATASET_KEYS = ("dataset", "datasets")
 #: A missing-rate grid (missbench/missing.py): the scheme, its rates, the rarely present modality
@@ -301,10 +304,10 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def _inherited(path: Path, parent: str) -> list[Path]:
-    """Where ``inherit: <parent>`` in ``path`` may point, in the order looked at: the file's own folder, then
-    the root's protocols/ (``.yaml`` added to a bare name); the first that exists is the one."""
+    """Where ``inherit: <parent>`` in ``path`` may point, in the order looked at: the file's own folder, then the
+    root's protocols/ and the shipped benchmark's (``.yaml`` added to a bare name); the first that exists is the one."""
     name = parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml"
-    return list(dict.fromkeys([path.parent / name, registry.root() / "protocols" / name]))
+    return list(dict.fromkeys([path.parent / name, *(folder / name for folder, _ in plugin_folders("protocols"))]))
 
 
 def protocol_files(path: Path) -> list[Path]:
@@ -420,9 +423,13 @@ def load_protocol(path: Path) -> Protocol:
             raise ProtocolError(f"{path}: missing required key {key!r}")
     if data["mode"] not in MODES:
         raise ProtocolError(f"{path}: mode {data['mode']!r}; expected one of {list(MODES)}")
+    if not data["seeds"]:
+        raise ProtocolError(f"{path}: seeds: expected a non-empty list of integers")
     for i, s in enumerate(data["seeds"]):
-        if not isinstance(s, int) or isinstance(s, bool):
-            raise ProtocolError(f"{path}: seeds[{i}] must be an integer, got {s!r}")
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED:
+            raise ProtocolError(f"{path}: seeds[{i}] must be an integer in [0, {MAX_SEED}], got {s!r}")
+    if not data["subsets"]:
+        raise ProtocolError(f"{path}: subsets: expected a non-empty list of modality subsets (each is a row of the tables)")
     for name, b in data["budgets"].items():
         _check_budget(path, name, b, data.get("dataset", DEFAULT_DATASET))
     if data["default_budget"] not in data["budgets"]:

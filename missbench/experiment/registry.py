@@ -1,5 +1,6 @@
 """Plugin discovery: one class per file in ``methods/`` and ``datasets/``, and the protocol files in
-``protocols/``, found by folder in the benchmark root (missbench/experiment/root.py), as benchopt.
+``protocols/``, found by folder in the benchmark root and then in the shipped benchmark it extends
+(missbench/experiment/root.py), as benchopt. A root's plugin of a name overrides the shipped one.
 
 The folders are loaded by file path under the module names ``missbench.plugins.<kind>.<file>``;
 they are never put on ``sys.path``, so the repository's ``datasets/`` cannot shadow Hugging
@@ -15,12 +16,13 @@ import hashlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
-from missbench.experiment.root import root
+from missbench.experiment.root import hidden_names, plugin_folders, root
 
 if TYPE_CHECKING:
     from missbench.core.dataset import Dataset
@@ -33,12 +35,19 @@ class UnknownName(ValueError):
 
 class Plugins(NamedTuple):
     """One plugin folder, read: name -> class, name -> file, name -> SHA-256 of the file as it was imported
-    (provenance: the code that runs), and the files that failed to import, with the error."""
+    (provenance: the code that runs), the files that failed to import or register, each with its one-line
+    reason, and name -> where it comes from ("root" or "shipped")."""
 
     classes: dict[str, type]
     files: dict[str, Path]
     sha256: dict[str, str]
     broken: dict[str, str]
+    source: dict[str, str]
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as ``Class: message`` on one line."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
 
 
 def load_plugin(path: Path, kind: str) -> ModuleType:
@@ -55,10 +64,17 @@ def load_plugin(path: Path, kind: str) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except BaseException:
         del sys.modules[name]
         raise
     return module
+
+
+def _declaration(kind: str) -> Callable[[type], str | None]:
+    """The declaration check of ``kind``'s classes (missbench.core.method / missbench.core.dataset)."""
+    from missbench.core import dataset, method
+
+    return {"methods": method.declaration_problem, "datasets": dataset.declaration_problem}[kind]
 
 
 def _base(kind: str) -> type:
@@ -71,29 +87,49 @@ def _base(kind: str) -> type:
 
 @cache
 def _scan(folder: Path, kind: str) -> Plugins:
-    """Every plugin class of ``folder`` (read once per folder and process)."""
+    """Every plugin class of ``folder`` (read once per folder and process). A file that fails to import (any error,
+    ``sys.exit`` at import included) or to register (a class without a name of its own and no named one beside
+    it, a name defined twice) is left out and named in ``broken`` with its one-line reason; the others load."""
     base = _base(kind)
-    plugins = Plugins({}, {}, {}, {})
+    plugins = Plugins({}, {}, {}, {}, {})
+    taken: dict[str, str] = {}  # names defined twice -> the first file
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
+        where = f"{kind}/{path.name}"
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             module = load_plugin(path, kind)
-        except Exception as e:  # one broken plugin must not take the others down
-            plugins.broken[f"{kind}/{path.name}"] = f"{type(e).__name__}: {e}"
+        except (Exception, SystemExit) as e:  # one broken plugin must not take the others down
+            plugins.broken[where] = f"{one_line(e)} (while importing it)"
             continue
-        for obj in vars(module).values():
-            if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and obj.__module__ == module.__name__:
-                if obj.name in plugins.classes:
-                    raise RuntimeError(f"{kind} name {obj.name!r} is defined twice ({path})")
-                plugins.classes[obj.name], plugins.files[obj.name], plugins.sha256[obj.name] = obj, path, digest
+        found = [obj for obj in vars(module).values()
+                 if inspect.isclass(obj) and issubclass(obj, base) and obj is not base and obj.__module__ == module.__name__]
+        named = [c for c in found if isinstance(vars(c).get("name"), str) and vars(c)["name"]]
+        if not named:  # classes without a name of their own are helper bases; a file of only those registers nothing
+            if found:
+                plugins.broken[where] = (f"defines no {kind[:-1]}: class {found[0].__name__} has no `name` of its own "
+                                         f"(set name = \"...\"; a helper base class may stay beside a named class)")
+            continue
+        for cls in named:
+            problem = _declaration(kind)(cls)
+            if problem is not None:
+                plugins.broken[where] = f"{kind[:-1]} {cls.__name__}: {problem}"
+                continue
+            if cls.name in plugins.classes or cls.name in taken:  # neither file's class is the one the name means
+                first = taken.setdefault(cls.name, f"{kind}/{plugins.files[cls.name].name}" if cls.name in plugins.files else "")
+                why = f"{kind[:-1]} name {cls.name!r} is defined in two files ({first} and {where}); rename one"
+                plugins.broken[first] = plugins.broken[where] = why
+                for table in (plugins.classes, plugins.files, plugins.sha256):
+                    table.pop(cls.name, None)
+                continue
+            plugins.classes[cls.name], plugins.files[cls.name], plugins.sha256[cls.name] = cls, path, digest
     return plugins
 
 
 def imported_file(cls: type) -> tuple[Path, str] | None:
-    """(file, SHA-256 when imported) of a method or data set class of the current root; None for a class
-    that is not one of its plugins (one defined elsewhere, e.g. in a test)."""
+    """(file, SHA-256 when imported) of a method or data set class of the current root (or the shipped benchmark
+    it extends); None for a class that is not one of its plugins (one defined elsewhere, e.g. in a test)."""
     for kind in ("methods", "datasets"):
         found = plugins(kind)
         name = getattr(cls, "name", None)
@@ -103,8 +139,19 @@ def imported_file(cls: type) -> tuple[Path, str] | None:
 
 
 def plugins(kind: str) -> Plugins:
-    """The ``kind`` ("methods" or "datasets") plugins of the current root."""
-    return _scan(root() / kind, kind)
+    """The ``kind`` ("methods" or "datasets") plugins of the current root, then those of the shipped benchmark
+    that the root does not override or hide (`missbench.experiment.root.plugin_folders`)."""
+    merged = Plugins({}, {}, {}, {}, {})
+    hidden = hidden_names()
+    for folder, source in plugin_folders(kind):
+        scanned = _scan(folder, kind)
+        for name, cls in scanned.classes.items():
+            if name in merged.classes or source == "shipped" and name in hidden:
+                continue
+            merged.classes[name], merged.files[name], merged.sha256[name] = cls, scanned.files[name], scanned.sha256[name]
+            merged.source[name] = source
+        merged.broken.update({f"{where}" if source == "root" else f"shipped {where}": why for where, why in scanned.broken.items()})
+    return merged
 
 
 def _get(kind: str, name: str) -> type:
@@ -132,16 +179,28 @@ def dataset_names() -> list[str]:
     return sorted(plugins("datasets").classes)
 
 
+def protocol_files() -> dict[str, tuple[Path, str]]:
+    """Protocol name -> (file, "root" or "shipped"): the root's protocols/, then the shipped ones it does not
+    override or hide."""
+    out: dict[str, tuple[Path, str]] = {}
+    hidden = hidden_names()
+    for folder, source in plugin_folders("protocols"):
+        for path in sorted(folder.glob("*.yaml")):
+            if path.stem not in out and not (source == "shipped" and path.stem in hidden):
+                out[path.stem] = (path, source)
+    return out
+
+
 def protocol_names() -> list[str]:
-    return sorted(p.stem for p in (root() / "protocols").glob("*.yaml"))
+    return sorted(protocol_files())
 
 
 def protocol_path(name: str) -> Path:
-    """A protocol given by name (protocols/<name>.yaml in the root) or by path."""
+    """A protocol given by name (protocols/<name>.yaml in the root, else the shipped one) or by path."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
-    candidate = root() / "protocols" / f"{name}.yaml"
-    if not candidate.exists():
+    found = protocol_files().get(name)
+    if found is None:
         raise UnknownName(f"unknown protocol {name!r}; valid: {', '.join(protocol_names())} (or a path to a .yaml file)")
-    return candidate
+    return found[0]

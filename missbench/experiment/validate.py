@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from missbench.core.dataset import Dataset
-from missbench.core.execution import EXECUTION_DEFAULTS, EXECUTION_RULES, check_device
-from missbench.core.method import build_on_meta
+from missbench.core.execution import EXECUTION_DEFAULTS, EXECUTION_RULES, available_cores, check_device
+from missbench.core.method import build_on_meta, count_parameters, meta_output_problem, unregistered
 from missbench.core.params import Between, ParamError, Rule, check_params, check_value
 from missbench.core.tasks import get_task
 from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
 from missbench.experiment import registry
+from missbench.experiment.registry import one_line
 from missbench.experiment.spec import RunSpec, canonical
 
 #: Run options that are counts (argparse dests); ``window_batch`` is Execution's own declaration.
@@ -79,10 +80,25 @@ def check_specs(specs: list[RunSpec]) -> None:
     distinct = {(s.model.method, canonical(s.model.method_params), canonical(s.train_data), canonical(s.model.training),
                  s.score.dataset, canonical(s.eval_data), canonical(s.score.metric)): s for s in specs}
     for spec in distinct.values():
+        model = spec.model
         try:
-            ds, cls = dataset(spec.model.dataset, spec.train_data), registry.method_class(spec.model.method)
-            build_on_meta(cls, get_task(ds.task, **ds.task_params()), ds.modalities, **spec.model.method_params)
-            cls.training_for(ds.task).replace(**spec.model.training)
+            ds, cls = dataset(model.dataset, spec.train_data), registry.method_class(model.method)
+        except (ValueError, TypeError) as e:
+            raise Invalid(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a data set plugin's own code may raise anything
+            raise Invalid(f"data set {model.dataset!r} cannot be built with {spec.train_data}: {one_line(e)}") from None
+        try:
+            method = build_on_meta(cls, get_task(ds.task, **ds.task_params()), ds.modalities, **model.method_params)
+        except (ValueError, TypeError) as e:
+            raise Invalid(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a method plugin's own code may raise anything
+            raise Invalid(f"method {model.method!r} cannot be built: {one_line(e)} (in its __init__)") from None
+        problem = unregistered(method) or ("has no trainable parameters" if not count_parameters(method) else None) \
+            or meta_output_problem(method, model.patch)
+        if problem is not None:
+            raise Invalid(f"method {model.method!r} {problem}")
+        try:
+            cls.training_for(ds.task).replace(**model.training)
             spec.score.policy(dataset(spec.score.dataset, spec.eval_data).et_threshold)
         except (ValueError, TypeError) as e:
             raise Invalid(str(e)) from None
@@ -96,7 +112,9 @@ def check_sweep(specs: list[RunSpec], given: Given, dataset_cls: type[Dataset]) 
 
 def check_options(options: dict[str, Any], here: bool = True) -> None:
     """Execution options by argparse dest (a None value was not given): counts of at least 1, the window batch,
-    and the device if given, which must exist and, when the work runs on this machine (``here``), be available."""
+    the device if given, which must exist and, when the work runs on this machine (``here``), be available,
+    threads no more than the cores this process may use (``here``: more only slow every step down), a
+    compile backend torch knows, and bf16 autocast only where it computes finite numbers."""
     try:
         for key, rule in OPTION_RULES.items():
             if options.get(key) is not None:
@@ -105,10 +123,24 @@ def check_options(options: dict[str, Any], here: bool = True) -> None:
             check_device(options["device"], here)
     except ParamError as e:
         raise Invalid(str(e.at(flag(e.key)))) from None
+    cores = available_cores()
+    if here and options.get("threads") is not None and options["threads"] > cores:
+        raise Invalid(f"--threads={options['threads']}: expected an integer in [1, {cores}] (the cores this process may use: "
+                      f"more threads than cores only slow every step down)")
+    if options.get("compile"):
+        import torch._dynamo
+
+        if options["compile"] not in torch._dynamo.list_backends(exclude_tags=()):
+            raise Invalid(f"--compile={options['compile']!r}: expected one of {torch._dynamo.list_backends()} (or a debug "
+                          f"backend such as eager or aot_eager)")
 
 
-def check_out(path: Path) -> None:
-    """Refuse a sweep folder that is a file, lies below a file, or whose nearest existing folder is not writable."""
+def check_out(path: Path | str) -> None:
+    """Refuse an empty path, a sweep folder that is a file, lies below a file, or whose nearest existing folder
+    is not writable."""
+    if not str(path).strip():
+        raise Invalid("--out '': expected a folder (or a path to create one)")
+    path = Path(path)
     for p in [path, *path.parents]:
         if p.exists():
             if not p.is_dir():

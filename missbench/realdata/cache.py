@@ -34,6 +34,11 @@ from missbench.store.run_folder import file_sha256, write_atomic
 META, RECIPE = "meta.json", "recipe.json"
 
 
+class CorruptCache(OSError):
+    """A cache file that does not read: the machine's (files), not the experiment's, so a run that failed on it
+    runs again once `bench.py prepare --verify` repaired the cache."""
+
+
 class CacheError(ValueError):
     """A cache folder that holds another recipe than its name says; the message names the folder."""
 
@@ -126,7 +131,8 @@ def read_case(folder: Path, case_id: str) -> tuple[dict[str, np.ndarray], dict[s
         try:
             arrays[f.stem] = np.load(f, mmap_mode="c")
         except (ValueError, OSError) as e:
-            raise ValueError(f"case {case_id}: corrupt cache file {f} ({e}); delete {path} and rerun prepare") from None
+            raise CorruptCache(f"case {case_id}: corrupt cache file {f} ({e}); run `python bench.py prepare --verify` "
+                               f"to rebuild it") from None
     return arrays, json.loads((path / META).read_text())
 
 

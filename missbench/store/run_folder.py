@@ -135,6 +135,8 @@ class Artefact:
             record = json.loads((self.path / DONE).read_text() or "{}")
             if not isinstance(record, dict):
                 return f"{DONE} is not a MissBench marker; {REDO}"
+            if not isinstance(record.get("sha256", {}), dict) or not isinstance(record.get("size", {}), dict):
+                return f"{DONE} is not a MissBench marker; {REDO}"
             sizes = record.get("size", {})
             for name in self.checked:
                 if not (self.path / name).exists():
@@ -234,7 +236,11 @@ class Artefact:
         return record
 
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.path / META).read_text())
+        """meta.json; a ValueError when it is not a mapping (its readers count the results as unreadable)."""
+        meta = json.loads((self.path / META).read_text())
+        if not isinstance(meta, dict):
+            raise ValueError(f"{self.path / META} is not a mapping")
+        return meta
 
     def write_profile(self, profile: dict[str, Any]) -> None:
         write_json(self.path / PROFILE, profile)
@@ -319,6 +325,8 @@ class ModelFolder(Artefact):
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
+        #: The open lock file while this process holds the claim.
+        self._held: Any = None
         #: A run folder written before models and scores were separate: the model of its one score.
         self.legacy = (self.path / LEGACY_SPEC).exists() and not (self.path / MODEL).exists()
         if self.legacy:
@@ -386,32 +394,76 @@ class ModelFolder(Artefact):
     def claim(self) -> Iterator[None]:
         """Hold the model for this process (an exclusive lock the OS drops when the holder dies) and write this
         process's identity into the lock file; `RunBusy` if another holds it, `NotRecorded` if the folder
-        cannot be written."""
+        cannot be written. Temporary files left by a writer that was killed mid-write are removed: while the
+        claim is held no other process writes in the folder."""
+        f = self._lock(wait=True)
+        self._held = f
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            f = open(self.path / LOCK, "a+")
-        except OSError as e:
-            raise NotRecorded(f"model {self.model_id}: cannot claim {self.path} ({type(e).__name__}: {e})") from e
-        with f:
-            deadline = time.monotonic() + CLAIM_PATIENCE_S
-            while True:
-                try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise RunBusy(f"model {self.model_id} is running elsewhere (another process holds {self.path / LOCK})") from None
-                    time.sleep(0.05)
             try:
-                try:
-                    f.truncate(0)
-                    f.write(json.dumps(process.identity()))
-                    f.flush()
-                except OSError as e:
-                    raise NotRecorded(f"model {self.model_id}: cannot write {self.path / LOCK} ({type(e).__name__}: {e})") from e
-                yield
-            finally:
+                f.truncate(0)
+                f.write(json.dumps(process.identity()))
+                f.flush()
+            except OSError as e:
+                raise NotRecorded(f"model {self.model_id}: cannot write {self.path / LOCK} ({type(e).__name__}: {e})") from e
+            self._remove_temporaries()
+            yield
+        finally:
+            self._held = None
+            with contextlib.suppress(OSError):
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+
+    def _lock(self, wait: bool) -> Any:
+        """The open lock file, locked exclusively (retried for `CLAIM_PATIENCE_S` with ``wait``); a lock file deleted
+        or replaced between opening and locking is opened again, so the lock held is always the file's at .lock."""
+        deadline = time.monotonic() + (CLAIM_PATIENCE_S if wait else 0)
+        while True:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                f = open(self.path / LOCK, "a+")
+            except OSError as e:
+                raise NotRecorded(f"model {self.model_id}: cannot claim {self.path} ({type(e).__name__}: {e})") from e
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                if time.monotonic() > deadline:
+                    raise RunBusy(f"model {self.model_id} is running elsewhere (another process holds {self.path / LOCK})") from None
+                time.sleep(0.05)
+                continue
+            if self._same_file(f):
+                return f
+            f.close()  # replaced meanwhile: lock the file that is there now
+
+    def _same_file(self, f: Any) -> bool:
+        try:
+            return os.fstat(f.fileno()).st_ino == os.stat(self.path / LOCK).st_ino
+        except OSError:
+            return False
+
+    def check_claim(self) -> None:
+        """Called while training holds the claim: if the lock file was deleted or replaced (by hand), take the claim
+        again on the file there now, or raise `RunBusy` when another process took it meanwhile (this one stops, so
+        one process trains)."""
+        if self._held is None or self._same_file(self._held):
+            return
+        try:
+            f = self._lock(wait=False)
+        except RunBusy:
+            raise RunBusy(f"model {self.model_id}: its {LOCK} was deleted and another process claimed the model; this "
+                          f"process stops so that one trains it") from None
+        with contextlib.suppress(OSError):
+            self._held.close()
+        self._held = f
+        f.truncate(0)
+        f.write(json.dumps(process.identity()))
+        f.flush()
+
+    def _remove_temporaries(self) -> None:
+        """Half-written files (`write_atomic`'s temporaries) of a writer killed mid-write, here and in the scores."""
+        for tmp in [*self.path.glob(".*.tmp"), *self.path.glob("*/.*.tmp")]:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def is_claimed(self) -> bool:
         """Whether some process holds the model's claim right now (tested by taking the lock for an instant)."""
@@ -482,8 +534,10 @@ class ModelFolder(Artefact):
             handler.close()
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write the training state, atomically, after making sure this process still holds the claim."""
         import torch
 
+        self.check_claim()
         buf = io.BytesIO()
         torch.save(state, buf)
         write_atomic(self.path / CHECKPOINT, buf.getvalue())
@@ -501,11 +555,15 @@ class ModelFolder(Artefact):
             if not isinstance(state, dict) or "model" not in state or "step" not in state:
                 raise ValueError("not a MissBench training state")
         except Exception as e:  # noqa: BLE001 - any unreadable file: truncated, garbage, another format
-            os.replace(path, path.with_name(CHECKPOINT + ".corrupt"))
-            log.warning("model %s: %s does not load (%s: %s); set aside as %s.corrupt, training starts from scratch",
-                        self.model_id, path, type(e).__name__, e, CHECKPOINT)
+            self.set_aside_checkpoint(f"does not load ({type(e).__name__}: {e})")
             return None
         return state
+
+    def set_aside_checkpoint(self, why: str) -> None:
+        """Move checkpoint.pt aside as checkpoint.pt.corrupt with a warning saying ``why``: training starts over."""
+        path = self.path / CHECKPOINT
+        os.replace(path, path.with_name(CHECKPOINT + ".corrupt"))
+        log.warning("model %s: %s %s; set aside as %s.corrupt, training starts from scratch", self.model_id, path, why, CHECKPOINT)
 
     def finished_checkpoint(self, map_location: Any) -> dict[str, Any]:
         """The checkpoint of a finished model, its SHA-256 checked against DONE first; a one-line error otherwise."""

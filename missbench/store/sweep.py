@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from missbench.experiment.spec import Job
 from missbench.store import process
 from missbench.store.run_folder import FAILED, REDO, Artefact, ModelFolder, ScoreFolder, write_json
 
+log = logging.getLogger("missbench")
 JOBS = "jobs.json"
 JOBS_LOCK = "jobs.json.lock"
 SUBMITIT = ".submitit"
@@ -108,7 +110,12 @@ def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[Job, str | None
     controller's PID, recorded with the process's start time."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with locked(sweep):
-        data = read_jobs(sweep)
+        try:
+            data = read_jobs(sweep)
+        except SweepError as e:  # not ours to read: kept beside, and the bookkeeping starts again
+            os.replace(sweep / JOBS, sweep / f"{JOBS}.corrupt")
+            log.warning("%s; set aside as %s.corrupt", e, JOBS)
+            data = {"runs": {}}
         for job, job_id in jobs:
             model = job.model
             before = data["runs"].get(job.model_id, {}).get("scores", [])
@@ -242,12 +249,29 @@ def cancel(sweep: Path) -> list[str]:
         if recorded[r.model_id]["executor"] != "local":
             continue
         targets = [p for p in (recorded[r.model_id].get("process"), ModelFolder(sweep / r.model_id).holder()) if process.alive(p)]
-        for p in targets:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p["pid"], signal.SIGINT)
+        stop(targets)
         if targets:
             cancelled.append(r.job_id)
     return cancelled
+
+
+#: Seconds `stop` gives a process to end after each signal before the next.
+STOP_PATIENCE_S = 5.0
+
+
+def stop(targets: list[dict[str, Any]]) -> None:
+    """End the recorded processes ``targets``: SIGINT (what submitit's LocalJob.cancel sends: the worker saves
+    nothing and leaves its last periodic checkpoint), then SIGTERM, then SIGKILL, each after `STOP_PATIENCE_S`
+    for those still alive (a process started in a script's background ignores SIGINT). Only the very processes
+    recorded are signalled (host, PID and start time)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        targets = [p for p in targets if process.alive(p)]
+        for p in targets:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p["pid"], sig)
+        deadline = time.monotonic() + STOP_PATIENCE_S
+        while any(process.alive(p) for p in targets) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def status_text(runs: list[RunState]) -> str:
