@@ -51,41 +51,49 @@ def sweep_command(words: list[str], sweep: Path, budget: str | None) -> tuple[st
     return "python bench.py " + " ".join(words), wall
 
 
-def seg_summary(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Per method: Avg Dice (%) over the evaluated subsets of ET, TC, WT (mean over cases, then subsets) and the
-    full-modality WT."""
+def seg_summary(rows: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per method: (mean, std over seeds) of the Avg Dice (%) over the evaluated subsets of ET, TC and WT (per seed: mean
+    over cases, then over subsets) and of the full-modality WT."""
     d = rows[(rows.metric == "dice") & rows.region.isin(["ET", "TC", "WT"])]
     out = {}
     for method, g in d.groupby("variant"):
-        per = g.groupby(["eval_subset", "region"]).value.mean().unstack("region") * 100
-        full = g[g.n_available == g.n_available.max()]
-        out[method] = {**per.mean().to_dict(), "full_WT": 100 * full[full.region == "WT"].value.mean()}
+        per_seed = []
+        for _, s in g.groupby("seed"):
+            per = s.groupby(["eval_subset", "region"]).value.mean().unstack("region") * 100
+            full = s[s.n_available == s.n_available.max()]
+            per_seed.append({**per.mean().to_dict(), "full_WT": 100 * full[full.region == "WT"].value.mean()})
+        frame = pd.DataFrame(per_seed)
+        out[method] = {k: (float(frame[k].mean()), float(frame[k].std(ddof=1)) if len(frame) > 1 else float("nan")) for k in frame}
     return out
 
 
 def run_seconds(sweep: Path) -> dict[str, dict[str, float]]:
-    """Per model's method: training and evaluation seconds and seconds per iteration (the model's and its score's meta.json)."""
-    out = {}
+    """Per method: training and evaluation seconds and seconds per iteration, the mean over its models (the model's and
+    its score's meta.json)."""
+    per: dict[str, list[dict[str, float]]] = {}
     for folder in sweep_models(sweep):
         if folder.is_done():
             scores = [s for s in folder.scores() if s.is_done()]
-            out[folder.spec().method] = {**folder.meta()["timings"], **(scores[0].meta()["timings"] if scores else {})}
-    return out
+            per.setdefault(folder.spec().method, []).append(
+                {**folder.meta()["timings"], **(scores[0].meta()["timings"] if scores else {})})
+    return {m: pd.DataFrame(t).mean().to_dict() for m, t in per.items()}
 
 
 def main_job(budget: str | None) -> list[str]:
     sweep = OUT / "main"
     lines = []
     for methods in ("shaspec,zero_fill", "shaspec,smil"):
-        cmd, wall = sweep_command(["--protocol", "non_dedicated", "--methods", methods], sweep, budget)
-        lines.append(f"- `{cmd}`: {wall / 60:.1f} min (runs done before are skipped).")
+        cmd, wall = sweep_command(["--protocol", "non_dedicated", "--methods", methods, "--seeds", "0,1,2"], sweep, budget)
+        lines.append(f"- `{cmd}`: {wall / 60:.1f} min (models done before are skipped).")
     dice, secs = seg_summary(load_rows(sweep)), run_seconds(sweep)
-    lines.append("  Avg Dice (%) over the 15 subsets, ET / TC / WT, and the full-modality WT:")
+    lines.append("  Avg Dice (%) over the 15 subsets, ET / TC / WT, and the full-modality WT, mean ± std over the 3 seeds "
+                 "(the README's main command trains seed 0 alone):")
     for method, v in dice.items():
         t = secs[method]
-        lines.append(f"  {method} {v['ET']:.1f} / {v['TC']:.1f} / {v['WT']:.1f} (full-modality WT {v['full_WT']:.1f}); "
+        lines.append(f"  {method} " + " / ".join(f"{v[k][0]:.1f} ± {v[k][1]:.1f}" for k in ("ET", "TC", "WT"))
+                     + f" (full-modality WT {v['full_WT'][0]:.1f} ± {v['full_WT'][1]:.1f}); "
                      f"training {t['train_seconds']:.0f} s ({t['train_seconds_per_iteration']:.3f} s per iteration), "
-                     f"evaluation {t['eval_seconds']:.0f} s.")
+                     f"evaluation {t['eval_seconds']:.0f} s per model.")
     return lines
 
 
@@ -168,7 +176,16 @@ def machine() -> str:
     gpu = dev["device_name"] if dev["device"] == "cuda" else "no GPU"
     return (f"Commit {(git['git_sha'] or 'unknown')[:7]}{' with uncommitted changes' if git['git_dirty'] else ''}; {dev['cpu']}, "
             f"{dev['cpu_cores']} cores, torch's {dev['cpu_capability']} kernels, {gpu}; torch {torch.__version__}, "
-            f"Python {platform.python_version()}, {versions()['installed']}; {time.strftime('%Y-%m-%d')}.")
+            f"Python {platform.python_version()}, {versions()['installed']} (listed below); {time.strftime('%Y-%m-%d')}.")
+
+
+def packages() -> list[str]:
+    """The installed distributions, name==version, as a collapsed block: the set the figures were measured with
+    (configs/constraints.txt pins it for the README's setup and CI)."""
+    from importlib import metadata
+
+    installed = sorted({f"{d.metadata['Name']}=={d.version}".lower() for d in metadata.distributions()})
+    return ["", "<details><summary>The installed packages</summary>", "", "```", *installed, "```", "", "</details>"]
 
 
 def rewrite(readme: Path, body: list[str]) -> None:
@@ -194,7 +211,7 @@ def main() -> int:
             "`python scripts/measured.py` regenerates them all.", ""]
     for name in args.only.split(","):
         body += JOBS[name](args.budget)
-    rewrite(args.readme, body)
+    rewrite(args.readme, body + packages())
     print(f"wrote the measured section of {args.readme}")
     return 0
 

@@ -94,3 +94,39 @@ def test_et_postprocess_relabels_small_et_as_core():
     small = et_postprocess(labels, 9)
     assert (small[2:4, 2:4, 2:4] == 1).all() and small[5, 5, 5] == 2 and (labels[2:4, 2:4, 2:4] == 4).all()
     assert (et_postprocess(labels, 8) == labels).all()
+
+
+def test_exported_maps_rescore_to_the_rows_the_run_scored(tmp_path):
+    """Export predicts as the run's scoring predicts (the model placed alike, channels-last included): the maps,
+    pasted into the original grid and scored against the original label files, give the run's rows exactly
+    (they differed in 2 of 480 rows, HD95 by 0.0043 mm, when export placed the model otherwise)."""
+    from brats_files import write_lists
+
+    from missbench.core.metrics import score_case
+
+    ids = write_set(tmp_path / "train")
+    lists = write_lists(tmp_path / "lists", ids["train"][:4], [], ids["train"][4:])
+    data = ["--data-root", str(tmp_path / "train"), "--dataset-param", f"cache={tmp_path / 'cache'}",
+            "--dataset-param", f"split={lists}", "--dataset-param", "crop=8"]
+    assert main(["prepare", "--protocol", "brats2018_a", "--budget", "smoke", "--no-progress", *data]) == 0
+    assert main(["--protocol", "brats2018_a", "--budget", "smoke", "--methods", "zero_fill", "--no-progress", "--threads", "1",
+                 "--out", str(tmp_path / "sweep"), *data]) == 0
+    assert main(["export", str(tmp_path / "sweep"), "--out", str(tmp_path / "maps"), "--subsets", "all", "--no-progress",
+                 "--threads", "1"]) == 0
+    rows = load_rows(tmp_path / "sweep")
+    subsets = sorted(set(rows.eval_subset))
+    policy = rows.iloc[0]
+    compared = 0
+    for subset in subsets:
+        for case in ids["train"][4:]:
+            exported = next((tmp_path / "maps").glob(f"*/{subset}/{case}.nii.gz"))
+            original = next((tmp_path / "train").glob(f"*/{case}/{case}_seg.nii*"))
+            pred, ref = (np.asarray(nib.load(f).dataobj) for f in (exported, original))
+            spacing = tuple(round(float(z), 6) for z in nib.load(original).header.get_zooms())  # as the cache records it
+            again = score_case(pred, ref, spacing, policy.empty_policy, int(policy.et_threshold),
+                               policy.hd95_definition)
+            scored = rows[(rows.case_id == case) & (rows.eval_subset == subset)].set_index(["region", "metric"]).value
+            for row in again:
+                assert row["value"] == pytest.approx(scored[row["region"], row["metric"]], abs=1e-9, nan_ok=True), (case, subset, row)
+                compared += 1
+    assert compared == 15 * 2 * 8

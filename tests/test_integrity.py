@@ -96,7 +96,7 @@ BAD = [
     ("out-file", RUN + ["--out", "RESULTS/afile"], None, "--out RESULTS/afile: RESULTS/afile is a file"),
     ("out-below-file", RUN + ["--out", "RESULTS/afile/sweep"], None, "--out RESULTS/afile/sweep: RESULTS/afile is a file"),
     ("slurm-time", RUN + ["--executor", "slurm", "--allow-dirty", "--resource", "time=00:02:00"], None,
-     "resources of shaspec: time '00:02:00' minus signal_delay_s 120 leaves 0 s"),
+     "resources of shaspec: time '00:02:00' minus signal_delay_s 120 and the 60 s by which sbatch may send its warning signal early leaves -60 s"),
     ("threads-over-cores", RUN + ["--threads", "100000"], None, "--threads=100000: expected an integer in [1, "),
     ("compile-backend", RUN + ["--compile", "bogusbackend"], None, "--compile='bogusbackend': expected one of ["),
     ("seeds-overflow", RUN + ["--seeds", "99999999999999999999999"], None, "--seeds '99999999999999999999999': expected integers in [0, 4294967295]"),
@@ -267,9 +267,13 @@ def test_a_run_folder_that_cannot_be_written_is_one_failed_state_and_one_line(tm
 
 
 def test_a_time_limit_that_leaves_no_start_up_is_refused():
-    assert resolve("zero_fill", None, {}, {"time": "00:03:00"})["time"] == "00:03:00"  # 180 - 120 s: enough
-    with pytest.raises(ResourceError, match="leaves 30 s before SLURM's warning signal"):
-        resolve("zero_fill", None, {"signal_delay_s": 30}, {"time": "1:00"})
+    """sbatch may send the warning signal up to 60 s before signal_delay_s: with time 2:00 and signal_delay_s 60
+    USR2 came 29.5-58 s after each start, and the run never got past its start-up."""
+    assert resolve("zero_fill", None, {}, {"time": "00:04:00"})["time"] == "00:04:00"  # 240 - 120 - 60 s: enough
+    with pytest.raises(ResourceError, match="leaves 0 s; a job needs at least 60 s to start"):
+        resolve("zero_fill", None, {}, {"time": "00:03:00"})
+    with pytest.raises(ResourceError, match="signal_delay_s 60 and the 60 s by which sbatch may send its warning signal early"):
+        resolve("zero_fill", None, {"signal_delay_s": 60}, {"time": "00:02:00"})
 
 
 def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_starts_over(tmp_path, monkeypatch):

@@ -48,6 +48,12 @@ from missbench.store.run_folder import ModelFolder, RunBusy, ScoreFolder
 log = logging.getLogger("missbench")
 
 
+#: Errors that end an attempt without saying anything of the experiment: the model stays `stopped` (no FAILED), so
+#: a rerun resumes it. submitit raises UncompletedJobError in a job whose time limit came after its last requeue;
+#: it is named, not imported, so that the engine needs no submitit.
+STOPPED = ("UncompletedJobError",)
+
+
 class CodeChanged(ValueError):
     """A plugin file differs from the one a model was planned or trained with."""
 
@@ -71,7 +77,8 @@ def recorded(artefact: ModelFolder | ScoreFolder, exe: Execution) -> Iterator[No
     except RunBusy:  # another process holds the model now: its attempt is the one to record
         raise
     except Exception as e:
-        artefact.fail(e, traceback.format_exc(), asdict(exe), environmental(e))
+        if type(e).__name__ not in STOPPED:
+            artefact.fail(e, traceback.format_exc(), asdict(exe), environmental(e))
         raise
 
 

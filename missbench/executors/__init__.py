@@ -72,7 +72,8 @@ def plan(specs: list[RunSpec], sweep: Path, opts: Options, exe: Execution | None
             left[job.model_id] = RunState(job.model_id, "failed", state.job_id if state else None, folder.log_path,
                                           state.detail if state else "")
             continue
-        runs = [r for r in job.runs if opts.force or _wanted(folder.score(r.score.score_id), retry, exe)]
+        model_done = folder.is_done()  # a model to train (or redo: corrupt) takes its job's every score; run() skips the done ones
+        runs = [r for r in job.runs if opts.force or not model_done or _wanted(folder.score(r.score.score_id), retry, exe)]
         if not runs:
             left[job.model_id] = state or RunState(job.model_id, "done", None, folder.log_path)
             continue

@@ -28,6 +28,9 @@ _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 #: Seconds a job needs to start (interpreter, imports, data, the first iterations): its time limit minus
 #: ``signal_delay_s`` must leave at least this, or SLURM's warning signal comes before the run can resume.
 STARTUP_S = 60
+#: How much earlier than ``signal_delay_s`` sbatch may send the warning signal ("Due to the resolution of event
+#: handling by Slurm, the signal may be sent up to 60 seconds earlier than specified": sbatch(1), --signal).
+SIGNAL_EARLY_S = 60
 
 
 class ResourceError(ValueError):
@@ -137,14 +140,15 @@ def merge(*layers: dict[str, Any]) -> dict[str, Any]:
 def resolve(method: str, file: tuple[dict[str, Any], dict[str, dict[str, Any]]] | None,
             protocol: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """The resources of one method's runs: defaults < file < file's method block < protocol < flags. Refuses a
-    time limit that leaves less than STARTUP_S seconds before the warning signal (``signal_delay_s`` before the end)."""
+    time limit that leaves less than STARTUP_S seconds before the warning signal (``signal_delay_s`` before the end,
+    and up to SIGNAL_EARLY_S earlier)."""
     glob, per_method = file or ({}, {})
     res = merge(DEFAULTS, glob, per_method.get(method, {}), protocol, flags)
-    left = time_seconds(res["time"]) - res["signal_delay_s"]
+    left = time_seconds(res["time"]) - res["signal_delay_s"] - SIGNAL_EARLY_S
     if left < STARTUP_S:
-        raise ResourceError(f"resources of {method}: time {res['time']!r} minus signal_delay_s {res['signal_delay_s']} leaves "
-                            f"{left} s before SLURM's warning signal; a job needs at least {STARTUP_S} s to start "
-                            f"(raise time or lower signal_delay_s)")
+        raise ResourceError(f"resources of {method}: time {res['time']!r} minus signal_delay_s {res['signal_delay_s']} and the "
+                            f"{SIGNAL_EARLY_S} s by which sbatch may send its warning signal early leaves {left} s; a job needs "
+                            f"at least {STARTUP_S} s to start (raise time or lower signal_delay_s)")
     return res
 
 

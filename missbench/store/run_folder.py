@@ -134,9 +134,9 @@ class Artefact:
         try:
             record = json.loads((self.path / DONE).read_text() or "{}")
             if not isinstance(record, dict):
-                return f"{DONE} is not a MissBench marker; {REDO}"
+                return f"{DONE} is not a MissBench marker"
             if not isinstance(record.get("sha256", {}), dict) or not isinstance(record.get("size", {}), dict):
-                return f"{DONE} is not a MissBench marker; {REDO}"
+                return f"{DONE} is not a MissBench marker"
             sizes = record.get("size", {})
             for name in self.checked:
                 if not (self.path / name).exists():
@@ -408,10 +408,11 @@ class ModelFolder(Artefact):
             self._remove_temporaries()
             yield
         finally:
+            for held in {id(x): x for x in (self._held, f) if x is not None}.values():  # check_claim may have re-taken it
+                with contextlib.suppress(OSError, ValueError):
+                    fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+                held.close()
             self._held = None
-            with contextlib.suppress(OSError):
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-            f.close()
 
     def _lock(self, wait: bool) -> Any:
         """The open lock file, locked exclusively (retried for `CLAIM_PATIENCE_S` with ``wait``); a lock file deleted
