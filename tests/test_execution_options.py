@@ -138,5 +138,6 @@ def test_threads_follow_the_cores_the_process_may_use(tmp_path, monkeypatch, cap
     (model,) = sweep_models(tmp_path / "s")
     meta = model.meta()
     assert meta["cores_available"] == 1 and meta["torch_threads"] == 1 and meta["cpu_cores"] >= 1
+    assert meta["omp_wait_policy"] == "PASSIVE"  # bench.py's default: waiting threads sleep instead of spinning
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
     assert available_cores() == 4

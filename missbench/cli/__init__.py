@@ -7,7 +7,14 @@ One module per subcommand, imported when it is called, so that no command pays f
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Before torch starts OpenMP: threads that wait for their peers sleep instead of spinning. With the default
+# (spinning) policy a training step on 2 cores took 17-24x longer as soon as another process was busy on the
+# node; passive waiting costs little when the node is quiet (benchmarks/threads.py). Set OMP_WAIT_POLICY to
+# choose otherwise; meta.json records it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from missbench.cli.args import data_root_alias
 from missbench.experiment.root import use_root

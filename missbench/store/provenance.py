@@ -84,7 +84,7 @@ def device_info(device: torch.device) -> dict[str, Any]:
     AVX-512 kernels sum in other orders), so a CPU run records it beside the model."""
     info: dict[str, Any] = {"device": str(device), "host": socket.gethostname(), "platform": platform.platform(),
                             "torch_threads": torch.get_num_threads(), "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
-                            "cores_available": available_cores(),
+                            "cores_available": available_cores(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else info["cpu"]
     return info
