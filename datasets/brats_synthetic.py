@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from missbench.core.dataset import Case, Dataset
+from missbench.core.dataset import SPLITS, Case, Dataset
 from missbench.core.params import Between
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
@@ -289,7 +289,6 @@ class BratsSynthetic(Dataset):
     # scaled down here for the much smaller synthetic volumes (64^3 by default).
     et_threshold: ClassVar[int] = 50
 
-    _SPLITS = ("train", "val", "test")
     _CACHE_SIZE = 64
 
     def __init__(self, **params: Any) -> None:
@@ -307,7 +306,7 @@ class BratsSynthetic(Dataset):
     def case_ids(self, split: str) -> list[str]:
         ranges = self._ranges()
         if split not in ranges:
-            raise ValueError(f"dataset {self.name!r}: unknown split {split!r}; expected one of {list(self._SPLITS)}")
+            raise ValueError(f"dataset {self.name!r}: unknown split {split!r}; expected one of {list(SPLITS)}")
         return [f"syn{i:04d}" for i in ranges[split]]
 
     def _index(self, case_id: str) -> tuple[int, str]:

@@ -58,12 +58,13 @@ def make_root(folder: Path, methods: dict[str, str]) -> Path:
 
 
 def smoke_spec(method: str):
-    """The non-dedicated protocol's request for ``method`` at the smoke budget (4 iterations, checkpoint every 2)."""
+    """The non-dedicated protocol's request for ``method`` at the smoke budget (4 iterations, checkpoint every 2), on one
+    CPU thread: the request `bench.py --methods METHOD --budget smoke --threads 1` makes."""
     from missbench.experiment import registry
     from missbench.experiment.protocol import load_protocol
 
     proto = load_protocol(registry.protocol_path("non_dedicated"))
-    return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0]
+    return proto.expand([method], registry.dataset_class("brats_synthetic"), {}, "smoke")[0].on_cpu_threads(1)
 
 
 def run_killed_then_resumed(spec, tmp_path, monkeypatch, exe=None, checkpoint: int = 2):

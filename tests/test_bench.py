@@ -4,6 +4,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -137,3 +138,16 @@ def test_backbone_common_reaches_every_method_that_has_one(tmp_path, capsys):
     assert "hemis {'backbone': 'common'}" in out and "rfnet {'backbone': 'common'}" in out
     assert "shaspec  train=" in out  # ShaSpec's default backbone is already the common one
     assert "zero_fill  train=" in out
+
+
+def test_the_missbench_command_is_python_bench_py():
+    """pyproject.toml's console entry point runs the same main as bench.py."""
+    import shutil
+
+    command = shutil.which("missbench", path=str(Path(sys.executable).parent))
+    if command is None:
+        pytest.skip("the package is not installed in this interpreter's environment (pip install -e .)")
+    ours = subprocess.run([command, "list", "--protocols"], cwd=CHECKOUT, capture_output=True, text=True)
+    script = subprocess.run([sys.executable, "bench.py", "list", "--protocols"], cwd=CHECKOUT, capture_output=True, text=True)
+    assert ours.returncode == script.returncode == 0 and ours.stdout == script.stdout and "non_dedicated" in ours.stdout
+    assert subprocess.run([command, "--methods", "nosuch"], cwd=CHECKOUT, capture_output=True, text=True).returncode == 2

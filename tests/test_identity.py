@@ -15,7 +15,7 @@ from missbench.experiment import registry
 from missbench.experiment.protocol import identity_params, load_protocol
 from missbench.report import load_store
 from missbench.report.model import pools
-from missbench.store.run_folder import ROWS, ModelFolder, sweep_models
+from missbench.store.run_folder import ROWS, sweep_models
 
 BRATS = registry.dataset_class("brats_synthetic")
 SMOKE = ["--budget", "smoke", "--no-progress", "--threads", "1"]
@@ -145,13 +145,14 @@ def test_bench_evaluate_scores_policies_and_hd95_definitions_without_training(fr
     assert main(["evaluate", str(sweep), "--protocol", str(fresh / "strict.yaml"), "--budget", "smoke",
                  "--metric", "empty=one,nan", "--metric", "hd95=pooled,max_directed", "--no-progress", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "8 scores of 2 models; 6 to make" in out and "nothing was trained" in out
+    assert "8 scores of 2 models; 6 made, 2 done before" in out and "nothing was trained" in out
     assert checkpoints == {p: p.stat().st_mtime_ns for p in sweep.glob("*/checkpoint.pt")}
     assert all(len(m.scores()) == 4 for m in sweep_models(sweep))
     assert rows_bytes(sweep, STRICT) == rows_bytes(fresh / "s", STRICT)
     capsys.readouterr()
-    assert main(["evaluate", str(sweep), "--protocol", str(fresh / "strict.yaml"), "--budget", "smoke", "--no-progress"]) == 0
-    assert "2 scores of 2 models; 0 to make" in capsys.readouterr().out  # done before: kept
+    assert main(["evaluate", str(sweep), "--protocol", str(fresh / "strict.yaml"), "--budget", "smoke", "--no-progress",
+                 "--threads", "1"]) == 0
+    assert "2 scores of 2 models; 0 made, 2 done before" in capsys.readouterr().out  # done before: kept
 
 
 COPYCAT = '''

@@ -60,14 +60,14 @@ CUDA = torch.cuda.is_available()
 BAD = [
     ("param-type", RUN + ["--param", "shaspec.alpha=abc"], None, "--param shaspec.alpha='abc': expected a number >= 0"),
     ("param-range", RUN + ["--param", "shaspec.width=0"], None, "--param shaspec.width=0: expected an integer >= 1"),
-    ("param-unknown", RUN + ["--param", "shaspec.alpah=1"], None, "--param shaspec.alpah: unknown parameter; expected one of"),
+    ("param-unknown", RUN + ["--param", "shaspec.alpah=1"], None, "--param shaspec: unknown parameter 'alpah'; expected one of"),
     ("training-type", RUN + ["--training", "lr=abc"], None, "--training lr='abc': expected a number > 0"),
     ("training-lr", RUN + ["--training", "lr=0"], None, "--training lr=0: expected a number > 0"),
     ("training-momentum", RUN + ["--training", "momentum=1"], None, "--training momentum=1: expected a number in [0, 1)"),
     ("training-step-every", RUN + ["--training", "step_every=0"], None, "--training step_every=0: expected a number in (0, 1]"),
     ("training-step-gamma", RUN + ["--training", "step_gamma=1.5"], None, "--training step_gamma=1.5: expected a number in (0, 1]"),
     ("training-decay", RUN + ["--training", "weight_decay=-1"], None, "--training weight_decay=-1: expected a number >= 0"),
-    ("training-unknown", RUN + ["--training", "momentun=0.9"], None, "--training momentun: unknown parameter"),
+    ("training-unknown", RUN + ["--training", "momentun=0.9"], None, "--training: unknown parameter 'momentun'; expected one of"),
     ("dataset-param", RUN + ["--dataset-param", "size=8"], None, "--dataset-param size=8: expected an integer >= 16"),
     ("dataset-count", RUN + ["--dataset-param", "n_test=-1"], None, "--dataset-param n_test=-1: expected an integer >= 1"),
     ("file-param", RUN, "method_params: {shaspec: {alpha: abc}}\n", "PROTO: method_params.shaspec.alpha='abc': expected a number"),
@@ -256,7 +256,7 @@ def test_a_run_folder_that_cannot_be_written_is_one_failed_state_and_one_line(tm
 
     monkeypatch.setattr(store, "write_atomic", refused)
     monkeypatch.setattr(store.os, "access", lambda p, mode: Path(p) != folder and real_access(p, mode))
-    assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--out", str(tmp_path)]) == 1
+    assert main(["--methods", "zero_fill", "--budget", "smoke", "--no-progress", "--threads", "1", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     line = next(x for x in captured.out.splitlines() if spec.model.model_id in x and "FAILED" in x)
     assert "NotRecorded" in line and "PermissionError" in line and "FAILED could not be written either" in line

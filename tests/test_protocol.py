@@ -47,7 +47,7 @@ budgets:
         (BASE.replace("mode: non_dedicated", "mode: semi"), "mode 'semi'"),
         (BASE.replace("default_budget: tiny", "default_budget: huge"), "default_budget 'huge'"),
         (BASE + "training: {lr: fast}\n", "training.lr='fast': expected a number > 0"),
-        (BASE + "training: {momentun: 0.9}\n", "training: unknown key 'momentun'"),
+        (BASE + "training: {momentun: 0.9}\n", "training: unknown parameter 'momentun'"),
         (BASE + "metric: {empty: zero}\n", "metric.empty='zero': expected one of"),
         (BASE + "subsets: [\n", "not valid YAML"),
         ("- a list\n", "expected a mapping"),

@@ -5,7 +5,6 @@ folder, no silent accept)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time

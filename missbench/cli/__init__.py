@@ -35,7 +35,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from missbench.experiment.validate import Invalid
     from missbench.store.sweep import SweepError
 
-    return UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError, RootError, Invalid, NothingToScore, ReleasedError, Overlap, CodeChanged
+    return (UsageError, UnknownName, ProtocolError, ResourceError, SweepError, SubmissionError, RootError, Invalid, NothingToScore,
+            ReleasedError, Overlap, CodeChanged)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ def check_command(argv: list[str]) -> int:
 
     torch.set_num_threads(1)  # toy sizes: more threads only wait on each other
 
-    check_declared("--param ", params, cls.defaults, cls.constraints)
+    check_declared("--param", params, cls.defaults, cls.constraints)
     print(f"bench.py check {cls.name}" + (f" ({', '.join(f'{k}={v}' for k, v in params.items())})" if params else "")
           + ": toy data, 16^3 volumes of 4 modalities; 8 samples of an image, a spectrogram and a table row")
     findings = check_method(cls, params)

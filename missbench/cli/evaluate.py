@@ -53,16 +53,16 @@ def metric_lists(items: list[str]) -> dict[str, list[Any]]:
             raise UsageError(f"--metric {item!r}: expected KEY=VALUE[,VALUE...]")
         values = [key_values([f"{key}={v}"], "--metric")[key] for v in text.split(",")]
         for v in values:
-            check_declared("--metric ", {key: v}, POLICY_DEFAULTS, POLICY_RULES)
+            check_declared("--metric", {key: v}, POLICY_DEFAULTS, POLICY_RULES)
         out[key] = list(dict.fromkeys(out.get(key, []) + values))
     return out
 
 
 def evaluate_command(argv: list[str]) -> int:
     from missbench.cli.sweep import report
-    from missbench.core.execution import Execution, set_threads
+    from missbench.core.execution import Execution, available_cores, set_threads
     from missbench.engine.rescore import Settings, finished_models, requests
-    from missbench.executors import Options, execute, plan
+    from missbench.executors import Options, execute
     from missbench.experiment.protocol import load_protocol
     from missbench.experiment.root import root
     from missbench.experiment.validate import check_declared, check_options, check_specs
@@ -76,7 +76,7 @@ def evaluate_command(argv: list[str]) -> int:
     dataset_params = key_values(args.dataset_param, "--dataset-param")
     if args.dataset is not None:
         cls = registry.dataset_class(args.dataset)
-        check_declared("--dataset-param ", dataset_params, cls.defaults, cls.constraints)
+        check_declared("--dataset-param", dataset_params, cls.defaults, cls.constraints)
     protocol = load_protocol(registry.protocol_path(args.protocol)) if args.protocol else None
     settings = Settings(protocol, args.budget, args.subsets.split(",") if args.subsets else None, metric_lists(args.metric),
                         args.window, args.overlap, args.dataset, dataset_params)
@@ -91,18 +91,19 @@ def evaluate_command(argv: list[str]) -> int:
         models = finished_models(path, methods, args.model or None)
     exe = Execution(args.device, progress=not args.no_progress)
     set_threads(args.threads)
+    threads = (args.threads or available_cores()) if exe.torch_device.type == "cpu" else None
     by_sweep: dict[Path, list] = {}
     for folder in models:
-        by_sweep.setdefault(folder.path.parent, []).extend(requests(folder, settings))
+        by_sweep.setdefault(folder.path.parent, []).extend(r.on_cpu_threads(threads, train=False) for r in requests(folder, settings))
     options = Options(force=args.force, rerun_failed=True, train=False)
     total, status = 0, 0
     for sweep, specs in by_sweep.items():
         check_specs(specs)
-        todo, _ = plan(specs, sweep, options, exe)
-        scores = sum(len(job.runs) for job in todo)
-        total += scores
-        print(f"{sweep}: {len(specs)} scores of {len({s.model.model_id for s in specs})} models; {scores} to make")
-        execute(todo, sweep, exe, options, lambda line: print(line, flush=True))
+        done = execute(specs, sweep, exe, options, lambda line: print(line, flush=True))
+        made = sum(len(job.runs) for job in done.todo)
+        total += made
+        print(f"{sweep}: {len(specs)} scores of {len({s.model.model_id for s in specs})} models; {made} made, "
+              f"{len(specs) - made} done before")
         status = max(status, report(sweep, [s.run_id for s in specs]))
     print(f"made {total} score{'s' if total != 1 else ''}; nothing was trained")
     return status

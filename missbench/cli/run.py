@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from missbench.cli.args import UsageError, key_values, root_option
-from missbench.executors import EXECUTORS, Options, execute, plan
+from missbench.executors import EXECUTORS, Options, execute, job_threads
 from missbench.experiment import registry
 from missbench.experiment.resources import load_file as load_resources
 from missbench.experiment.resources import parse_flags as parse_resource_flags
@@ -78,7 +78,6 @@ def run_command(args: argparse.Namespace) -> int:
     from missbench.core.execution import Execution, set_threads
     from missbench.experiment.protocol import MAX_SEED, load_protocol
     from missbench.experiment.validate import Given, check_options, check_out, check_sweep
-    from missbench.store.run_folder import ModelFolder
 
     use_root(args.root)
     protocol = load_protocol(registry.protocol_path(args.protocol))
@@ -116,15 +115,12 @@ def run_command(args: argparse.Namespace) -> int:
     check_sweep(specs, given, dataset_cls)
     check_options(vars(args), here=args.executor != "slurm")
     check_out(sweep)
-    if args.dry_run:
-        print(dry_run(specs, sweep))
-        return 0
-    opts = execution_options(args, protocol, methods)
+    opts = execution_options(args, protocol, methods, dry=args.dry_run)
     if protocol.mode == "timing" and opts.executor == "inline":
         opts = dataclasses.replace(opts, executor="local", jobs=1)
-        print("timing: each model is measured in a fresh process (the local executor, one at a time), so that its peak "
-              "memory does not depend on what ran before it")
-    set_threads(args.threads)
+        if not args.dry_run:
+            print("timing: each model is measured in a fresh process (the local executor, one at a time), so that its peak "
+                  "memory does not depend on what ran before it")
     try:
         exe = Execution(args.device, not args.no_channels_last, not args.no_progress, amp=resolve_amp(args.amp, args.device),
                         compile=args.compile, profile=args.profile, tf32=args.tf32, cudnn_benchmark=args.cudnn_benchmark,
@@ -136,17 +132,17 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError("--amp bf16 on the CPU: torch's CPU bf16 backward of 3-D convolutions returns NaN gradients at "
                          "small spatial sizes (every timing smoke run failed with NaN losses), so segmentation on the CPU "
                          "trains in float32; use --amp off, or bf16 on a GPU")
-    todo, left = plan(specs, sweep, opts, exe)
-    for job in todo:
-        if not opts.force and ModelFolder(sweep / job.model_id).is_done():
-            print(f"{job.model_id}: trained before; {len(job.runs)} score{'s' if len(job.runs) != 1 else ''} to make")
-    for model_id, state in left.items():
-        print(f"{model_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
-            state.state, f"already {state.state} " + (f"as job {state.job_id}" if state.job_id else f"elsewhere ({state.detail})")))
-    if not execute(todo, sweep, exe, opts, lambda line: print(line, flush=True)):
-        print(f"\n{len(todo)} jobs queued; `python bench.py status {sweep}` shows their states, "
+    if exe.torch_device.type == "cpu":  # the thread count moves CPU floats: it is part of each model and score
+        specs = [s.on_cpu_threads(job_threads(opts, s.model.method)) for s in specs]
+    if args.dry_run:
+        print(dry_run(specs, sweep))
+        return 0
+    set_threads(args.threads)
+    done = execute(specs, sweep, exe, opts, lambda line: print(line, flush=True))
+    if not done.ended:
+        print(f"\n{len(done.todo)} jobs queued; `python bench.py status {sweep}` shows their states, "
               f"`python bench.py collect {sweep}` gathers the results")
-        return 1 if any(state.state == "failed" for state in left.values()) else 0
+        return 1 if any(state.state == "failed" for state in done.left.values()) else 0
     return report(sweep, [s.run_id for s in specs])
 
 
@@ -180,16 +176,17 @@ def resolve_amp(amp: str, device: str) -> str:
     return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "off"
 
 
-def execution_options(args: argparse.Namespace, protocol: Protocol, methods: list[str]) -> Options:
+def execution_options(args: argparse.Namespace, protocol: Protocol, methods: list[str], dry: bool = False) -> Options:
     """Executor options with each method's resources (file < its method block < protocol < flags), checked
-    before anything is written; refuses a SLURM submission from a dirty git tree unless --allow-dirty."""
+    before anything is written; refuses a SLURM submission from a dirty git tree unless --allow-dirty (or ``dry``:
+    nothing is submitted)."""
     from missbench.store import provenance
 
     file = load_resources(args.resources, registry.method_names()) if args.resources else None
     flags = parse_resource_flags(args.resource)
     for m in methods:
         resolve_resources(m, file, protocol.slurm, flags)
-    git = provenance.git_state(root()) if args.executor == "slurm" and not args.allow_dirty else {}
+    git = provenance.git_state(root()) if args.executor == "slurm" and not args.allow_dirty and not dry else {}
     if git.get("git_dirty"):
         untracked = git.get("git_untracked_plugins")
         raise UsageError(f"{root()} has uncommitted changes" + (f" (untracked: {', '.join(untracked)})" if untracked else "")

@@ -163,14 +163,21 @@ def normalised(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, An
     return out
 
 
-def check_params(owner: str, params: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
-    """Refuse unknown names and bad values of ``params`` (``owner`` names whose, e.g. "method 'shaspec'")."""
-    unknown = sorted(set(params) - set(defaults))
+def check_declared(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule], sep: str = ".") -> None:
+    """The one check of named values against their declarations (``defaults`` give names and types, ``rules`` the
+    allowed values), in one wording wherever the values come from: ``<where>: unknown parameter 'k'; expected one
+    of [...]`` and ``<where><sep>k=<value>: expected ...`` (``where`` a flag, a file and key, or an owner)."""
+    unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise ParamError(f"{owner}: unknown parameter {unknown[0]!r}; expected one of {sorted(defaults)}", unknown[0],
+        raise ParamError(f"{where}: unknown parameter {unknown[0]!r}; expected one of {sorted(defaults)}", unknown[0],
                          f": unknown parameter; expected one of {sorted(defaults)}")
-    for key, value in params.items():
+    for key, value in values.items():
         try:
             check_value(key, value, defaults[key], rules.get(key))
         except ParamError as e:
-            raise ParamError(f"{owner}: parameter {e}", key, e.detail) from None
+            raise ParamError(f"{where}{sep}{e}", key, e.detail) from None
+
+
+def check_params(owner: str, params: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
+    """`check_declared` for an object's own parameters (``owner`` names whose, e.g. "method 'shaspec'")."""
+    check_declared(owner, params, defaults, rules, sep=": parameter ")

@@ -29,16 +29,16 @@ import pandas as pd
 import torch
 
 from missbench.core.dataset import Dataset
-from missbench.core.execution import Execution, PhaseTimer
+from missbench.core.execution import Execution, PhaseTimer, set_threads
 from missbench.core.method import Method, count_parameters
 from missbench.core.subsets import parse_subset
 from missbench.engine.checkpoint import final_weights
-from missbench.engine.context import Context, Outcome, build_method, context, eval_settings, mask_meta, split_masks
+from missbench.engine.context import Context, build_method, context, eval_settings, mask_meta, split_masks
 from missbench.engine.selection import Selection
 from missbench.engine.timing import time_method
 from missbench.engine.train import train
 from missbench.experiment import registry
-from missbench.experiment.protocol import code_of, protocol_files
+from missbench.experiment.protocol import protocol_files
 from missbench.experiment.registry import UnknownName
 from missbench.experiment.root import PACKAGE_CHECKOUT, root
 from missbench.experiment.spec import Job, ModelSpec, RunSpec, ScoreSpec
@@ -80,6 +80,12 @@ def recorded(artefact: ModelFolder | ScoreFolder, exe: Execution) -> Iterator[No
         if type(e).__name__ not in STOPPED:
             artefact.fail(e, traceback.format_exc(), asdict(exe), environmental(e))
         raise
+
+
+def use_threads(threads: int | None) -> None:
+    """Run with the CPU thread count a model or score names (its identity holds it); None: as the executor set."""
+    if threads:
+        set_threads(threads)
 
 
 def check_code(model: ModelSpec, parts: tuple[str, ...] = ("method", "dataset")) -> None:
@@ -189,6 +195,7 @@ def obtain_model(job: Job, folder: ModelFolder, exe: Execution, force: bool) -> 
     spec = job.first
     with recorded(folder, exe):
         check_code(spec.model)
+        use_threads(spec.model.cpu_threads)
         ctx = context(spec, exe, folder)
         folder.start(spec.model, fresh=force)
         with folder.logging_to(log):
@@ -285,6 +292,7 @@ def score_one(spec: RunSpec, folder: ModelFolder, trained: Context | None, exe: 
     target = folder.score(spec.score.score_id)
     with recorded(target, exe):
         target.start(spec.score, fresh=force)
+        use_threads(spec.score.cpu_threads)
         same = spec.score.dataset == spec.model.dataset and spec.eval_data == spec.train_data
         dataset = trained.dataset if trained is not None and same else registry.dataset_class(spec.score.dataset)(**spec.eval_data)
         if not same:
@@ -322,6 +330,7 @@ def measure(job: Job, folder: ModelFolder, exe: Execution, force: bool) -> None:
     target = folder.score(spec.score.score_id)
     with recorded(folder, exe), recorded(target, exe):
         check_code(spec.model)
+        use_threads(spec.model.cpu_threads)
         ctx = context(spec, exe, folder)
         folder.start(spec.model, fresh=force)
         target.start(spec.score, fresh=force)
@@ -337,9 +346,10 @@ def measure(job: Job, folder: ModelFolder, exe: Execution, force: bool) -> None:
 
 
 def run(job: Job | RunSpec, sweep_dir: Path, exe: Execution = Execution(), force: bool = False, train: bool = True) -> str:
-    """Train (unless finished) and score one job's model in ``sweep_dir/<model_id>`` (a single request is a job of one
-    score); returns what it did ("skipped" when everything had finished before). ``force`` trains and scores again; with ``train`` False (re-scoring) a
-    model that is not finished is an error and ``force`` redoes the scores only. Raises
+    """Train (unless finished) and score one job's model in ``sweep_dir/<model_id>`` (a single request is a job of
+    one score); returns "done", or "skipped" when everything had finished before. ``force`` trains and scores
+    again; with ``train`` False (re-scoring) a model that is not finished is an error and ``force`` redoes the
+    scores only. Raises
     `missbench.store.run_folder.RunBusy` when another process holds the model, and
     `missbench.store.run_folder.NotRecorded` (one line, the failure chained) when the folder cannot be written; a
     failed score is raised after the other scores ran."""

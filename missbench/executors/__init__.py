@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from missbench.experiment.resources import DEFAULTS
 from missbench.experiment.spec import Job, RunSpec, jobs
 from missbench.store.run_folder import Artefact, ModelFolder
-from missbench.store.sweep import RunState, SweepError, states
+from missbench.store.sweep import RunState, SweepError, locked, states
 
 if TYPE_CHECKING:  # torch: imported by the executors that run, not by `bench.py --help`
     from missbench.core.execution import Execution
@@ -47,6 +47,18 @@ class Options:
     train: bool = True
     #: Resolved resources of a method's runs (missbench.experiment.resources.resolve).
     resources: Callable[[str], dict[str, Any]] = field(default=lambda method: dict(DEFAULTS))
+
+
+def job_threads(opts: Options, method: str) -> int:
+    """The CPU threads a job of ``method`` runs with under ``opts``: ``--threads``, else the executor's share of the
+    cores (inline: every core the process may use; local: those divided by ``--jobs``; SLURM: the job's cpus)."""
+    if opts.threads:
+        return opts.threads
+    if opts.executor == "slurm":
+        return int(opts.resources(method)["cpus"])
+    from missbench.core.execution import available_cores
+
+    return max(1, available_cores() // (opts.jobs if opts.executor == "local" else 1))
 
 
 def plan(specs: list[RunSpec], sweep: Path, opts: Options, exe: Execution | None = None) -> tuple[list[Job], dict[str, RunState]]:
@@ -98,26 +110,52 @@ def _retry(folder: Artefact, exe: Execution | None) -> bool:
     return bool(failure.get("environmental")) or bool(recorded) and exe is not None and not exe.matches(recorded)
 
 
-def execute(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None] = print) -> bool:
-    """Run or submit ``todo`` with ``opts.executor``; True when they have all ended (not just been queued)."""
+@dataclass
+class Outcome:
+    """What `execute` did: the jobs run or submitted, the models left alone (with their states) and whether every
+    job has ended (not just been queued)."""
+
+    todo: list[Job]
+    left: dict[str, RunState]
+    ended: bool
+
+
+def announce(todo: list[Job], left: dict[str, RunState], sweep: Path, opts: Options, say: Callable[[str], None]) -> None:
+    """A line per model the plan leaves alone (with why) and per finished model it only scores."""
+    from missbench.store.run_folder import ModelFolder
+
+    for job in todo:
+        if not opts.force and ModelFolder(sweep / job.model_id).is_done():
+            say(f"{job.model_id}: trained before; {len(job.runs)} score{'s' if len(job.runs) != 1 else ''} to make")
+    for model_id, state in left.items():
+        say(f"{model_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
+            state.state, f"already {state.state} " + (f"as job {state.job_id}" if state.job_id else f"elsewhere ({state.detail})")))
+
+
+def execute(specs: list[RunSpec], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None] = print) -> Outcome:
+    """Plan ``specs`` (`plan`: a job per model with what is still to do), say what is left alone, and run or submit
+    the jobs with ``opts.executor``. A SLURM submission plans and submits under the sweep's lock, once, so two
+    submissions at once never queue one model twice."""
     if opts.executor not in EXECUTORS:
         raise ValueError(f"unknown executor {opts.executor!r}; valid: {', '.join(EXECUTORS)}")
-    if not todo:
-        return True
-    if opts.executor == "inline":
+    if opts.executor == "slurm":
+        from missbench.executors.slurm import submit_slurm, wait
+
+        with locked(sweep):
+            todo, left = plan(specs, sweep, opts, exe)
+            announce(todo, left, sweep, opts, say)
+            submit_slurm(todo, sweep, replace(exe, progress=False), opts, say)
+        if todo and opts.wait:
+            wait(sweep, [job.model_id for job in todo])
+        return Outcome(todo, left, opts.wait or not todo)
+    todo, left = plan(specs, sweep, opts, exe)
+    announce(todo, left, sweep, opts, say)
+    if todo and opts.executor == "inline":
         from missbench.executors.inline import run_inline
 
         run_inline(todo, sweep, exe, opts, say)
-        return True
-    exe = replace(exe, progress=False)  # no progress bars in job logs
-    if opts.executor == "local":
+    elif todo:
         from missbench.executors.local import run_local
 
-        run_local(todo, sweep, exe, opts, say)
-        return True
-    from missbench.executors.slurm import submit_slurm, wait
-
-    submit_slurm(todo, sweep, exe, opts, say)
-    if opts.wait:
-        wait(sweep, [job.model_id for job in todo])
-    return opts.wait
+        run_local(todo, sweep, replace(exe, progress=False), opts, say)  # no progress bars in job logs
+    return Outcome(todo, left, True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from missbench.core.execution import Execution
-from missbench.executors import Options, SubmissionError, plan
+from missbench.executors import Options, SubmissionError
 from missbench.executors.environment import importable
 from missbench.executors.task import RunTask
 from missbench.experiment.resources import slurm_parameters
@@ -33,17 +33,15 @@ def max_array_size(given: int | None) -> int:
 
 
 def submit_slurm(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None]) -> None:
-    """One array job per resource profile (and per MaxArraySize chunk); returns once submitted. Planned again
-    and submitted under the sweep's lock, so two submissions at once never queue the same run twice."""
+    """One array job per resource profile (and per MaxArraySize chunk); returns once submitted. The caller planned
+    ``todo`` under the sweep's lock and holds it (`missbench.executors.execute`)."""
     import submitit
     from submitit.core.utils import FailedJobError
 
+    if not todo:
+        return
     size = max_array_size(opts.max_array_size)
     with importable(), locked(sweep):
-        todo, taken = plan([r for job in todo for r in job.runs], sweep, opts, exe)
-        for model_id, state in taken.items():
-            if state is not None and state.state != "done":
-                say(f"{model_id}: already {state.state}" + (f" as job {state.job_id}" if state.job_id else ""))
         groups: dict[str, tuple[dict[str, Any], list[Job]]] = {}
         for job in todo:
             res = opts.resources(job.model.method)

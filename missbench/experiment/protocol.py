@@ -24,7 +24,7 @@ import yaml
 from missbench.experiment import registry
 from missbench.experiment.root import plugin_folders
 from missbench.core.dataset import Dataset
-from missbench.core.params import Between, OneOf, ParamError, Rule, check_value, normalised
+from missbench.core.params import Between, OneOf, ParamError, Rule, check_declared, normalised
 from missbench.experiment.resources import ResourceError
 from missbench.experiment.resources import check as check_resources
 from missbench.core.metrics import POLICY_DEFAULTS, POLICY_RULES
@@ -272,14 +272,11 @@ def _check_types(where: str, data: dict[str, Any], schema: dict[str, Any]) -> No
 
 
 def _check_values(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
-    """Refuse unknown keys and values of the wrong type or range (the rule engine); errors name ``where``.key."""
-    for key, value in values.items():
-        if key not in defaults:
-            raise ProtocolError(f"{where}: unknown key {key!r}; expected one of {sorted(defaults)}")
-        try:
-            check_value(key, value, defaults[key], rules.get(key))
-        except ParamError as e:
-            raise ProtocolError(str(e.at(f"{where}.{key}"))) from None
+    """`missbench.core.params.check_declared` for values a file gave (``where``: the file and key), as `ProtocolError`."""
+    try:
+        check_declared(where, values, defaults, rules)
+    except ParamError as e:
+        raise ProtocolError(str(e)) from None
 
 
 def _plugin(kind: str, name: str, where: str) -> type:

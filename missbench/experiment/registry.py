@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
-from missbench.experiment.root import hidden_names, plugin_folders, root
+from missbench.experiment.root import hidden_names, plugin_folders
 
 if TYPE_CHECKING:
     from missbench.core.dataset import Dataset

@@ -93,7 +93,7 @@ BUDGET_RULES: dict[str, Rule] = {
 
 def _compact(d: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:
     """``d`` without the ``optional`` fields that are empty: a feature a spec does not use adds nothing to its hash."""
-    return {k: v for k, v in d.items() if k not in optional or v not in ({}, (), [], None)}
+    return {k: v for k, v in d.items() if k not in optional or v not in ({}, (), [], None, "")}
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,11 @@ class ModelSpec:
     released: dict[str, Any] = field(default_factory=dict)
     #: The id the store knows a model by whose id an earlier engine computed (a legacy run folder's name).
     stored_id: str = ""
+    #: torch's CPU threads, for a model trained on the CPU: its float sums follow the thread count (``--threads``
+    #: moved 12 of ShaSpec's 240 smoke values by up to 0.0016), so a count is part of what was trained; None on a GPU.
+    cpu_threads: int | None = None
 
-    OPTIONAL = ("training", "missing", "missing_rate", "selection", "timing", "released", "stored_id")
+    OPTIONAL = ("training", "missing", "missing_rate", "selection", "timing", "released", "stored_id", "cpu_threads")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -190,8 +193,10 @@ class ScoreSpec:
     window: dict[str, Any] = field(default_factory=dict)
     missing: dict[str, Any] = field(default_factory=dict)
     code: dict[str, Any] = field(default_factory=dict)
+    #: torch's CPU threads, for a score computed on the CPU (see ModelSpec.cpu_threads); None on a GPU.
+    cpu_threads: int | None = None
 
-    OPTIONAL = ("metric", "window", "missing")
+    OPTIONAL = ("metric", "window", "missing", "cpu_threads")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -251,6 +256,13 @@ class RunSpec:
         budget = replace(self.budget, **changes)
         window = {**self.score.window, "overlap": budget.overlap} if self.score.window else {}
         return self._of(replace(self.model, budget=budget.training_part()), budget, window=window)
+
+    def on_cpu_threads(self, threads: int | None, train: bool = True) -> RunSpec:
+        """The same request scored, and with ``train`` trained, with ``threads`` CPU threads (None: on a GPU); a
+        released or legacy model keeps its spec."""
+        model = replace(self.model, cpu_threads=threads) if train and not (self.model.released or self.model.stored_id) \
+            else self.model
+        return self._of(model, self.budget, cpu_threads=threads)
 
     def with_model(self, **changes: Any) -> RunSpec:
         """The same request of another model (``changes`` to its spec), its score re-pointed at that model."""

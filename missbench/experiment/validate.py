@@ -18,7 +18,8 @@ from typing import Any
 from missbench.core.dataset import Dataset
 from missbench.core.execution import EXECUTION_DEFAULTS, EXECUTION_RULES, available_cores, check_device
 from missbench.core.method import build_on_meta, count_parameters, meta_output_problem, unregistered
-from missbench.core.params import Between, ParamError, Rule, check_params, check_value
+from missbench.core.params import Between, ParamError, Rule, check_value
+from missbench.core.params import check_declared as core_check_declared
 from missbench.core.tasks import get_task
 from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
 from missbench.experiment import registry
@@ -49,21 +50,22 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def check_declared(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule]) -> None:
-    """`check_params`, the error naming the value by ``where`` and its key (e.g. ``--param shaspec.`` + ``alpha``)."""
+def check_declared(where: str, values: dict[str, Any], defaults: dict[str, Any], rules: dict[str, Rule], sep: str = " ") -> None:
+    """`missbench.core.params.check_declared` for values a flag gave (``where``, e.g. ``--param shaspec`` with ``sep``
+    "."), as `Invalid`."""
     try:
-        check_params(where, values, defaults, rules)
+        core_check_declared(where, values, defaults, rules, sep)
     except ParamError as e:
-        raise Invalid(str(e.at(f"{where}{e.key}"))) from None
+        raise Invalid(str(e)) from None
 
 
 def check_given(given: Given, dataset_cls: type[Dataset]) -> None:
     """Each ``--param``, ``--dataset-param`` and ``--training`` value against its declaration."""
     for method, params in given.method_params.items():
         cls = registry.method_class(method)
-        check_declared(f"--param {method}.", params, cls.defaults, cls.constraints)
-    check_declared("--dataset-param ", given.dataset_params, dataset_cls.defaults, dataset_cls.constraints)
-    check_declared("--training ", given.training, TRAINING_DEFAULTS, TRAINING_RULES)
+        check_declared(f"--param {method}", params, cls.defaults, cls.constraints, sep=".")
+    check_declared("--dataset-param", given.dataset_params, dataset_cls.defaults, dataset_cls.constraints)
+    check_declared("--training", given.training, TRAINING_DEFAULTS, TRAINING_RULES)
 
 
 def check_specs(specs: list[RunSpec]) -> None:

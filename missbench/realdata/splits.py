@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from missbench.core.dataset import SPLITS
+
 #: U-HVED's role names -> the harness's split names.
 UHVED_ROLES = {"Training": "train", "Validation": "val", "Inference": "test"}
-SPLITS = ("train", "val", "test")
 _GRADE_PREFIX = re.compile(r"^(?:HGG|LGG|HG|LG)_(.+)$")
 
 

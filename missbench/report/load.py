@@ -89,7 +89,7 @@ def read_model(folder: Path, live: tuple[str, str] | None = None) -> list[tuple[
     if state == "done":
         try:
             model_meta = model.meta()
-        except (OSError, ValueError) as e:  # damaged after the check: as corrupt as a checksum mismatch
+        except (OSError, ValueError):  # damaged after the check: as corrupt as a checksum mismatch
             state = "corrupt"
     if state != "done":
         why = {"failed": lambda: ("failed", _failed(model)),

@@ -448,6 +448,8 @@ class ModelFolder(Artefact):
         one process trains)."""
         if self._held is None or self._same_file(self._held):
             return
+        if not self.path.is_dir():  # the whole model deleted: nothing to go on with
+            raise FileNotFoundError(f"{self.path} was deleted while this process held the model")
         try:
             f = self._lock(wait=False)
         except RunBusy:
