@@ -75,16 +75,16 @@ harness's, not the code's.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from missbench.core.method import Method, Output, modality_slots, permute_blocks
+from missbench.core.method import Method, Output
 from missbench.core.params import Between, OneOf
 from missbench.core.training import TrainingDefaults
+from missbench.nets.rfnet_official import rfnet_state_dict
 from missbench.nets.rfnet import (
     FusionDecoder,
     RFNetEncoder,
@@ -100,25 +100,6 @@ from missbench.core.tasks.segmentation import labels_onehot
 
 #: region_fusion_start_epoch / num_epochs in the official job.sh.
 FUSION_START = 20 / 300
-#: The code's modality prefixes (flair_encoder, ...), in the order of its input channels (preprocess.py
-#: stacks FLAIR, T1ce, T1, T2), and the data set names they stand for.
-OFFICIAL_MODALITIES = {"flair": "FLAIR", "t1ce": "T1c", "t1": "T1", "t2": "T2"}
-#: Official key (``module.`` removed) -> ours, as (pattern, replacement) applied in turn; ``{m}`` stands for the
-#: modality prefix, decoder levels count from 1 in the code (d1, RFM1: full resolution) and from 0 here.
-OFFICIAL_RENAMES = (
-    (r"^({m})_encoder\.e(\d)_c1\.", lambda g, index: f"encoders.{index[g[1]]}.down.{int(g[2]) - 1}."),
-    (r"^({m})_encoder\.e(\d)_c([23])\.", lambda g, index: f"encoders.{index[g[1]]}.body.{int(g[2]) - 1}.{int(g[3]) - 2}."),
-    (r"^decoder_(sep|fuse)\.", lambda g, index: {"sep": "sep.", "fuse": "fusion."}[g[1]]),
-    (r"^(sep|fusion)\.d(\d)_(c1|c2|out)\.", lambda g, index: f"{g[1]}.{dict(c1='up_conv', c2='merge', out='out')[g[3]]}.{int(g[2]) - 1}."),
-    (r"^(sep|fusion)\.seg_layer\.", lambda g, index: f"{g[1]}.head."),
-    (r"^fusion\.prm_generator(\d)\.embedding_layer\.", lambda g, index: f"fusion.prms.{int(g[1]) - 1}.embedding."),
-    (r"^fusion\.prm_generator(\d)\.prm_layer\.", lambda g, index: f"fusion.prms.{int(g[1]) - 1}.head."),
-    (r"^fusion\.RFM(\d)\.modal_fusion\.(\d+)\.weight_layer\.", lambda g, index: f"fusion.rfms.{int(g[1]) - 1}.weight_mlps.{g[2]}."),
-    (r"^fusion\.RFM(\d)\.region_fusion\.fusion_layer\.", lambda g, index: f"fusion.rfms.{int(g[1]) - 1}.region_fusion."),
-    (r"^fusion\.RFM(\d)\.short_cut\.", lambda g, index: f"fusion.rfms.{int(g[1]) - 1}.short_cut."),
-)
-
-
 class CommonFusionDecoder(nn.Module):
     """The harness U-Net decoder with a region map and an RFM at the bottleneck and at every skip scale."""
 
@@ -225,32 +206,9 @@ class RFNet(Method):
         return softmax_weighted_ce(probs, onehot), batch_dice_loss(probs, onehot)
 
     def official_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The code's ``models.Model`` state dict (``torch.load(ckpt)['state_dict']``) as this module's.
-
-        Keys renamed (``OFFICIAL_RENAMES``), and the weights that read or write the four modalities by
-        position, in the code's order FLAIR, T1c, T1, T2, reordered to this module's: at every scale the
-        first conv of the region-map embedding (``prm_generator*.embedding_layer.0``) and of the RFM's
-        short-cut (``short_cut.0``), which read the masked features concatenated modality by modality; and
-        per region the weight MLP (``modal_fusion.*.weight_layer``), whose first conv reads the pooled
-        features in that order (then the mean region probability) and whose last conv writes one weight per
-        modality.
-        """
+        """The code's ``models.Model`` state dict (``torch.load(ckpt)['state_dict']``) as this module's
+        (`missbench.nets.rfnet_official.rfnet_state_dict`: keys renamed, the weights that read or write the four
+        modalities by position reordered from the code's FLAIR, T1c, T1, T2 to the data set's order)."""
         if self.params["backbone"] != "paper":
             raise ValueError("rfnet: official checkpoints are of backbone='paper'")
-        slots = modality_slots(self.name, self.modalities, tuple(OFFICIAL_MODALITIES.values()))
-        index = dict(zip(OFFICIAL_MODALITIES, slots))
-        order = [slots.index(i) for i in range(self.n_modalities)]  # our modality i is the code's order[i]
-        names = "|".join(OFFICIAL_MODALITIES)
-        out = {}
-        for key, value in state.items():
-            key = key.removeprefix("module.")
-            for pattern, replace in OFFICIAL_RENAMES:
-                key = re.sub(pattern.replace("{m}", names), lambda g: replace(g, index), key)
-            if re.fullmatch(r"fusion\.(prms\.\d+\.embedding|rfms\.\d+\.short_cut)\.0\.conv\.weight", key):
-                value = permute_blocks(value, 1, order)
-            elif re.fullmatch(r"fusion\.rfms\.\d+\.weight_mlps\.\d+\.0\.weight", key):
-                value = torch.cat([permute_blocks(value[:, :-1], 1, order), value[:, -1:]], 1)
-            elif re.fullmatch(r"fusion\.rfms\.\d+\.weight_mlps\.\d+\.2\.(weight|bias)", key):
-                value = permute_blocks(value, 0, order)
-            out[key] = value
-        return out
+        return rfnet_state_dict(state, self.name, self.modalities)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import CHECKOUT, run_killed_then_resumed, smoke_spec
+from test_check import SMALL
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.experiment.protocol import load_protocol
@@ -124,7 +125,8 @@ def test_every_segmentation_method_runs_the_smoke_protocol(tmp_path):
     others = [m for m in registry.method_names()
               if m not in ("shaspec", "zero_fill") and "segmentation" in registry.method_class(m).tasks]
     assert {"hemis", "uhved", "rfnet", "mmformer", "mean_fill"} <= set(others)
-    assert main([*SMOKE, "--methods", ",".join(others), "--out", str(tmp_path)]) == 0
+    small = [f"--param={m}.{k}={v}" for m in others for k, v in SMALL.get(m, {}).items()]  # no paper-width network
+    assert main([*SMOKE, "--methods", ",".join(others), *small, "--threads", "1", "--out", str(tmp_path)]) == 0
     rows = load_rows(tmp_path)
     dice = rows[rows.metric == "dice"]
     assert dice.groupby("method").eval_subset.nunique().to_dict() == {m: 15 for m in others}

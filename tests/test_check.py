@@ -21,6 +21,9 @@ SMALL = {
     "uhved": {"width": 4, "depth": 2},
     "ul4m4": {"width": 4, "depth": 2, "k": 4, "head_width": 16},
     "zero_fill": {"width": 4, "depth": 2},
+    "gss": {"width": 4},
+    "m2ftrans": {"width": 2, "mlp_dim": 32, "heads": 2, "expand": 2},
+    "demoseg": {"width": 8, "max_width": 32, "pools": 3},
 }
 
 #: A late-fusion segmentation method that keeps the contract; the broken variants below change one line each.

@@ -1,8 +1,7 @@
 """RFNet's official checkpoint layout (github.com/dyh127/RFNet at 1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4,
 models.py ``Model``) read into the blocks of missbench/nets/rfnet.py, for methods built on RFNet's code
-whose checkpoints keep its layout: GSS (its models.py and layers.py are RFNet's, file for file) and the
-separate decoder M2FTrans shares with RFNet. methods/rfnet.py keeps its own copy of the same mapping
-(a plugin file may not import another); tests/test_gss.py checks that the two agree key by key.
+whose checkpoints keep its layout: RFNet, GSS (its models.py and layers.py are RFNet's, file for file) and the
+separate decoder M2FTrans shares with RFNet.
 
 The code's input channels are FLAIR, T1ce, T1, T2 (preprocess.py). Keys are renamed (encoders by modality
 name, ``e{s}_c1`` to ``down.{s-1}``, ``e{s}_c2``/``_c3`` to ``body.{s-1}.0``/``.1``, decoder level ``d{s}`` to index
