@@ -104,7 +104,7 @@ def supervised_contrastive(z: torch.Tensor, labels: torch.Tensor, temperature: f
 class CMML(Method):
     name = "cmml"
     citation = "Liu et al., arXiv 2605.25968 (CMML); reconstruction from the paper's description, no public code"
-    tasks = ("classification",)
+    outputs = {"classification": "labels"}
     defaults = {
         "width": 64,
         "heads": 4,
@@ -201,7 +201,6 @@ class CMML(Method):
         if target is None:
             return out
         p = self.params
-        out.losses.update(self.task_loss(out.logits, target))
         if p["rec_weight"]:
             out.losses["rec"] = p["rec_weight"] * self.synthesis_loss(real, available)
         if p["align_weight"]:

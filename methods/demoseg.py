@@ -81,8 +81,8 @@ CODE_STEMS = {"t1": "T1", "t1ce": "T1c", "t2": "T2", "t2flare": "FLAIR"}
 class DeMoSeg(Method):
     name = "demoseg"
     citation = "Yang et al., IEEE BIBM 2024, arXiv 2408.08708; code github.com/kk42yy/DeMoSeg"
-    tasks = ("segmentation",)
     outputs = {"segmentation": "labels"}
+    own_task_loss = True  # deep supervision: the paper's loss on the fused and the separate outputs
     defaults = {
         "width": 32,  # base_num_features
         "max_width": 320,

@@ -77,8 +77,8 @@ CODE_ORDER = ("FLAIR", "T1c", "T1", "T2")
 class GSS(Method):
     name = "gss"
     citation = "Qiu et al., ICCV 2023 (on RFNet); code github.com/qysgithubopen/GSS"
-    tasks = ("segmentation",)
     outputs = {"segmentation": "labels"}
+    own_task_loss = True  # deep supervision: the paper's loss on the fused and the separate outputs
     defaults = {
         "width": 16,
         "temperature": 8.0,

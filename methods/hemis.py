@@ -43,8 +43,8 @@ missbench/nets/classification.py (SMIL's LeNet image and MFCC audio encoders, an
 each followed by FC -> ReLU to ``features`` (64, ``projected_encoders``) so that every modality's
 vector lives in the same space (HeMIS averages post-activation feature maps); the abstraction
 layer's [mean, population variance] over the available modalities' vectors (2 x 64); the shared
-FC-ReLU-dropout-FC head (``ClassifierHead``); cross-entropy. No L2 term there (the code's regulariser is on its 3-D conv kernels). Training: the reference methods' avMNIST training
-(ShaSpec's: Adam 1e-3, weight decay 1e-2, x0.9 every third of the budget), not the 3-D schedule.
+FC-ReLU-dropout-FC head (``ClassifierHead``); cross-entropy. No L2 term there (the code's regulariser is
+on its 3-D conv kernels). Training: the reference methods' avMNIST training (ShaSpec's: Adam 1e-3, weight decay 1e-2, x0.9 every third of the budget), not the 3-D schedule.
 
 Deviations:
 - schedule: the code divides the learning rate by 4 every 10k of its 60k iterations; here by 4
@@ -76,7 +76,6 @@ from missbench.nets.uhemis import UHeMISDecoder, UHeMISEncoder, init_he_truncate
 class HeMIS(Method):
     name = "hemis"
     citation = "Havaei et al., MICCAI 2016 (HeMIS); U-HeMIS of Dorent et al., MICCAI 2019; code github.com/ReubenDo/U-HVED"
-    tasks = ("segmentation", "classification")
     outputs = {"segmentation": "labels", "classification": "labels"}
     defaults = {"backbone": "paper", "width": 8, "depth": 3, "l2": 1e-5, "features": 64}
     constraints = {"backbone": OneOf("paper", "common"), "l2": Between(0),
@@ -111,8 +110,6 @@ class HeMIS(Method):
         else:
             fused = [moments_over_available(torch.stack([f[k] for f in features], 1), available) for k in range(len(features[0]))]
             out = Output(self.decoder(fused))
-        if target is not None:
-            out.losses.update(self.task_loss(out.logits, target))
-            if self.params["l2"] and not self.classification:
-                out.losses["l2"] = niftynet_l2(self, self.params["l2"])
+        if target is not None and self.params["l2"] and not self.classification:
+            out.losses["l2"] = niftynet_l2(self, self.params["l2"])
         return out

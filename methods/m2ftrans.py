@@ -93,8 +93,8 @@ DOWNSAMPLING = 16
 class M2FTrans(Method):
     name = "m2ftrans"
     citation = "Shi et al., IEEE JBHI 2024, doi 10.1109/JBHI.2023.3326151; code github.com/Jun-Jie-Shi/M2FTrans"
-    tasks = ("segmentation",)
     outputs = {"segmentation": "labels"}
+    own_task_loss = True  # deep supervision: the paper's loss on the fused and the separate outputs
     defaults = {
         "width": 16,  # basic_dims; the transformer's dimension is 16 x width
         "mlp_dim": 4096,

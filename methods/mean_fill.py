@@ -32,7 +32,7 @@ from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 class MeanFill(Method):
     name = "mean_fill"
     citation = "reference method (no paper)"
-    tasks = ("segmentation", "classification")
+    outputs = {"segmentation": "regions", "classification": "labels"}
     defaults = {"width": 8, "depth": 3, "dim": 160, "hidden": 64}
     constraints = {key: Between(1, integer=True) for key in ("width", "depth", "dim", "hidden")}
     training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
@@ -63,7 +63,4 @@ class MeanFill(Method):
         else:
             skips = [fused([f.skips[k] for f in features]) for k in range(len(features[0].skips))]
             logits = self.decoder(fused([f.bottleneck for f in features]), skips)
-        out = Output(logits)
-        if target is not None:
-            out.losses.update(self.task_loss(out.logits, target))
-        return out
+        return Output(logits)

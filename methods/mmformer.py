@@ -132,8 +132,8 @@ class ModalityFeatures(NamedTuple):
 class MMFormer(Method):
     name = "mmformer"
     citation = "Zhang et al., MICCAI 2022, arXiv 2206.02425; code github.com/YaoZhang93/mmFormer"
-    tasks = ("segmentation",)
     outputs = {"segmentation": "labels"}
+    own_task_loss = True  # deep supervision: the paper's loss on the fused and the separate outputs
     defaults = {
         "backbone": "paper",
         "width": 8,  # basic_dims (paper); the U-Net width (common)

@@ -125,8 +125,8 @@ class CommonFusionDecoder(nn.Module):
 class RFNet(Method):
     name = "rfnet"
     citation = "Ding, Yu, Yang, ICCV 2021; code github.com/dyh127/RFNet"
-    tasks = ("segmentation",)
     outputs = {"segmentation": "labels"}
+    own_task_loss = True  # deep supervision: the paper's loss on the fused and the separate outputs
     defaults = {
         "backbone": "paper",
         "width": None,

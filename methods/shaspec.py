@@ -119,7 +119,7 @@ OFFICIAL_RENAMES = (
 class ShaSpec(Method):
     name = "shaspec"
     citation = "Wang et al., CVPR 2023, arXiv 2307.14126; code github.com/billhhh/ShaSpec"
-    tasks = ("segmentation", "classification")
+    outputs = {"segmentation": "regions", "classification": "labels"}
     defaults = {
         "backbone": "common",
         "width": 8,
@@ -227,7 +227,6 @@ class ShaSpec(Method):
             logits = self.decoder(fused.flatten(1, 2), skips)
         out = Output(logits)
         if target is not None:
-            out.losses.update(self.task_loss(logits, target))
             mask = available if self.params["aux_over"] == "available" else torch.ones_like(available)
             mask = mask.to(shared.device)
             if self.params["alpha"]:

@@ -295,7 +295,8 @@ def select(x: torch.Tensor | list[torch.Tensor], rows: torch.Tensor) -> torch.Te
 class SMIL(Method):
     name = "smil"
     citation = "Ma et al., AAAI 2021, arXiv 2103.05677; code github.com/mengmenm/SMIL"
-    tasks = ("segmentation", "classification")
+    outputs = {"segmentation": "regions", "classification": "labels"}
+    own_task_loss = True  # its stages train other objectives (pre-training, meta-learning)
     defaults = {
         "k": 10,
         "mse_weight": 0.01,

@@ -118,7 +118,6 @@ def nonempty_subsets(m: int) -> torch.Tensor:
 class UHVED(Method):
     name = "uhved"
     citation = "Dorent et al., MICCAI 2019, arXiv 1907.11150; code github.com/ReubenDo/U-HVED"
-    tasks = ("segmentation", "classification")
     outputs = {"segmentation": "labels", "classification": "labels"}
     defaults = {
         "backbone": "paper",
@@ -201,7 +200,6 @@ class UHVED(Method):
         if target is None:
             return out
         p = self.params
-        out.losses.update(self.task_loss(out.logits, target))
         if p["kl_weight"]:
             out.losses["kl"] = p["kl_weight"] * self.kl_loss(mus, logvars, available)
         if p["recon_weight"]:

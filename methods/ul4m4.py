@@ -106,7 +106,8 @@ class UL4M4(Method):
     name = "ul4m4"
     citation = ("Ismkhan and Bouchachia, arXiv 2606.15743 (UL4M4); "
                 "code github.com/h-ismkhan/Multimodal-Learning-with-Missing-Modalities-via-Unsupervised-Learning")
-    tasks = ("segmentation", "classification")
+    outputs = {"segmentation": "regions", "classification": "labels"}
+    own_task_loss = True  # before its imputer is fitted, classification trains each modality on its own
     defaults = {"k": 64, "iterations": 50, "stage_fraction": 0.5, "head_width": 256, "heads": 4, "layers": 2, "width": 8, "depth": 3}
     constraints = {"stage_fraction": Between(0, 1, low_open=True, high_open=True),
                    **{key: Between(1, integer=True) for key in ("k", "iterations", "head_width", "heads", "layers", "width", "depth")}}

@@ -29,7 +29,7 @@ from missbench.nets.unet3d import UNetDecoder, UNetEncoder
 class ZeroFill(Method):
     name = "zero_fill"
     citation = "reference method (no paper)"
-    tasks = ("segmentation", "classification")
+    outputs = {"segmentation": "regions", "classification": "labels"}
     defaults = {"width": 8, "depth": 3, "hidden": 64}
     constraints = {key: Between(1, integer=True) for key in ("width", "depth", "hidden")}
     training_defaults = {"segmentation": SHASPEC_TRAINING, "classification": SHASPEC_AVMNIST_TRAINING}
@@ -46,10 +46,6 @@ class ZeroFill(Method):
 
     def forward(self, x: torch.Tensor | list[torch.Tensor], available: torch.Tensor, target: torch.Tensor | None = None) -> Output:
         if isinstance(x, list):
-            out = Output(self.head(torch.cat([enc(xm) for enc, xm in zip(self.encoders, x)], 1)))
-        else:
-            feats = self.encoder(x)
-            out = Output(self.decoder(feats.bottleneck, feats.skips))
-        if target is not None:
-            out.losses.update(self.task_loss(out.logits, target))
-        return out
+            return Output(self.head(torch.cat([enc(xm) for enc, xm in zip(self.encoders, x)], 1)))
+        feats = self.encoder(x)
+        return Output(self.decoder(feats.bottleneck, feats.skips))

@@ -37,7 +37,7 @@ from missbench.core.method import Method, Output
 
 class Toy(Method):
     name = "toy"
-    tasks = ("segmentation",)
+    own_task_loss = True  # it adds the task loss itself (most methods let the engine add it)
 
     def __init__(self, task, modalities, **params):
         super().__init__(task, modalities, **params)
@@ -62,7 +62,7 @@ BROKEN = {
     "same seed": ('self.register_buffer("offset", torch.zeros(()))', 'self.register_buffer("offset", torch.tensor(np.random.rand()))'),
     "checkpoint": ('self.register_buffer("offset", torch.zeros(()))', 'self.offset = torch.zeros(())'),
     "patterns": ("out = Output(logits)", "out = Output(logits[:, :2])"),
-    "declaration": ('    tasks = ("segmentation",)\n', '    tasks = ("segmentation",)\n    outputs = {"segmentation": "probabilities"}\n'),
+    "declaration": ('    own_task_loss = True', '    outputs = {"segmentation": "probabilities"}\n    own_task_loss = True'),
 }
 
 
@@ -114,9 +114,10 @@ def test_a_broken_declaration_is_refused_when_the_plugin_loads(tmp_path, monkeyp
     monkeypatch.setenv("MISSBENCH_ROOT", str(make_root(tmp_path / "root", {"toy.py": GOOD.replace(old, new)})))
     assert main(["check", "toy"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "could not load: methods/toy.py (method Toy: outputs['segmentation'] is 'probabilities'" in err
+    assert err.count("\n") == 1 and "could not load: methods/toy.py (TypeError: method class Toy: outputs['segmentation'] is " \
+        "'probabilities'" in err
     assert main(["list", "--methods"]) == 0
-    assert "broken: methods/toy.py: method Toy: outputs['segmentation']" in capsys.readouterr().out
+    assert "broken: methods/toy.py: TypeError: method class Toy: outputs['segmentation']" in capsys.readouterr().out
 
 
 def test_bad_parameters_get_one_line_and_exit_2(capsys):
@@ -147,6 +148,6 @@ def test_a_method_without_loss_terms_fails_its_run_with_one_line(tmp_path, monke
     assert main(["--methods", "toy", "--budget", "smoke", "--no-progress", "--threads", "1", "--out", str(sweep)]) == 1
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith("[1/1] "))
-    assert "FAILED, MethodError: method 'toy' returned no loss terms in training; add the task loss" in line
+    assert "FAILED, MethodError: method 'toy' returned no loss terms in training; with own_task_loss = True it adds its task loss itself" in line
     assert "TypeError" not in out and "Traceback" not in out
     assert "MethodError" in next(sweep.glob("toy_*/FAILED")).read_text()

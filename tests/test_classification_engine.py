@@ -32,8 +32,7 @@ class Tiny(Method):
     audio encoder."""
 
     name = "tiny"
-    tasks = ("classification",)
-    output = "labels"
+    outputs = {"classification": "labels"}
     training_defaults = {"classification": TrainingDefaults(optimizer="adam", lr=1e-2, schedule="constant", dropout="uniform_subset")}
     fits: list[int] = []
 
@@ -60,8 +59,7 @@ class Tiny(Method):
         return sum(f * a[:, m, None] for m, f in enumerate(features)) / a.sum(1, keepdim=True)
 
     def decode(self, features, available, target=None):
-        logits = self.head(torch.relu(self.fuse(features, available) - self.centre))
-        return Output(logits, self.task_loss(logits, target) if target is not None else {})
+        return Output(self.head(torch.relu(self.fuse(features, available) - self.centre)))  # the engine adds the task loss
 
 
 @pytest.fixture

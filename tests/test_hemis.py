@@ -48,7 +48,7 @@ def test_loss_terms_are_ce_dice_and_the_code_l2(task):
     model = make(task)
     x, y = tiny_batch()
     available = torch.tensor([[True, False, False, True], [True, True, True, True]])
-    out = model(zero_inputs(x, available), available, y)
+    out = model.training_output(zero_inputs(x, available), available, y)
     assert set(out.losses) == {"ce", "dice", "l2"}
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
     kernels = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv3d)]

@@ -17,7 +17,7 @@ HEAD = "import math\nfrom missbench.core.method import Method, Output\nfrom torc
 TINY = HEAD + '''
 class Tiny(Method):
     name = "tiny"
-    tasks = ("segmentation", "classification")
+    outputs = {"segmentation": "regions", "classification": "labels"}
     defaults = {}
 
     def __init__(self, task, modalities, **params):
@@ -28,14 +28,11 @@ class Tiny(Method):
 
     def forward(self, x, available, target=None):
         h = torch.cat([xm.flatten(1) for xm in x], 1) if isinstance(x, list) else x
-        out = Output(self.head(h))
-        if target is not None:
-            out.losses.update(self.task_loss(out.logits, target))
-        return out
+        return Output(self.head(h))
 '''
 #: (id, plugin files {name: source}, method or data set asked for, extra flags, what the one line says)
 BROKEN = [
-    ("no-name", {"noname.py": HEAD + "class NoName(Method):\n    tasks = ('segmentation',)\n"}, ["--methods", "noname"],
+    ("no-name", {"noname.py": HEAD + "class NoName(Method):\n    outputs = {'segmentation': 'regions'}\n"}, ["--methods", "noname"],
      "could not load: methods/noname.py (defines no method: class NoName has no `name` of its own"),
     ("helper-base-only", {"base.py": HEAD + "class Base(Method):\n    pass\n"}, ["--methods", "base"],
      "could not load: methods/base.py (defines no method"),
@@ -53,15 +50,18 @@ BROKEN = [
                        .replace("        h = torch.cat", "        return Output(torch.zeros(x.shape[0], 3, *x.shape[2:]))\n        h = torch.cat")},
      ["--methods", "tiny"], "method 'tiny' has no trainable parameters"),
     ("no-forward", {"bad.py": TINY.replace("    def forward(self", "    def other(self")}, ["--methods", "tiny"],
-     "method Tiny: no forward pass: implement forward"),
+     "TypeError: method class Tiny: no forward pass: implement forward"),
     ("wrong-channels", {"bad.py": TINY.replace("nn.Conv3d(len(modalities), task.out_channels(self.output), 1)",
                                                "nn.Conv3d(len(modalities), 5, 1)")}, ["--methods", "tiny"],
      "method 'tiny' its logits have shape (1, 5, 16, 16, 16); the segmentation task's 'regions' output needs 3 channels"),
     ("classes-plus-one", {"bad.py": TINY.replace("task.out_channels(self.output)) \\",
                                                  "task.out_channels(self.output) + 1) \\")},
      ["--methods", "tiny", "--protocol", "audio_rate"], "the classification task's 'labels' output needs 10 channels"),
-    ("tasks-a-string", {"bad.py": TINY.replace('tasks = ("segmentation", "classification")', 'tasks = "segmentation"')},
-     ["--methods", "tiny"], "method Tiny: tasks 'segmentation': expected a non-empty tuple"),
+    ("tasks-a-string", {"bad.py": TINY.replace('    outputs = {"segmentation": "regions", "classification": "labels"}\n',
+                                               '    tasks = "segmentation"\n')},
+     ["--methods", "tiny"], "TypeError: method class Tiny: declare `outputs` (a convention per task); `tasks` follows from it"),
+    ("outputs-a-string", {"bad.py": TINY.replace('{"segmentation": "regions", "classification": "labels"}', '"regions"')},
+     ["--methods", "tiny"], "TypeError: method class Tiny: outputs 'regions': expected a mapping of each task it supports"),
     ("plain-list", {"bad.py": TINY.replace("            nn.Conv3d(len(modalities), task.out_channels(self.output), 1)",
                                            "            nn.Conv3d(len(modalities), task.out_channels(self.output), 1)\n"
                                            "        self.extra = [nn.Conv3d(4, 4, 1)]")},

@@ -60,7 +60,7 @@ def test_loss_terms_are_named_weighted_and_masked(task):
     model = make(task, alpha=0.1, beta=0.02)
     x, y = tiny_batch()
     available = torch.ones(2, 4, dtype=torch.bool)
-    out = model(x, available, y)
+    out = model.training_output(x, available, y)
     assert set(out.losses) == {"dice", "bce", "dao", "dco"}
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
     feats = model.encode(x)

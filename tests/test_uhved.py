@@ -129,7 +129,7 @@ def test_loss_terms_and_reconstruction_over_available_modalities(task):
     x, y = tiny_batch()
     available = torch.tensor([[True, False, False, True], [False, True, True, True]])
     xz = zero_inputs(x, available)
-    out = model(xz, available, y)
+    out = model.training_output(xz, available, y)
     assert set(out.losses) == {"ce", "dice", "kl", "recon", "l2"}
     assert all(torch.isfinite(v) and v >= 0 for v in out.losses.values())
     z = latent_input(model, xz, available)
@@ -142,7 +142,7 @@ def test_loss_terms_and_reconstruction_over_available_modalities(task):
     mus = [torch.stack([f.mu[k] for f in feats], 1) for k in range(4)]
     logvars = [torch.stack([f.logvar[k] for f in feats], 1) for k in range(4)]
     torch.testing.assert_close(out.losses["kl"], 0.1 * model.kl_loss(mus, logvars, available))
-    off = make(task, kl_weight=0, recon_weight=0, l2=0)(xz, available, y)
+    off = make(task, kl_weight=0, recon_weight=0, l2=0).training_output(xz, available, y)
     assert set(off.losses) == {"ce", "dice"}
 
 
@@ -208,7 +208,7 @@ def test_classification_product_of_experts_over_feature_vectors():
     logvars = torch.stack([f.logvar[0] for f in feats], 1)
     torch.testing.assert_close(seen["z"], module.product_of_experts(mus, logvars, available)[0])  # the posterior mean
     assert_classification_ignores_missing(model, task, masks_itself=True)
-    out = model.train()(x, available, y)
+    out = model.train().training_output(x, available, y)
     assert set(out.losses) == {"ce", "kl", "recon"}
     history = classification_toy_losses(UHVED(task, tuple(task.inputs)), task)
     assert history[-1] < 0.5 * history[0]

@@ -44,16 +44,32 @@ class Method(nn.Module):
     name: ClassVar[str]
     #: Paper and official code, shown by ``bench.py list`` and recorded in meta.json.
     citation: ClassVar[str] = ""
-    #: The tasks it supports ("segmentation", "classification").
+    #: Per task it supports, its output convention: "regions" (sigmoid ET/TC/WT, segmentation) or "labels"
+    #: (softmax over the task's classes or labels).
+    outputs: ClassVar[dict[str, str]] = {"segmentation": "regions"}
+    #: The tasks it supports: the keys of ``outputs`` (set for every subclass; not declared).
     tasks: ClassVar[tuple[str, ...]] = ("segmentation",)
     #: Hyperparameters with their paper defaults; a default's type is the parameter's type.
     defaults: ClassVar[dict[str, Any]] = {}
     #: Allowed values of parameters where the type is not enough (missbench.core.params).
     constraints: ClassVar[dict[str, Rule]] = {}
-    #: Output convention per task: "regions" (sigmoid ET/TC/WT) or "labels" (softmax over the task's classes).
-    outputs: ClassVar[dict[str, str]] = {"segmentation": "regions", "classification": "labels"}
     #: The paper's training settings per task; a task not listed trains with `TrainingDefaults()`.
     training_defaults: ClassVar[dict[str, TrainingDefaults]] = {}
+    #: True when the method returns its task's loss terms itself (deep supervision, a stage-dependent objective);
+    #: otherwise the engine adds `task_loss` of the logits to the terms a training forward returns.
+    own_task_loss: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive ``tasks`` from ``outputs``, and refuse, when the class is defined, a method (a class with a ``name`` of
+        its own; a helper base has none) whose declaration the engine cannot read, naming what is missing."""
+        super().__init_subclass__(**kwargs)
+        if "tasks" in vars(cls):
+            raise TypeError(f"method class {cls.__name__}: declare `outputs` (a convention per task); `tasks` follows from it")
+        cls.tasks = tuple(cls.outputs) if isinstance(cls.outputs, dict) else ()
+        if "name" in vars(cls):
+            problem = declaration_problem(cls)
+            if problem is not None:
+                raise TypeError(f"method class {cls.__name__}: {problem}")
     #: Repository, commit and file of the official model class whose checkpoints `official_state_dict` reads ("" = none).
     official_code: ClassVar[str] = ""
 
@@ -120,6 +136,14 @@ class Method(nn.Module):
         """The task's loss for this method's output convention, as named terms."""
         return self.task.loss(logits, target, self.output)
 
+    def training_output(self, x: Any, available: torch.Tensor, target: torch.Tensor) -> Output:
+        """A training forward: the method's output, the task loss of its logits first among its loss terms (unless
+        `own_task_loss`). What the trainer, the timing protocol and `bench.py check` call."""
+        out = self(x, available, target)
+        if not self.own_task_loss:
+            out.losses = {**self.task_loss(out.logits, target), **out.losses}
+        return out
+
     # --- official checkpoints ------------------------------------------------------------------
 
     def official_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -157,18 +181,18 @@ OUTPUTS = {"segmentation": ("regions", "labels"), "classification": ("labels",)}
 
 
 def declaration_problem(cls: type) -> str | None:
-    """What is wrong with a method class's declaration, in one line (None: nothing): a name, known tasks as a
-    tuple, an output convention per task, parameter rules that belong to declared parameters and allow their
-    defaults, and a forward pass (`forward`, or `encode` with `decode`)."""
+    """What is wrong with a method class's declaration, in one line (None: nothing): a name, an output convention per
+    task it supports, parameter rules that belong to declared parameters and allow their defaults, and a forward
+    pass (`forward`, or `encode` with `decode`)."""
     from missbench.core.params import ParamError, check_value
 
     if not isinstance(getattr(cls, "name", None), str) or not cls.name:
         return "no `name` (the name --methods uses)"
-    if not isinstance(cls.tasks, tuple | list) or not cls.tasks or any(t not in OUTPUTS for t in cls.tasks):
-        return f"tasks {cls.tasks!r}: expected a non-empty tuple of {list(OUTPUTS)}"
-    for t in cls.tasks:
-        if not isinstance(cls.outputs, dict) or cls.outputs.get(t) not in OUTPUTS[t]:
-            return f"outputs[{t!r}] is {cls.outputs.get(t) if isinstance(cls.outputs, dict) else cls.outputs!r}; expected one of {list(OUTPUTS[t])}"
+    if not isinstance(cls.outputs, dict) or not cls.outputs or any(t not in OUTPUTS for t in cls.outputs):
+        return f"outputs {cls.outputs!r}: expected a mapping of each task it supports ({list(OUTPUTS)}) to its output convention"
+    for t, output in cls.outputs.items():
+        if output not in OUTPUTS[t]:
+            return f"outputs[{t!r}] is {output!r}; expected one of {list(OUTPUTS[t])}"
     if not isinstance(cls.defaults, dict) or not isinstance(cls.constraints, dict):
         return "defaults and constraints must be mappings of parameter name to value and to rule"
     stray = sorted(set(cls.constraints) - set(cls.defaults))

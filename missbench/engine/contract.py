@@ -72,8 +72,8 @@ HINTS = {
     "shared encoding": "decode(encode(x), available) must give forward(x, available); if it cannot, return None from "
                        "encode and override forward",
     "same seed": "draw all randomness from torch's global generator (no numpy/random, no clock), in __init__ and forward",
-    "losses": "when a target is given, add the task loss (out.losses.update(self.task_loss(logits, target))) and "
-              "weight each named term; every term a finite scalar tensor",
+    "losses": "the engine adds the task loss of the logits; a method with own_task_loss = True adds it itself "
+              "(out.losses.update(self.task_loss(logits, target))); weight each named term; every term a finite scalar tensor",
     "checkpoint": "keep everything the output depends on in parameters or buffers (register_buffer), so state_dict carries it",
 }
 CHECKS = tuple(HINTS)

@@ -42,14 +42,14 @@ def train_step(method: Method, optimizer: torch.optim.Optimizer, x: Inputs, y: t
     """One iteration on a prepared batch: forward (under the execution's autocast), the summed loss
     terms, backward and the optimiser step; ``before_update`` runs just before the parameters change."""
     with timer.phase("forward"), exe.autocast():
-        out = method(x, available, y)
+        out = method.training_output(x, available, y)
         channels = method.task.out_channels(method.output)
         if out.logits.ndim < 2 or out.logits.shape[1] != channels:
             raise MethodError(f"method {method.name!r}: logits of shape {tuple(out.logits.shape)}; the {method.task.name} "
                               f"task's {method.output!r} output needs {channels} channels in dimension 1")
         if not out.losses:
-            raise MethodError(f"method {method.name!r} returned no loss terms in training; add the task loss "
-                              f"(Output.losses.update(self.task_loss(logits, target))) whenever a target is given")
+            raise MethodError(f"method {method.name!r} returned no loss terms in training; with own_task_loss = True it adds "
+                              f"its task loss itself (Output.losses.update(self.task_loss(logits, target))) whenever a target is given")
         for name, term in out.losses.items():
             if not isinstance(name, str) or not name or not isinstance(term, torch.Tensor) or term.ndim != 0:
                 raise MethodError(f"method {method.name!r}: loss term {name!r} is not a named scalar tensor")
