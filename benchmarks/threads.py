@@ -7,7 +7,7 @@ take cores (threads that spin while their peer is descheduled), and which defaul
     python benchmarks/threads.py --method zero_fill --steps 40
 
 Each setting runs in a fresh process (the wait policy is read when OpenMP starts); the busy process is a pure
-Python loop that keeps one core occupied. Ratios are to the quiet run with every core and the default policy.
+Python loop that keeps one core occupied. Ratios are to the first row: one thread, the default policy, no busy neighbour.
 """
 
 from __future__ import annotations
