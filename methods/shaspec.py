@@ -271,7 +271,7 @@ class ShaSpec(Method):
         """Globally pooled shared and specific features, B x M x C each, of every modality of ``x``.
 
         The runner saves them per test case (features.npz) for the paper's shared/specific feature
-        visualisation (t-SNE in the paper; no code released), which analysis/figures.py draws.
+        visualisation (t-SNE in the paper; no code released), which missbench/report/figures.py draws.
         """
         feats = self.encode(x)
         return {"shared": torch.stack([f[0].pooled for f in feats], 1), "specific": torch.stack([f[1].pooled for f in feats], 1)}

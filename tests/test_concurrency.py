@@ -70,7 +70,7 @@ def test_the_same_sweep_started_twice_at_once_trains_every_run_once(tmp_path, ex
 def _record(sweep: Path, specs: list, start: multiprocessing.Barrier) -> None:
     start.wait()
     for spec in specs:
-        record_jobs(sweep, "inline", [(Job((spec,)), None)])
+        record_jobs(sweep, "inline", [(Job((spec,)), None, None)])
 
 
 def _read(sweep: Path, start: multiprocessing.Barrier, bad: multiprocessing.Value, stop: multiprocessing.Event) -> None:
@@ -104,14 +104,14 @@ def test_a_reused_pid_is_not_trusted_and_cancel_spares_it(tmp_path):
     job = Job((smoke_spec("zero_fill"),))
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
-        record_jobs(tmp_path, "local", [(job, str(sleeper.pid))])
+        record_jobs(tmp_path, "local", [(job, str(sleeper.pid), None)])
         assert [r.state for r in states(tmp_path)] == ["running"]
         data = json.loads((tmp_path / JOBS).read_text())
         data["runs"][job.model_id]["process"]["started"] = "1"  # as if the PID now belonged to another process
         (tmp_path / JOBS).write_text(json.dumps(data))
         assert [r.state for r in states(tmp_path)] == ["stopped"]
         assert cancel(tmp_path) == [] and sleeper.poll() is None
-        record_jobs(tmp_path, "local", [(job, str(sleeper.pid))])  # the real record: cancel stops it
+        record_jobs(tmp_path, "local", [(job, str(sleeper.pid), None)])  # the real record: cancel stops it
         assert cancel(tmp_path) == [str(sleeper.pid)] and sleeper.wait(10) == -signal.SIGINT
     finally:
         sleeper.kill()

@@ -131,7 +131,7 @@ def test_local_executor_runs_in_subprocesses_with_the_inline_numbers(tmp_path, c
     jobs = json.loads((tmp_path / "local" / "jobs.json").read_text())["runs"]
     assert {j["executor"] for j in jobs.values()} == {"local"}
     failed = next(r for r in states(tmp_path / "local") if r.state == "failed")
-    assert "FloatingPointError" in failed.log.read_text() and f"log {failed.log}" in out
+    assert failed.log.name.endswith("_log.err") and "FloatingPointError" in failed.log.read_text() and f"log {failed.log}" in out
     meta = json.loads(next((tmp_path / "local").glob("zero_fill_*/meta.json")).read_text())
     assert meta["executor"] == "local" and meta["slurm"] is None and meta["torch_threads"] == 1
 
@@ -148,7 +148,7 @@ def fake_sweep(tmp_path, monkeypatch):
     """A sweep of five SLURM runs, one in each state, and a fake squeue/scancel."""
     specs = [smoke_spec("zero_fill").with_model(seed=s) for s in range(5)]
     sweep = tmp_path / "s"
-    record_jobs(sweep, "slurm", [(Job((s,)), f"999999_{i}") for i, s in enumerate(specs)])
+    record_jobs(sweep, "slurm", [(Job((s,)), f"999999_{i}", sweep / ".submitit" / f"999999_{i}_0_log.err") for i, s in enumerate(specs)])
     assert RunTask(sweep, Execution(progress=False))(Job((specs[0],))) == "done"
     (sweep / specs[1].model.model_id).mkdir()
     (sweep / specs[1].model.model_id / "FAILED").write_text("Traceback ...\nValueError: boom\n")
@@ -281,7 +281,8 @@ def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_arra
 
         def map_array(self, task, jobs):
             arrays.append((dict(self.params), [j.model_id for j in jobs], task.threads))
-            return [SimpleNamespace(job_id=f"{len(arrays)}_{i}") for i in range(len(jobs))]
+            return [SimpleNamespace(job_id=f"{len(arrays)}_{i}", paths=SimpleNamespace(stderr=tmp_path / f"{len(arrays)}_{i}_0_log.err"))
+                    for i in range(len(jobs))]
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
     specs = [smoke_spec(m).with_model(seed=s) for m in ("zero_fill", "shaspec") for s in range(5)]
@@ -294,3 +295,4 @@ def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_arra
     assert {p["slurm_array_parallelism"] for p, _, _ in arrays} == {3} and arrays[0][0]["max_num_timeout"] == 3
     recorded = json.loads((tmp_path / "jobs.json").read_text())["runs"]
     assert recorded[specs[4].model.model_id]["job_id"] == "3_0" and {j["executor"] for j in recorded.values()} == {"slurm"}
+    assert recorded[specs[4].model.model_id]["log"] == str(tmp_path / "3_0_0_log.err")

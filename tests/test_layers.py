@@ -86,3 +86,12 @@ def test_the_checks_see_upward_imports_and_cycles(tmp_path):
     known = {"missbench.core.a": tmp_path / "missbench/core/a.py", "missbench.engine.b": tmp_path / "missbench/engine/b.py"}
     assert imports("missbench.core.a", known["missbench.core.a"], known) == {"missbench.engine.b"}
     assert imports("missbench.engine.b", known["missbench.engine.b"], known) == {"missbench.core.a"}
+
+
+def test_submitit_is_imported_by_the_executors_only():
+    """README: submitit is imported only by the executors, so the store, report and engine run without it."""
+    importers = sorted(name for name, path in modules().items() for node in ast.walk(ast.parse(path.read_text()))
+                       if isinstance(node, (ast.Import, ast.ImportFrom))
+                       and any(n.split(".")[0] == "submitit" for n in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                                                                        else [node.module or ""])))
+    assert importers and all(layer(name) == "executors" for name in importers), importers

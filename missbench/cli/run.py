@@ -14,6 +14,7 @@ from missbench.experiment.resources import load_file as load_resources
 from missbench.experiment.resources import parse_flags as parse_resource_flags
 from missbench.experiment.resources import resolve as resolve_resources
 from missbench.experiment.root import root, use_root
+from missbench.store.state import State
 
 if TYPE_CHECKING:  # torch and pandas come with these: imported where a run needs them, so `--help` is fast
     from missbench.experiment.protocol import Protocol
@@ -142,7 +143,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not done.ended:
         print(f"\n{len(done.todo)} jobs queued; `python bench.py status {sweep}` shows their states, "
               f"`python bench.py collect {sweep}` gathers the results")
-        return 1 if any(state.state == "failed" for state in done.left.values()) else 0
+        return 1 if any(state.state is State.FAILED for state in done.left.values()) else 0
     return report(sweep, [s.run_id for s in specs])
 
 

@@ -8,7 +8,8 @@ from typing import Callable
 
 from missbench.report import Store, console_tables, load_store, to_text
 from missbench.store.run_folder import parquet_bytes, write_atomic
-from missbench.store.sweep import COLLECTED, UNFINISHED, cancel, states, status_text, summary
+from missbench.store.state import UNFINISHED, State
+from missbench.store.sweep import COLLECTED, cancel, states, status_text, summary
 
 
 def sweep_command(name: str, argv: list[str]) -> int:
@@ -43,7 +44,7 @@ def report(sweep: Path, run_ids: list[str] | None = None, write: bool = False, s
     ``<sweep>/collected.parquet``. Returns the exit status: 1 when a model or score failed, stopped or is corrupt, else 0."""
     models = {key.split("/", 1)[0] for key in run_ids} if run_ids is not None else None
     runs = [r for r in states(sweep) if models is None or r.model_id in models]
-    store = load_store(sweep, run_ids, {r.model_id: (r.state, r.detail) for r in runs if r.state != "done"})
+    store = load_store(sweep, run_ids, {r.model_id: (r.state, r.detail) for r in runs if r.state is not State.DONE})
     if store.done():
         say("\n" + table_text(store))
         if write:

@@ -26,7 +26,8 @@ from missbench.store.run_folder import ModelFolder
 
 log = logging.getLogger("missbench")
 
-#: The checkpointer of the training running in this process, while it runs (see `save_live_state`).
+#: The checkpointer of the training running in this process, while it runs (see `save_live_state`): the package's
+#: one piece of module state, because submitit's preemption handler is called with the job, not the training.
 _live: "Checkpointer | None" = None
 
 

@@ -49,7 +49,7 @@ def finished_models(path: Path, methods: list[str] | None = None, model_ids: lis
         [ModelFolder(p) for p in find_models(path)]
     found = []
     for m in folders:
-        if not m.has_spec() or m.state() != "done":
+        if not m.has_spec() or not m.is_done():
             continue
         spec = m.spec_dict()
         if spec.get("timing") or methods is not None and spec.get("method") not in methods \

@@ -20,6 +20,7 @@ from missbench.experiment.resources import DEFAULTS
 from missbench.experiment.spec import Job, RunSpec, jobs
 from missbench.store.run_folder import Artefact, ModelFolder
 from missbench.store.sweep import RunState, SweepError, locked, states
+from missbench.store.state import LIVE, State
 
 if TYPE_CHECKING:  # torch: imported by the executors that run, not by `bench.py --help`
     from missbench.core.execution import Execution
@@ -76,18 +77,18 @@ def plan(specs: list[RunSpec], sweep: Path, opts: Options, exe: Execution | None
         state = known.get(job.model_id)
         kind = state.state if state else None
         folder = ModelFolder(sweep / job.model_id)
-        if kind in ("pending", "running", "unknown") or kind == "done" and not opts.force and _all_done(folder, job):
+        if kind in LIVE or kind is State.DONE and not opts.force and _all_done(folder, job):
             left[job.model_id] = state
             continue
         retry = opts.force or opts.rerun_failed
-        if folder.state() == "failed" and not (retry or _retry(folder, exe)):
-            left[job.model_id] = RunState(job.model_id, "failed", state.job_id if state else None, folder.log_path,
+        if folder.state() is State.FAILED and not (retry or _retry(folder, exe)):
+            left[job.model_id] = RunState(job.model_id, State.FAILED, state.job_id if state else None, folder.log_path,
                                           state.detail if state else "")
             continue
         model_done = folder.is_done()  # a model to train (or redo: corrupt) takes its job's every score; run() skips the done ones
         runs = [r for r in job.runs if opts.force or not model_done or _wanted(folder.score(r.score.score_id), retry, exe)]
         if not runs:
-            left[job.model_id] = state or RunState(job.model_id, "done", None, folder.log_path)
+            left[job.model_id] = state or RunState(job.model_id, State.DONE, None, folder.log_path)
             continue
         todo.append(Job(tuple(runs)))
     return todo, left
@@ -100,7 +101,7 @@ def _all_done(folder: ModelFolder, job: Job) -> bool:
 def _wanted(score: Artefact, retry: bool, exe: Execution | None) -> bool:
     """Whether a score is still to make: not done, and not failed unless its failure may not recur."""
     state = score.state()
-    return state != "done" and (state != "failed" or retry or _retry(score, exe))
+    return state is not State.DONE and (state is not State.FAILED or retry or _retry(score, exe))
 
 
 def _retry(folder: Artefact, exe: Execution | None) -> bool:
@@ -128,7 +129,7 @@ def announce(todo: list[Job], left: dict[str, RunState], sweep: Path, opts: Opti
         if not opts.force and ModelFolder(sweep / job.model_id).is_done():
             say(f"{job.model_id}: trained before; {len(job.runs)} score{'s' if len(job.runs) != 1 else ''} to make")
     for model_id, state in left.items():
-        say(f"{model_id}: " + {"done": "skipped, done before", "failed": "failed before, not rerun (--rerun-failed)"}.get(
+        say(f"{model_id}: " + {State.DONE: "skipped, done before", State.FAILED: "failed before, not rerun (--rerun-failed)"}.get(
             state.state, f"already {state.state} " + (f"as job {state.job_id}" if state.job_id else f"elsewhere ({state.detail})")))
 
 

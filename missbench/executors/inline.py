@@ -16,7 +16,7 @@ from missbench.store.sweep import record_jobs
 def run_inline(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: Callable[[str], None]) -> None:
     """Each job in this process; a failure is recorded (FAILED) and the next job starts."""
     task = RunTask(sweep, exe, opts.force, train=opts.train)
-    record_jobs(sweep, "inline", [(job, None) for job in todo])
+    record_jobs(sweep, "inline", [(job, None, None) for job in todo])
     for i, job in enumerate(todo, 1):
         t0 = time.perf_counter()
         try:

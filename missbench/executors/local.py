@@ -33,7 +33,7 @@ def run_local(todo: list[Job], sweep: Path, exe: Execution, opts: Options, say: 
                 executor.update_parameters(timeout_min=time_minutes(res["time"]), gpus_per_node=1 if gpus else 0,
                                            visible_gpus=(slot % gpus,) if gpus else ())
                 running[slot] = (job, executor.submit(task, job))
-                record_jobs(sweep, "local", [(job, running[slot][1].job_id)])
+                record_jobs(sweep, "local", [(job, running[slot][1].job_id, running[slot][1].paths.stderr)])
             for slot, (job, submitted) in list(running.items()):
                 if submitted.done():
                     finished += 1

@@ -14,6 +14,7 @@ from missbench.executors.environment import importable
 from missbench.executors.task import RunTask
 from missbench.experiment.resources import slurm_parameters
 from missbench.experiment.spec import Job, canonical
+from missbench.store.state import LIVE
 from missbench.store.sweep import SUBMITIT, locked, record_jobs, states
 
 #: Array size when ``scontrol`` cannot tell the cluster's MaxArraySize.
@@ -57,12 +58,12 @@ def submit_slurm(todo: list[Job], sweep: Path, exe: Execution, opts: Options, sa
                     submitted = executor.map_array(task, chunk)
                 except FailedJobError as e:  # sbatch refused it: a bad partition, account, time...
                     raise SubmissionError(f"sbatch refused the array of {len(chunk)} runs: {' '.join(str(e).split())}") from None
-                record_jobs(sweep, "slurm", zip(chunk, [j.job_id for j in submitted]))
+                record_jobs(sweep, "slurm", [(job, j.job_id, j.paths.stderr) for job, j in zip(chunk, submitted)])
                 say(f"submitted {len(chunk)} runs as SLURM array job {submitted[0].job_id.split('_')[0]} "
                     f"({res['time']}, {res['cpus']} CPUs, {res['gpus']} GPUs)")
 
 
 def wait(sweep: Path, model_ids: list[str], poll_s: float = 2.0) -> None:
     """Block until none of ``model_ids`` is pending or running."""
-    while any(r.state in ("pending", "running", "unknown") for r in states(sweep) if r.model_id in model_ids):
+    while any(r.state in LIVE for r in states(sweep) if r.model_id in model_ids):
         time.sleep(poll_s)

@@ -49,7 +49,7 @@ REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
 MAX_SEED = 2**32 - 1
 #: A budget's data set parameters: ``dataset`` for the protocol's own data set, ``datasets: {name: {...}}`` for others.
 BUDGET_DATASET_KEYS = ("dataset", "datasets")
-#: A missing-rate grid (missbench/missing.py): the scheme, its rates, the rarely present modality
+#: A missing-rate grid (missbench/core/availability.py): the scheme, its rates, the rarely present modality
 #: (modality_rate) and how test samples are evaluated (default: subsets for modality_rate, masks for slots).
 MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str}
 #: The data set of a protocol file without a ``dataset:`` key.
@@ -443,7 +443,7 @@ def load_protocol(path: Path) -> Protocol:
                 raise ProtocolError(f"{path}: timing.{key}: mode timing needs a non-negative integer")
     if data.get("eval_on", "own") not in EVAL_ON:
         raise ProtocolError(f"{path}: eval_on must be one of {list(EVAL_ON)}")
-    try:  # SLURM resources of every run of this protocol (missbench/executors/resources.py)
+    try:  # SLURM resources of every run of this protocol (missbench/experiment/resources.py)
         check_resources(f"{path}: slurm", data.get("slurm", {}))
     except ResourceError as e:
         raise ProtocolError(str(e)) from None

@@ -39,6 +39,7 @@ from missbench.experiment.root import root
 from missbench.experiment.spec import ScoreSpec
 from missbench.store import provenance
 from missbench.store.run_folder import ModelFolder, sweep_models, write_json
+from missbench.store.state import State
 
 
 class ExportError(ValueError):
@@ -59,7 +60,7 @@ def model_folders(path: Path) -> list[ModelFolder]:
     folder = ModelFolder(path)
     if folder.has_spec():
         state = folder.state()
-        if state != "done":
+        if state is not State.DONE:
             raise ExportError(f"{path}: the model has not finished (it is {state}); finish it first")
         return [folder]
     found = [m for m in sweep_models(path) if m.has_spec() and m.is_done()] if path.is_dir() else []

@@ -53,7 +53,7 @@ def prepare(dataset: Any, jobs: int = 1, progress: bool = True, force: bool = Fa
     cache.write_recipe(folder, dataset.name, dataset.recipe)
     bar = tqdm(total=len(todo), desc=f"prepare {dataset.name}", unit="case", disable=not progress)
     if jobs > 1 and len(todo) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        # fork: the workers inherit the plugin module that missbench/registry.py loaded by path.
+        # fork: the workers inherit the plugin module that missbench/experiment/registry.py loaded by path.
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             futures: dict[Future, str] = {pool.submit(dataset.prepare_case, c): c for c in todo}
             for fut in as_completed(futures):

@@ -12,6 +12,7 @@ import pandas as pd
 
 from missbench.experiment.spec import report_spec
 from missbench.store.run_folder import REDO, ModelFolder, ScoreFolder, find_models, unreadable
+from missbench.store.state import State
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,14 @@ class Run:
 
     run_id: str
     folder: Path | None
-    state: str
+    state: State
     detail: str = ""
     spec: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
-        return self.state == "done"
+        return self.state is State.DONE
 
     @property
     def why(self) -> str:
@@ -77,7 +78,7 @@ def read_model(folder: Path, live: tuple[str, str] | None = None) -> list[tuple[
     runs that are not done. Results that do not read make a run corrupt."""
     model = ModelFolder(folder)
     if not folder.exists():
-        return [(Run(folder.name, None, *(live or ("pending", "no model folder yet"))), None)]
+        return [(Run(folder.name, None, *(live or (State.PENDING, "no model folder yet"))), None)]
     try:
         model_spec = model.spec_dict() if model.has_spec() else {}
     except (OSError, ValueError) as e:
@@ -86,15 +87,15 @@ def read_model(folder: Path, live: tuple[str, str] | None = None) -> list[tuple[
     labels = request.get("labels", {})
     state = model.state()
     model_meta: dict[str, Any] = {}
-    if state == "done":
+    if state is State.DONE:
         try:
             model_meta = model.meta()
         except (OSError, ValueError):  # damaged after the check: as corrupt as a checksum mismatch
-            state = "corrupt"
-    if state != "done":
-        why = {"failed": lambda: ("failed", _failed(model)),
-               "corrupt": lambda: ("corrupt", f"its model: {model.problem()}; {REDO}")}.get(
-            state, lambda: ("stopped", "a model without DONE: killed, cancelled or unfinished; a rerun resumes it"))()
+            state = State.CORRUPT
+    if state is not State.DONE:
+        why = {State.FAILED: lambda: (State.FAILED, _failed(model)),
+               State.CORRUPT: lambda: (State.CORRUPT, f"its model: {model.problem()}; {REDO}")}.get(
+            state, lambda: (State.STOPPED, "a model without DONE: killed, cancelled or unfinished; a rerun resumes it"))()
         why = live or why
     scores = {s.score_id: s for s in model.scores()}
     asked = request.get("scores", {})
@@ -106,25 +107,25 @@ def read_model(folder: Path, live: tuple[str, str] | None = None) -> list[tuple[
         except (OSError, ValueError) as e:
             raise ValueError(f"score folder {target.path}: cannot read its spec ({e})") from None
         spec = report_spec(model_spec, score_spec, labels) if model_spec and score_spec else {}
-        if state != "done":
+        if state is not State.DONE:
             out.append((Run(target.run_id, target.path, *why, spec=spec), None))
             continue
         score_state, problem = target.state(), None
-        if score_state == "done":
+        if score_state is State.DONE:
             try:
                 score_meta, rows = target.meta(), target.rows()
             except (OSError, ValueError) as e:
-                score_state, problem = "corrupt", unreadable(e)
-        if score_state != "done":
-            detail = {"failed": lambda: f"scoring failed: {_failed(target)}",
-                      "corrupt": lambda: f"{problem or target.problem()}; {REDO}"}.get(
+                score_state, problem = State.CORRUPT, unreadable(e)
+        if score_state is not State.DONE:
+            detail = {State.FAILED: lambda: f"scoring failed: {_failed(target)}",
+                      State.CORRUPT: lambda: f"{problem or target.problem()}; {REDO}"}.get(
                 score_state, lambda: "asked and not scored yet (the model is trained; a rerun scores it)")()
-            run_state = score_state if score_state in ("failed", "corrupt") else "stopped"
+            run_state = score_state if score_state in (State.FAILED, State.CORRUPT) else State.STOPPED
             out.append((Run(target.run_id, target.path, *(live or (run_state, detail)), spec=spec), None))
             continue
-        out.append((Run(target.run_id, target.path, "done", spec=spec, meta=merged_meta(model_meta, score_meta)), rows))
+        out.append((Run(target.run_id, target.path, State.DONE, spec=spec, meta=merged_meta(model_meta, score_meta)), rows))
     if not out:  # a model with no score asked or made: left out of every table by its own state
-        detail = why if state != "done" else ("stopped", "no score asked or made")
+        detail = why if state is not State.DONE else (State.STOPPED, "no score asked or made")
         out.append((Run(model.model_id, folder, *detail, spec=report_spec(model_spec, {}, labels) if model_spec else {}), None))
     return out
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from missbench.experiment.spec import ModelSpec, ScoreSpec, canonical
 from missbench.store import legacy, process
+from missbench.store.state import State
 
 if TYPE_CHECKING:  # pandas is imported where rows are read or written, so listing plugins does not pay for it
     import pandas as pd
@@ -157,22 +158,22 @@ class Artefact:
             return unreadable(e)
         return None
 
-    def state(self) -> str:
-        """'done' (DONE, files intact), 'corrupt' (DONE, files damaged), 'failed' (FAILED, or a folder that cannot
-        be read or written), 'incomplete' (started, no marker) or 'absent' (no folder)."""
+    def state(self) -> State:
+        """DONE (files intact), CORRUPT (DONE, files damaged), FAILED (FAILED, or a folder that cannot be read or
+        written), INCOMPLETE (started, no marker) or ABSENT (no folder)."""
         try:
             if (self.path / DONE).exists():
-                return "done" if self.problem() is None else "corrupt"
+                return State.DONE if self.problem() is None else State.CORRUPT
             if (self.path / FAILED).exists():
-                return "failed"
+                return State.FAILED
             if not self.path.exists():
-                return "absent"
+                return State.ABSENT
         except OSError:
-            return "failed"
-        return "incomplete" if self.writable() else "failed"
+            return State.FAILED
+        return State.INCOMPLETE if self.writable() else State.FAILED
 
     def is_done(self) -> bool:
-        return self.state() == "done"
+        return self.state() is State.DONE
 
     def ended_at(self) -> float | None:
         """When the last attempt ended: the time DONE or FAILED was written (seconds since the epoch); None without either."""

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 from missbench.experiment.spec import Job
 from missbench.store import process
 from missbench.store.run_folder import FAILED, REDO, Artefact, ModelFolder, ScoreFolder, write_json
+from missbench.store.state import State
 
 log = logging.getLogger("missbench")
 JOBS = "jobs.json"
@@ -39,8 +40,6 @@ COLLECTED = "collected.parquet"
 #: squeue states of a job that is still coming or going; anything else has ended.
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SUSPENDED", "RESIZING"}
 _RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
-#: States of a model that ended without a usable result: a sweep holding one is not complete (exit status 1).
-UNFINISHED = ("failed", "stopped", "corrupt")
 
 
 class SweepError(ValueError):
@@ -55,7 +54,7 @@ class RunState:
     scores still to make; a rerun resumes it)."""
 
     model_id: str
-    state: str
+    state: State
     job_id: str | None
     log: Path
     detail: str = ""
@@ -104,10 +103,11 @@ def locked(sweep: Path) -> Iterator[None]:
             f.close()
 
 
-def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[Job, str | None]]) -> None:
-    """Add (job, job id) pairs to ``jobs.json`` under the sweep's lock, keyed by model id with the score ids asked:
-    a resubmitted model's entry is replaced, keeping the scores asked before. A local job's id is its submitit
-    controller's PID, recorded with the process's start time."""
+def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[Job, str | None, Path | None]]) -> None:
+    """Add (job, job id, log file) triples to ``jobs.json`` under the sweep's lock, keyed by model id with the score
+    ids asked: a resubmitted model's entry is replaced, keeping the scores asked before. A local job's id is its
+    submitit controller's PID, recorded with the process's start time; the log is the executor's (submitit's
+    stderr file, where a failed task's traceback ends up), None for in-process jobs."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with locked(sweep):
         try:
@@ -116,22 +116,17 @@ def record_jobs(sweep: Path, executor: str, jobs: Iterable[tuple[Job, str | None
             os.replace(sweep / JOBS, sweep / f"{JOBS}.corrupt")
             log.warning("%s; set aside as %s.corrupt", e, JOBS)
             data = {"runs": {}}
-        for job, job_id in jobs:
+        for job, job_id, job_log in jobs:
             model = job.model
             before = data["runs"].get(job.model_id, {}).get("scores", [])
             scores = list(dict.fromkeys([*before, *(r.score.score_id for r in job.runs)]))
             data["runs"][job.model_id] = {"job_id": job_id, "executor": executor, "submitted": now, "variant": model.variant,
                                           "train_subset": model.train_subset or "random", "seed": model.seed, "scores": scores}
+            if job_log is not None:
+                data["runs"][job.model_id]["log"] = str(job_log)
             if executor == "local" and job_id:
                 data["runs"][job.model_id]["process"] = process.identity(int(job_id))
         write_json(sweep / JOBS, data)
-
-
-def job_log(sweep: Path, job_id: str) -> Path:
-    """The submitit stderr file of a job (the traceback of a failed task ends up there)."""
-    from submitit.core.utils import JobPaths
-
-    return JobPaths(sweep / SUBMITIT, job_id=job_id, task_id=0).stderr
 
 
 def _squeue() -> dict[str, str] | None:
@@ -160,17 +155,17 @@ def asked_scores(folder: ModelFolder, entry: dict[str, Any]) -> list[ScoreFolder
     return [folder.score(s) for s in entry["scores"]] if isinstance(entry.get("scores"), list) else folder.scores()
 
 
-def outcome(folder: ModelFolder, scores: list[ScoreFolder]) -> tuple[str, Artefact | None]:
+def outcome(folder: ModelFolder, scores: list[ScoreFolder]) -> tuple[State, Artefact | None]:
     """A model's stored state with its asked scores, and the folder it comes from: the model's while the model is
     not done, else the first corrupt, failed or unfinished score's (incomplete: a score still to make)."""
     state = folder.state()
-    if state != "done":
+    if state is not State.DONE:
         return state, folder
-    for wanted in ("corrupt", "failed", "incomplete", "absent"):
+    for wanted in (State.CORRUPT, State.FAILED, State.INCOMPLETE, State.ABSENT):
         for score in scores:
-            if score.state() == wanted:
-                return ("incomplete" if wanted == "absent" else wanted), score
-    return "done", None
+            if score.state() is wanted:
+                return (State.INCOMPLETE if wanted is State.ABSENT else wanted), score
+    return State.DONE, None
 
 
 def states(sweep: Path) -> list[RunState]:
@@ -189,47 +184,47 @@ def states(sweep: Path) -> list[RunState]:
         job_id, executor = entry.get("job_id"), entry.get("executor")
         folder = ModelFolder(sweep / model_id)
         scores = asked_scores(folder, entry)
-        log = job_log(sweep, job_id) if job_id else folder.log_path
+        log = Path(entry["log"]) if entry.get("log") else folder.log_path
         state, source = outcome(folder, scores)
-        if state == "done":
-            out.append(RunState(model_id, "done", job_id, folder.log_path))
+        if state is State.DONE:
+            out.append(RunState(model_id, State.DONE, job_id, folder.log_path))
             continue
         live, detail, slurm_state = None, "", ""
         if folder.is_claimed():
             holder = folder.holder()
-            live = "running"
+            live = State.RUNNING
             detail = f"process {holder['pid']} on {holder['host']} holds the model" if holder else "a process holds the model"
         elif executor == "slurm" and job_id and queue is None and not ended_since([folder, *scores], entry.get("submitted")):
-            live, detail = "unknown", "squeue is not available here"
+            live, detail = State.UNKNOWN, "squeue is not available here"
         elif executor == "slurm" and job_id and queue is not None:
             slurm_state = queue.get(job_id, "")
-            live = "pending" if slurm_state in _PENDING else "running" if slurm_state in _RUNNING else None
+            live = State.PENDING if slurm_state in _PENDING else State.RUNNING if slurm_state in _RUNNING else None
         elif executor == "local" and process.alive(entry.get("process")):
-            live = "running"
+            live = State.RUNNING
         what = "" if source is folder or source is None else f"score {source.path.name}: "
         if live:
             out.append(RunState(model_id, live, job_id, log, detail))
-        elif state == "corrupt":
-            out.append(RunState(model_id, "corrupt", job_id, folder.log_path, f"{what}{source.problem()}; {REDO}"))
-        elif state == "failed":
+        elif state is State.CORRUPT:
+            out.append(RunState(model_id, State.CORRUPT, job_id, folder.log_path, f"{what}{source.problem()}; {REDO}"))
+        elif state is State.FAILED:
             failure = source.failure()
-            out.append(RunState(model_id, "failed", job_id, log, what +
+            out.append(RunState(model_id, State.FAILED, job_id, log, what +
                                 f"{failure['error']}: {failure['message']} (traceback: {source.file(FAILED)})".lstrip(": ")))
         else:
             ended = f"job {slurm_state or 'gone'}" if executor == "slurm" and job_id else "ended"
             todo = "scores still to make" if folder.is_done() else "no result"
-            out.append(RunState(model_id, "stopped", job_id, log, f"{ended} with {todo}; a rerun resumes it"))
+            out.append(RunState(model_id, State.STOPPED, job_id, log, f"{ended} with {todo}; a rerun resumes it"))
     return out
 
 
 def summary(runs: list[RunState]) -> str:
     """Counts per state, then a line per run that is not done, with its log."""
-    counts: dict[str, int] = {}
+    counts: dict[State, int] = {}
     for r in runs:
         counts[r.state] = counts.get(r.state, 0) + 1
     lines = [", ".join(f"{n} {s}" for s, n in counts.items())]
     for r in runs:
-        if r.state != "done":
+        if r.state is not State.DONE:
             job = f" job {r.job_id}" if r.job_id else ""
             lines.append(f"  {r.state:<8} {r.model_id}{job}  log {r.log}" + (f"\n           {r.detail}" if r.detail else ""))
     return "\n".join(lines)
@@ -239,7 +234,7 @@ def cancel(sweep: Path) -> list[str]:
     """Cancel the pending and running jobs this sweep submitted; returns their ids. A local job is stopped with
     SIGINT (what submitit's LocalJob.cancel sends): its controller and the worker holding the run's claim,
     each only while it is the very process recorded (same host, PID and start time)."""
-    live = [r for r in states(sweep) if r.state in ("pending", "running") and r.job_id]
+    live = [r for r in states(sweep) if r.state in (State.PENDING, State.RUNNING) and r.job_id]
     recorded = read_jobs(sweep)["runs"]
     slurm = [r.job_id for r in live if recorded[r.model_id]["executor"] == "slurm"]
     if slurm:
