@@ -30,8 +30,9 @@ skipped:
   with bf16 and compilation.
 - compiled: every other method's paper step compiled.
 
-With ``--tiny`` (for a CPU) every part runs on 32^3 patches, ShaSpec on its common backbone (the
-official one needs larger patches), compilation with the eager backend, the main job at the smoke budget.
+With ``--tiny`` (for a CPU) every part runs on 32^3 patches, ShaSpec and the zero-fill U-Net at 4 base
+channels (ShaSpec on its common backbone: the official one needs larger patches), compilation with the
+eager backend, the main job at the smoke budget: every path at the smallest size that runs it.
 
 Memory: "train MiB" is the peak of tensors allocated by PyTorch during the timed training phase
 (torch.cuda.max_memory_allocated; on a CPU the peak resident memory above the phase's start). The
@@ -103,7 +104,8 @@ class Sizes:
     eval_case: tuple[int, int, int]
     #: Patch of protocol A and B, or None: the paper budgets' own.
     patch: tuple[int, int, int] | None
-    shaspec_backbone: str
+    #: Method parameters other than the paper's, per method (marked * in the tables).
+    params: dict[str, dict[str, Any]]
     compile_backend: str
     #: The main job's budget (None: the protocol's default, as in the README).
     main_budget: str | None
@@ -111,11 +113,13 @@ class Sizes:
 
 
 GPU = Sizes(warmup=5, iterations=20, inference_passes=3, volume=32, data_volume=160, data_iterations=30, eval_case=REAL_CASE,
-            patch=None, shaspec_backbone="official", compile_backend="inductor", main_budget=None, deadline_s=460.0)
+            patch=None, params={"shaspec": {"backbone": "official"}}, compile_backend="inductor", main_budget=None, deadline_s=460.0)
 #: 32^3: at 16^3 some nets reach 2^3 voxels, where torch 2.13's CPU bf16 convolution backward returns NaN
 #: gradients now and then (tests/test_timing.py).
 TINY = Sizes(warmup=1, iterations=2, inference_passes=1, volume=24, data_volume=32, data_iterations=4, eval_case=(16, 32, 32),
-             patch=(32, 32, 32), shaspec_backbone="common", compile_backend="eager", main_budget="smoke", deadline_s=math.inf)
+             patch=(32, 32, 32),
+             params={"shaspec": {"width": 4, "depth": 2, "dim": 16}, "zero_fill": {"width": 4, "depth": 2}},
+             compile_backend="eager", main_budget="smoke", deadline_s=math.inf)
 
 
 @dataclass
@@ -160,8 +164,13 @@ class Check:
     def execution(self, **options: Any) -> Execution:
         return Execution(device=self.device, progress=False, **options)
 
-    def shaspec_params(self) -> dict[str, Any]:
-        return {"backbone": self.sizes.shaspec_backbone} if self.sizes.shaspec_backbone != "common" else {}
+    def params(self, method: str) -> dict[str, Any]:
+        """``method``'s parameters in this check (its paper's where empty)."""
+        return self.sizes.params.get(method, {})
+
+    def name(self, method: str) -> str:
+        """``method`` as the tables show it: starred when it runs with other than its paper's parameters."""
+        return method + ("*" if self.params(method) else "")
 
 
 def paper_budgets(sizes: Sizes) -> dict[str, Budget]:
@@ -218,7 +227,7 @@ def free_device(device: str) -> None:
 def timing_rows(check: Check, part: str, method: str, budget: str, setting: str, exe: Execution,
                 dataset: str = "brats_synthetic", iterations: int | None = None) -> list[Row]:
     """One timing-protocol run of ``method`` (fresh), as a row; ``iterations``: the paper run's, for h/run."""
-    params = check.shaspec_params() if method == "shaspec" and dataset == "brats_synthetic" else {}
+    params = check.params(method) if dataset == "brats_synthetic" else {}
     spec = check.protocols["timing"].expand([method], registry.dataset_class(dataset), {}, budget, None, {method: params})[0]
     sweep = check.out / "runs" / setting.replace(" ", "_")
     try:
@@ -258,7 +267,7 @@ def avmnist_items(check: Check) -> list[Item]:
 def data_rows(check: Check, prefetch: bool) -> list[Row]:
     """ShaSpec's training path with --profile: seconds per iteration and the data wait share."""
     spec = check.protocols["data"].expand(["shaspec"], registry.dataset_class("brats_synthetic"), {}, "data", None,
-                                          {"shaspec": check.shaspec_params()})[0]
+                                          {"shaspec": check.params("shaspec")})[0]
     setting = "prefetch" if prefetch else "no prefetch"
     sweep = check.out / "runs" / f"data_{setting.replace(' ', '_')}"
     try:
@@ -267,7 +276,7 @@ def data_rows(check: Check, prefetch: bool) -> list[Row]:
         free_device(check.device)
     folder = ModelFolder(sweep / spec.model.model_id)
     train, meta = folder.profile()["train"], folder.meta()
-    return [Row("data", "shaspec" + ("*" if check.shaspec_params() else ""), setting, shape_text(spec.budget.batch, spec.budget.patch),
+    return [Row("data", check.name("shaspec"), setting, shape_text(spec.budget.batch, spec.budget.patch),
                 meta["timings"]["train_seconds_per_iteration"], None, None, train["data_wait"]["share"],
                 note=f"{spec.budget.iterations} iterations incl. the first, each phase synchronised")]
 
@@ -275,7 +284,7 @@ def data_rows(check: Check, prefetch: bool) -> list[Row]:
 def eval_rows(check: Check) -> list[Row]:
     """One real-size case: 15-subset inference with ShaSpec at its paper windows, and scoring 15 subsets."""
     spec = check.protocols["timing"].expand(["shaspec"], registry.dataset_class("brats_synthetic"), {}, "paper_b", None,
-                                            {"shaspec": check.shaspec_params()})[0]
+                                            {"shaspec": check.params("shaspec")})[0]
     exe = check.execution()
     try:
         _, method = build(spec)
@@ -301,7 +310,7 @@ def eval_rows(check: Check) -> list[Row]:
         score_case(pred, ref, SPACING)
     scoring = time.perf_counter() - t0
     shape = "x".join(map(str, check.sizes.eval_case))
-    return [Row("eval", "shaspec" + ("*" if check.shaspec_params() else ""), "inference 15 subsets", shape, None, None, infer,
+    return [Row("eval", check.name("shaspec"), "inference 15 subsets", shape, None, None, infer,
                 note=f"windows {'x'.join(map(str, spec.budget.patch))}, overlap {overlap:.3g}, shared encoding"),
             Row("eval", "-", "scoring 15 subsets", shape, None, None, scoring,
                 note=f"Dice+HD95 of ET/ETpp/TC/WT, one CPU process; 66 validation cases: {66 * (infer + scoring) / 60:.1f} min")]
@@ -309,7 +318,8 @@ def eval_rows(check: Check) -> list[Row]:
 
 def main_job_rows(check: Check) -> list[Row]:
     """The README's main job on the device, its console output kept in the output folder."""
-    args = ["--protocol", "non_dedicated", "--methods", "shaspec,zero_fill", "--device", check.device, "--no-progress",
+    params = [f"--param={m}.{k}={v}" for m in ("shaspec", "zero_fill") for k, v in check.params(m).items()]
+    args = ["--protocol", "non_dedicated", "--methods", "shaspec,zero_fill", *params, "--device", check.device, "--no-progress",
             "--threads", str(torch.get_num_threads()), "--force", "--out", str(check.out / "runs" / "main_job")]
     if check.sizes.main_budget:
         args += ["--budget", check.sizes.main_budget]
@@ -412,7 +422,7 @@ def cost_table(rows: list[Row], check: Check) -> str:
     lines = ["| method | batch, patch | iterations | fp32 s/it | fp32 h/run | fp32 train GiB | bf16 s/it | bf16 h/run | bf16 train GiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for method in check.methods:
-        name = method + ("*" if method == "shaspec" and check.shaspec_params() else "")
+        name = check.name(method)
         fp32, bf16 = by.get((name, "fp32")), by.get((name, "bf16"))
         if fp32 is None and bf16 is None:
             continue
@@ -470,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(format_row(row))
     if table:
-        star = "; * official backbone" if check.shaspec_params() else ""
+        starred = {m: p for m, p in sizes.params.items() if m in methods}
+        star = "; * " + ", ".join(f"{m} {json.dumps(p)}" for m, p in starred.items()) if starred else ""
         print(f"\nCost of a paper run (README), training only{star}:\n{table}")
     failed = [r for r in rows if r.note.startswith("failed")]
     return 1 if failed else 0

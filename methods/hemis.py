@@ -44,7 +44,8 @@ each followed by FC -> ReLU to ``features`` (64, ``projected_encoders``) so that
 vector lives in the same space (HeMIS averages post-activation feature maps); the abstraction
 layer's [mean, population variance] over the available modalities' vectors (2 x 64); the shared
 FC-ReLU-dropout-FC head (``ClassifierHead``); cross-entropy. No L2 term there (the code's regulariser is
-on its 3-D conv kernels). Training: the reference methods' avMNIST training (ShaSpec's: Adam 1e-3, weight decay 1e-2, x0.9 every third of the budget), not the 3-D schedule.
+on its 3-D conv kernels). Training: the reference methods' avMNIST training (ShaSpec's: Adam 1e-3, weight decay
+1e-2, x0.9 every third of the budget), not the 3-D schedule.
 
 Deviations:
 - schedule: the code divides the learning rate by 4 every 10k of its 60k iterations; here by 4

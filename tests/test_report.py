@@ -145,7 +145,7 @@ def test_one_method_bolds_nothing_and_speaks_of_no_tests(tmp_path):
     (table,) = dice_tables(tmp_path).values()
     assert not any(c.bold for r in table.rows for c in r.cells)
     assert "Bold" not in table.caption and "Holm" not in table.caption and "†" not in to_markdown(table)
-    assert table.extras["tests"].empty and "**" not in "".join(l for l in to_markdown(table).splitlines() if l.startswith("| "))
+    assert table.extras["tests"].empty and "**" not in "".join(line for line in to_markdown(table).splitlines() if line.startswith("| "))
 
 
 def test_two_cases_withhold_the_ci_and_say_that_no_mark_can_appear(tmp_path):

@@ -350,14 +350,14 @@ def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET
     out, counted = [], []
     for i, (name, summary) in enumerate(((subset, s1), (f"Avg ({n} subsets)", s2))):
         for j, reg in enumerate(REGIONS):
-            cells = cells_of(summary, [(l, reg) for l in losses], 2)
+            cells = cells_of(summary, [(label, reg) for label in losses], 2)
             counted += cells
             out.append(Row(f"{'Avg' if i else subset} {reg}", [name, reg], bold_best(cells, True), i == 1 and j == 0))
     caption = (f"DAO-loss ablation (ShaSpec Table 4), Dice (%), tested with {subset} only and averaged over the {n} evaluation "
                f"subsets; {describe(pool)}; {seeds_text(pool, store)}; {policy_text(pool)}; {et_text(et_region, pool)}. Mean ± std "
                f"over seeds. {note_counts(counted)} Bold: best displayed value per row. Columns: "
                f"{', '.join(f'{loss[c.label]} = {c.label}' for c in pool.columns)}.")
-    return Table(f"dao_{pool.name}", caption, ["test", "region"], [("DAO loss", l) for l in losses], out, pool.used,
+    return Table(f"dao_{pool.name}", caption, ["test", "region"], [("DAO loss", label) for label in losses], out, pool.used,
                  list(pool.left_out), list(pool.notes))
 
 
@@ -509,7 +509,8 @@ def published_table(entries: list[Published], pools: list[Pool], store: Store, e
     sources = [f"[{i}] {note}" for note, i in refs.items()]
     caption = (f"Published Dice (%) on BraTS2018 protocol {protocol}, averaged over the 15 modality subsets, as printed"
                + (" beside this store's runs of that protocol (measured: mean ± std over seeds)" if used else "")
-               + f". Protocol A and B numbers score different cases and never share a table. {f'Measured: {et_text(et_region, matched[0])}.' if matched else ''}")
+               + ". Protocol A and B numbers score different cases and never share a table."
+               + (f" Measured: {et_text(et_region, matched[0])}." if matched else ""))
     return Table(f"published_{protocol}", caption.strip(), ["method", "source"], [("", r) for r in REGIONS], out, sorted(used),
                  left, sources)
 
