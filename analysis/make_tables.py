@@ -11,9 +11,9 @@ With ``--site DIR``, also a static results site (missbench/report/site.py) that 
 a page per table with its leaderboard, the reproduction ledger and a page per run.
 
 Each table and figure is made once; one whose input is missing is skipped with a message, one that fails is
-one line naming its pool, and the rest is still written. Exit status: the number of tables, figures and sites
-that failed (0: everything was made; capped at 100); 1 also when the store has no finished run; 2 for a bad
-command line or store. Reruns on the same store give byte-identical files.
+one line naming its pool, and the rest is still written. Exit status: the number of tables, figures and site
+pages that failed (0: everything was made; capped at 100); 1 also when the store has no finished run; 2 for a
+bad command line or store. Reruns on the same store give byte-identical files.
 """
 
 from __future__ import annotations
@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         from missbench.report.site import write_site
 
         try:
-            pages = write_site(report, args.site, out)
-            print(f"site: {len(pages)} files in {args.site} (open {args.site / 'index.html'})")
+            site = write_site(report, args.site, out)
+            for line in site.errors:
+                print(line)
+            failed += len(site.errors)
+            print(f"site: {len(site.written)} files in {args.site} (open {args.site / 'index.html'})")
         except Exception as e:  # noqa: BLE001 - the tables are written; say what stopped the site
             print(f"site: failed ({one_line(e)})")
             failed += 1

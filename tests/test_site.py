@@ -221,6 +221,26 @@ def test_a_store_of_failed_runs_gets_a_site_that_lists_them(tmp_path, capsys):
     assert index.count("RuntimeError: out of memory") == 2 and len(list((tmp_path / "site" / "runs").glob("*.html"))) == 2
 
 
+def test_a_page_that_fails_is_one_line_and_the_rest_of_the_site_is_written(store, tmp_path, capsys, monkeypatch):
+    from missbench.report import site as site_module
+
+    real = site_module.Site.run_page
+
+    def run_page(self, run, scores):
+        if run.spec.get("method") == "hemis":
+            raise KeyError("no such column")
+        return real(self, run, scores)
+
+    monkeypatch.setattr(site_module.Site, "run_page", run_page)
+    assert make_tables([str(store), "--site", str(tmp_path / "site"), "--no-figures"]) == 2  # hemis: two seeds
+    lines = [line for line in capsys.readouterr().out.splitlines() if ": failed (" in line]
+    assert len(lines) == 2 and all(line.startswith("site page of run hemis_random_seed") and
+                                   line.endswith("failed (KeyError: 'no such column')") for line in lines)
+    broken = sorted((tmp_path / "site" / "runs").glob("hemis_*.html"))
+    assert len(broken) == 2 and "This page could not be made" in broken[0].read_text()
+    assert len(list((tmp_path / "site" / "runs").glob("*.html"))) == 22 and "KeyError" in (tmp_path / "site" / "index.html").read_text()
+
+
 # --- a real browser -----------------------------------------------------------------------------------------------
 
 def chromium() -> tuple[str | None, str]:

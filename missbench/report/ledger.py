@@ -140,9 +140,11 @@ def ledger(pool: Pool, store: Store, entries: list[Published], et_region: str = 
     return Ledger(protocol, pool, cells, bias_frame, methods, pd.DataFrame(agree), unmatched)
 
 
-def ledgers(pools: list[Pool], store: Store, kinds: dict[str, str], et_region: str = "ET") -> tuple[dict[str, list[Published]], list[Ledger]]:
+def ledgers(pools: list[Pool], store: Store, kinds: dict[str, str], et_region: str = "ET",
+            errors: list[str] | None = None) -> tuple[dict[str, list[Published]], list[Ledger]]:
     """The published entries by protocol and the ledger of every segmentation pool of BraTS2018 protocol A or B
-    that has a method in common with them."""
+    that has a method in common with them; a pool whose ledger fails is one line in ``errors`` and the others are
+    still made."""
     _, entries = load_published()
     by_protocol = {p: [e for e in entries if e.protocol == p] for p in sorted({e.protocol for e in entries})}
     out = []
@@ -153,6 +155,11 @@ def ledgers(pools: list[Pool], store: Store, kinds: dict[str, str], et_region: s
         try:
             found = ledger(pool, store, by_protocol[protocol], et_region)
         except Skip:
+            continue
+        except Exception as e:  # noqa: BLE001 - one pool's ledger never stops the site
+            if errors is None:
+                raise
+            errors.append(f"ledger {pool.name}: failed ({type(e).__name__}: {' '.join(str(e).split())})")
             continue
         if len(found.cells):
             out.append(found)

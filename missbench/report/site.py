@@ -479,12 +479,13 @@ class Site:
 
     def __init__(self, report: Report, root: Path, tables: Path) -> None:
         self.report, self.store, self.root = report, report.store, root
-        self.tables = tables
+        #: What could not be made, one line each (a page whose data broke it; the others are still written).
+        self.errors: list[str] = []
+        self.written: list[Path] = []
         self.tables_href = Path(os.path.relpath(tables.resolve(), root.resolve())).as_posix()
         self.files: dict[Path, str] = {}
         self.runs_dir = os.path.abspath(root / "runs")
         self.pools = report.pools
-        self.by_name = {p.name: p for p in self.pools}
         self.used_in: dict[str, list[tuple[str, str]]] = defaultdict(list)
         self.left_in: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for p in self.pools:
@@ -495,7 +496,7 @@ class Site:
                 for r in lo.runs:
                     self.left_in[r].append((p.name, lo.reason))
         self.siblings = {r: c.runs for p in self.pools for c in p.columns for r in c.runs}
-        self.published, self.ledgers = ledgers(self.pools, self.store, report.kinds, report.opt.et)
+        self.published, self.ledgers = ledgers(self.pools, self.store, report.kinds, report.opt.et, self.errors)
 
     def put(self, rel: str, text: str) -> None:
         self.files[self.root / rel] = text
@@ -563,9 +564,10 @@ class Site:
         else:
             body.append("<p>None: every run is used by a table or listed as left out of one.</p>")
         problems = [o for o in report.outcomes if o.error or o.skipped]
-        body.append("<h2>Tables and figures not made</h2>")
-        body.append("<ul>" + "".join(f"<li>{esc(o.job.name)}: {'failed' if o.error else 'skipped'} ({esc(o.error or o.skipped)})</li>"
-                                     for o in problems) + "</ul>" if problems else "<p>None.</p>")
+        body.append("<h2>Tables, figures and pages not made</h2>")
+        items = [f"<li>{esc(o.job.name)}: {'failed' if o.error else 'skipped'} ({esc(o.error or o.skipped)})</li>" for o in problems]
+        items += [f"<li>{esc(line)}</li>" for line in self.errors]
+        body.append("<ul>" + "".join(items) + "</ul>" if items else "<p>None.</p>")
         rows = []
         for o in report.outcomes:
             if not o.files:
@@ -588,6 +590,7 @@ class Site:
                        "left_out": [{"runs": lo.runs, "reason": lo.reason} for lo in p.left_out]} for p in self.pools],
             "counts": counts,
             "not_made": [{"job": o.job.name, "pool": o.job.pool, "failed": o.error, "skipped": o.skipped} for o in problems],
+            "site_errors": self.errors,
             "ledgers": [lg.pool.name for lg in self.ledgers]}))
 
     # --- pools -----------------------------------------------------------------------------------------
@@ -867,18 +870,30 @@ class Site:
 
     # --- all -----------------------------------------------------------------------------------------
 
+    def attempt(self, name: str, rel: str, title: str, make: Any) -> None:
+        """``make()``; a failure is one line in ``errors`` and a page at ``rel`` that says so (links to it still resolve)."""
+        try:
+            make()
+        except Exception as e:  # noqa: BLE001 - one page never stops the site
+            line = f"{name}: failed ({type(e).__name__}: {' '.join(str(e).split())})"
+            self.errors.append(line)
+            self.put(rel, document(title, f"<h1>{esc(title)}</h1>\n<p>This page could not be made: {esc(line)}</p>",
+                                   "../" if "/" in rel else ""))
+
     def write(self) -> list[Path]:
         """Every page, its data and the assets; files of an earlier build that this one did not write are removed from
-        the site's own folders (pools/, runs/, assets/). Returns the files written."""
+        the site's own folders (pools/, runs/, assets/). A page that fails is one line in ``errors`` (and a page saying
+        so); the others are written. Returns the files written."""
         self.put("assets/style.css", CSS)
         self.put("assets/sort.js", JS)
-        self.index()
         for p in self.pools:
-            self.pool_page(p)
-        self.ledger_page()
+            self.attempt(f"site page of {p.name}", f"pools/{p.name}.html", p.name, lambda p=p: self.pool_page(p))
+        self.attempt("site ledger", "ledger.html", "Reproduction ledger", self.ledger_page)
         scores = self.scores()
         for run in self.store.runs.values():
-            self.run_page(run, scores.get(run.run_id, []))
+            self.attempt(f"site page of run {run.run_id}", f"runs/{page_name(run.run_id)}.html", run.run_id,
+                         lambda run=run: self.run_page(run, scores.get(run.run_id, [])))
+        self.index()
         for path, text in sorted(self.files.items()):
             path.parent.mkdir(parents=True, exist_ok=True)
             data = text.encode("utf-8")
@@ -891,6 +906,9 @@ class Site:
         return sorted(self.files)
 
 
-def write_site(report: Report, root: Path, tables: Path) -> list[Path]:
-    """The site of ``report`` (already written into ``tables``) in ``root``; see the module's docstring."""
-    return Site(report, root, tables).write()
+def write_site(report: Report, root: Path, tables: Path) -> Site:
+    """The site of ``report`` (already written into ``tables``) in ``root``; see the module's docstring. Returns it: its
+    ``written`` files and its ``errors`` (a line per page that could not be made)."""
+    site = Site(report, root, tables)
+    site.written = site.write()
+    return site
