@@ -58,7 +58,9 @@ def main() -> None:
             keys = fabricate(store, seeds=args.seeds, cases=args.cases)
             print(f"fabricated {len(keys)} runs ({args.seeds} seeds, {args.cases} test cases) in {time.perf_counter() - t0:.1f} s")
         make = [sys.executable, "analysis/make_tables.py", str(store)]
-        runs = sum(1 for _ in store.rglob("score.json")) + sum(1 for _ in store.rglob("spec.json"))
+        from missbench.report import load_store
+
+        runs = len(load_store(store).runs)
         print(f"{'command':<44} {'runs':>6} {'CPU s':>7} {'wall s':>7}  target")
         for name, cmd in (("make_tables.py --no-figures", [*make, "--no-figures", "--out", str(work / "tables")]),
                           ("make_tables.py --site", [*make, "--site", str(work / "site")])):

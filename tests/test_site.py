@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.make_tables import main as make_tables  # noqa: E402
-from report_store import fake_classification_run, fake_run, fake_timing_run, score_folder  # noqa: E402
+from report_store import fake_classification_run, fake_run, fake_timing_run  # noqa: E402
 from missbench.report.published import select  # noqa: E402
 
 ND = "non_dedicated_brats_synthetic_smoke"
@@ -194,7 +194,7 @@ def test_a_run_page_holds_spec_provenance_curve_scores_and_files(site, store):
     assert run["state"] == "done" and run["spec"]["method"] == "shaspec" and run["params"]["dao"] == "l1"
     assert [p["iteration"] for p in run["curve"]] == [2, 4] and set(run["curve"][0]["losses"]) == {"dice", "bce", "total"}
     log = (store / "nd" / run_id.split("/")[0] / "log.txt").read_text()
-    assert f"iteration 4 lr" in log and str(run["curve"][1]["losses"]["total"]) in log
+    assert "iteration 4 lr" in log and str(run["curve"][1]["losses"]["total"]) in log
     html = (site / "runs" / f"{run_id.replace('/', '--')}.html").read_text()
     assert "<svg" in html and "polyline" in html and "Provenance" in html and "rows.parquet" in html and "log.txt" in html
     assert any(s["metric"] == "dice" and s["eval_subset"] == "FLAIR" and s["where"] == "WT" for s in run["scores"])

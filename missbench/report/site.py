@@ -76,7 +76,8 @@ td.best { font-weight: 700; color: var(--best); }
 td a { text-decoration: none; color: inherit; border-bottom: 1px dotted #8aa; }
 td a:hover { color: var(--link); }
 tr.published td { font-style: italic; color: #38465a; background: #f5f8fc; }
-.tag { display: inline-block; font-size: .72rem; font-style: normal; padding: 0 .35rem; border: 1px solid #8a9bb5; border-radius: .6rem; margin-left: .3rem; }
+.tag { display: inline-block; font-size: .72rem; font-style: normal; padding: 0 .35rem; border: 1px solid #8a9bb5;
+       border-radius: .6rem; margin-left: .3rem; }
 .state-done { color: #1d5e2b; } .state-failed, .state-corrupt { color: #8a1c1c; } .state-stopped, .state-pending, .state-running { color: #7a5a00; }
 pre { background: var(--band); padding: .6rem; overflow-x: auto; font-size: .78rem; max-height: 28rem; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); }
@@ -679,6 +680,8 @@ class Site:
 
     def ledger_page(self) -> None:
         up = ""
+        et = ("post-processed (ETpp)" if self.report.opt.et == "ETpp" else
+              "without post-processing (make_tables --et ETpp: post-processed)")
         body = ["<h1>Reproduction ledger</h1>",
                 '<p class="caption">Published BraTS2018 Dice (%) against this store\'s runs of the same protocol: A (the U-HVED / '
                 'RFNet local split, scored locally) and B (the 66 validation cases on the BraTS portal) score different cases, '
@@ -687,7 +690,7 @@ class Site:
                 'there are at least two; bias: the signed mean of these differences over an entry\'s cells (its 15 subsets x '
                 '3 regions where the paper prints them, else its three averages); agreement: Spearman\'s rho and Kendall\'s tau '
                 'between the published values (the mean of a method\'s entries) and the measured averages of the same methods. '
-                f'Measured ET: {"post-processed (ETpp)" if self.report.opt.et == "ETpp" else "without post-processing (make_tables --et ETpp: post-processed)"}; '
+                f'Measured ET: {et}; '
                 'each entry says how its paper reports ET.</p>']
         data: dict[str, Any] = {"protocols": {}, "ledgers": []}
         for protocol, entries in sorted(self.published.items()):
