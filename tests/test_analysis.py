@@ -112,6 +112,9 @@ def test_gap_and_dao_tables(tables):
     dao = pd.read_csv(out / "dao_dao_loss_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
     assert list(dao.columns.get_level_values(1)) == ["ce", "kl", "l1", "mse"]
     assert list(dao.index) == ["T1 ET", "T1 TC", "T1 WT", "Avg ET", "Avg TC", "Avg WT"]
+    labels = [r[:2] for r in md_table(out / "dao_dao_loss_brats_synthetic_smoke.md")]
+    assert labels == [["T1", "ET"], ["T1", "TC"], ["T1", "WT"], ["Avg (15 subsets)", "ET"], ["Avg (15 subsets)", "TC"],
+                      ["Avg (15 subsets)", "WT"]]
     assert (dao.idxmax(axis=1).str[1] == "l1").all()  # the fabricated best
 
 

@@ -388,8 +388,8 @@ def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET
     for i, (name, summary) in enumerate(((subset, s1), (f"Avg ({n} subsets)", s2))):
         for j, reg in enumerate(REGIONS):
             cells = cells_of(summary, [(l, reg) for l in losses], 2)
-            for c, name in zip(cells, losses):
-                c.runs = tuple(sorted(r for col in pool.columns if loss[col.label] == name for r in col.runs))
+            for c, dao in zip(cells, losses):
+                c.runs = tuple(sorted(r for col in pool.columns if loss[col.label] == dao for r in col.runs))
             counted += cells
             out.append(Row(f"{'Avg' if i else subset} {reg}", [name, reg], bold_best(cells, True), i == 1 and j == 0))
     caption = (f"DAO-loss ablation (ShaSpec Table 4), Dice (%), tested with {subset} only and averaged over the {n} evaluation "
