@@ -95,7 +95,9 @@ def test_latex_is_booktabs_with_circles_and_every_file_names_its_runs(tables, st
     runs = sorted(s.run_id for m in sweep_models(store / "nd") for s in m.scores())
     assert (out / "dice_non_dedicated_brats_synthetic_smoke.runs.txt").read_text().split() == runs
     assert tex.startswith("% runs: " + " ".join(runs))
-    assert "Runs used: 6" in tex and "Runs used: 6" in (out / "dice_non_dedicated_brats_synthetic_smoke.md").read_text()
+    # the float says how many runs and where their ids are; the ids themselves stay out of it
+    assert "Runs: 6 used (ids in dice" in tex.replace("\\_\\allowbreak{}", "_") and runs[0] not in tex.split("\n", 1)[1]
+    assert "Runs used: 6" in (out / "dice_non_dedicated_brats_synthetic_smoke.md").read_text()
 
 
 def test_gap_and_dao_tables(tables):
@@ -110,6 +112,9 @@ def test_gap_and_dao_tables(tables):
     dao = pd.read_csv(out / "dao_dao_loss_brats_synthetic_smoke.csv", header=[0, 1], index_col=0)
     assert list(dao.columns.get_level_values(1)) == ["ce", "kl", "l1", "mse"]
     assert list(dao.index) == ["T1 ET", "T1 TC", "T1 WT", "Avg ET", "Avg TC", "Avg WT"]
+    labels = [r[:2] for r in md_table(out / "dao_dao_loss_brats_synthetic_smoke.md")]
+    assert labels == [["T1", "ET"], ["T1", "TC"], ["T1", "WT"], ["Avg (15 subsets)", "ET"], ["Avg (15 subsets)", "TC"],
+                      ["Avg (15 subsets)", "WT"]]
     assert (dao.idxmax(axis=1).str[1] == "l1").all()  # the fabricated best
 
 
@@ -194,3 +199,51 @@ def test_real_shaspec_smoke_run_writes_features_and_the_feature_figure(tmp_path)
     assert main([str(tmp_path / "s"), "--out", str(tmp_path / "t")]) == 0
     assert (tmp_path / "t" / "fig_features.png").exists()
     assert re.search(r"shaspec_random_seed0_\w+", (tmp_path / "t" / "fig_features.runs.txt").read_text())
+
+
+def test_pools_of_one_case_one_seed_or_one_method_give_every_table_and_figure(tmp_path, capsys):
+    """The project's own alpha_beta, dao_loss and dedicated smoke budgets score one test case: box plots of single
+    values, a single-method and a single-seed pool are drawn, and whatever cannot be (a rank diagram of one case) is
+    skipped with its reason, never a crash."""
+    for params in ({"alpha": 0}, {}, {"beta": 0}):
+        fake_run(tmp_path / "ab", "shaspec", 0, protocol="alpha_beta", params=params, n_cases=1)
+    for subset in ("T1", "FLAIR"):  # one method, one seed, one case
+        fake_run(tmp_path / "ded", "zero_fill", 0, protocol="dedicated", mode="dedicated", train_subset=subset, n_cases=1,
+                 dataset_params={"size": 16})
+    assert main([str(tmp_path), "--out", str(tmp_path / "t")]) == 0
+    out = capsys.readouterr().out
+    assert "failed" not in out
+    files = {p.name for p in (tmp_path / "t").iterdir()}
+    for pool in ("alpha_beta_brats_synthetic_smoke", "dedicated_brats_synthetic_smoke"):
+        assert {f"fig_cases_{pool}.png", f"fig_heatmap_{pool}.png", f"dice_{pool}.tex"} <= files
+    assert "fig_alpha_beta_alpha_beta_brats_synthetic_smoke.pdf" in files
+    assert "rank diagram alpha_beta_brats_synthetic_smoke: skipped (a Friedman test needs >= 3 variants and >= 2 cases" in out
+
+
+def test_a_failing_table_or_figure_is_one_line_naming_its_pool_and_the_exit_status_counts_them(tmp_path, capsys, monkeypatch):
+    from missbench.report import figures
+
+    for m, skill in (("shaspec", 0.7), ("zero_fill", 0.3)):
+        fake_run(tmp_path / "nd", m, 0, skill=skill, n_cases=3)
+    fake_run(tmp_path / "nd", "shaspec", 0, n_cases=2)  # a pool of its own: n_test=2
+
+    def broken(pool, *args, **kwargs):
+        raise AttributeError("'numpy.float64' object has no attribute 'dropna'")
+
+    monkeypatch.setattr(figures, "case_boxes", broken)
+    assert main([str(tmp_path), "--out", str(tmp_path / "t")]) == 2  # one per pool
+    lines = capsys.readouterr().out.splitlines()
+    failed = [line for line in lines if ": failed (" in line]
+    assert failed == [f"box plots non_dedicated_brats_synthetic_smoke{s}: failed (AttributeError: 'numpy.float64' object has no "
+                      f"attribute 'dropna')" for s in ("", "_n_test-2")]
+    files = {p.name for p in (tmp_path / "t").iterdir()}  # everything else is written
+    assert {"fig_heatmap_non_dedicated_brats_synthetic_smoke.png", "dice_non_dedicated_brats_synthetic_smoke_n_test-2.md",
+            "run_costs.md"} <= files and not any(f.startswith("fig_cases") for f in files)
+    assert lines[-1].startswith("2 of ") and "tables and figures failed" in lines[-1]
+
+
+def test_a_store_of_only_failed_runs_says_so(tmp_path, capsys):
+    for seed in (0, 1):
+        fake_run(tmp_path / "s", "shaspec", seed, state="failed", n_cases=2)
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "t")]) == 1
+    assert "no finished runs" in capsys.readouterr().err

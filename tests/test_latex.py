@@ -1,8 +1,11 @@
-"""Every LaTeX table make_tables writes compiles in a two-column paper and fits it: no overfull line wider than
-a few points, no float taller than a page, every special character escaped (pdflatex; skipped without it)."""
+r"""Every LaTeX table make_tables writes compiles in a two-column paper and reads in print: no overfull line wider
+than a few points, no float taller than a page, no table scaled below 75% of its natural size, no caption longer
+than three lines, every special character escaped (pdflatex; skipped without it). The scale and the caption lines
+are measured by TeX itself: the test's preamble wraps \resizebox and \caption to write them to the log."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -23,6 +26,17 @@ pytestmark = pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not instal
                                 "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")
 #: Overfull boxes up to this width (pt) are tolerated; anything wider sticks out of the column.
 TOLERANCE_PT = 2.0
+#: The smallest scale a table may be printed at, and the most lines a caption may take.
+MIN_SCALE, CAPTION_LINES = 0.75, 3
+#: Preamble hooks that log each table's natural width beside the line width it is fitted to, and each caption's lines
+#: (typeset as article's \@makecaption does, at the float's width and font, into a box that is thrown away).
+MEASURE = r"""\newsavebox\mbbox \newsavebox\mbcap
+\let\mbresizebox\resizebox
+\renewcommand\resizebox[3]{\sbox\mbbox{#3}\typeout{MBSCALE \the\wd\mbbox\space\the\linewidth}\mbresizebox{#1}{#2}{\usebox\mbbox}}
+\let\mbcaption\caption
+\renewcommand\caption[1]{\setbox\mbcap\vbox{\hsize\linewidth\noindent Table 99: #1\par\xdef\mblines{\the\prevgraf}}%
+  \typeout{MBCAPTION \mblines}\mbcaption{#1}}
+"""
 #: Every character a label or note may hold that LaTeX treats specially.
 SPECIAL = "a_b %c &d #e <f >g ~h ^i $j {k} l\\m |n [o] ± † × ● ○ α β ≥ — –"
 
@@ -61,16 +75,30 @@ def store(tmp_path_factory) -> Path:
 
 def compile_all(folder: Path, extra: str = "") -> str:
     """pdflatex on a two-column article that inputs every .tex in ``folder`` (a page break after each, so
-    floats never pile up); returns the log. Fails on any TeX error."""
-    body = "".join(f"\\input{{{p.name}}}\n\\clearpage\n" for p in sorted(folder.glob("*.tex")))
-    (folder / "paper.tex_").write_text(f"\\documentclass[twocolumn]{{article}}\n\\usepackage{{{','.join(TEX_PACKAGES)}}}\n"
+    floats never pile up), with the MEASURE hooks; returns the log. Fails on any TeX error."""
+    body = "".join(f"\\typeout{{MBFILE {p.name}}}\\input{{{p.name}}}\n\\clearpage\n" for p in sorted(folder.glob("*.tex")))
+    (folder / "paper.tex_").write_text(f"\\documentclass[twocolumn]{{article}}\n\\usepackage{{{','.join(TEX_PACKAGES)}}}\n{MEASURE}"
                                        f"\\begin{{document}}\n{extra}\n{body}\\end{{document}}\n")
     proc = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", "-jobname=paper", "paper.tex_"], cwd=folder,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "max_print_line": "100000"})
     log = (folder / "paper.log").read_text(errors="replace")
     errors = [line for line in log.splitlines() if line.startswith("!")]
     assert proc.returncode == 0 and not errors, errors or proc.stdout[-2000:]
     return log
+
+
+def measured(log: str) -> tuple[list[tuple[str, float]], list[tuple[str, int]]]:
+    """(file, scale) of every table and (file, lines) of every caption, from the log of `compile_all` (whose lines TeX
+    does not wrap: max_print_line)."""
+    scales, captions, current = [], [], "?"
+    for m in re.finditer(r"^MBFILE (\S+)|^MBSCALE ([\d.]+)pt ([\d.]+)pt|^MBCAPTION (\d+)", log, re.M):
+        if m.group(1):
+            current = m.group(1)
+        elif m.group(2):
+            scales.append((current, min(1.0, float(m.group(3)) / float(m.group(2)))))
+        else:
+            captions.append((current, int(m.group(4))))
+    return scales, captions
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -89,10 +117,20 @@ def test_every_table_compiles_and_fits_a_two_column_page(store, tmp_path, layout
     overfull = [float(w) for w in re.findall(r"Overfull \\hbox \((\d+(?:\.\d+)?)pt too wide\)", log)]
     assert not [w for w in overfull if w > TOLERANCE_PT], f"{layout}: overfull lines of {overfull} pt"
     assert "Float too large" not in log, re.findall(r"Float too large.*", log)
-    if layout == "split":
-        assert "\\cmidrule" not in (out / "dice_non_dedicated_brats_synthetic_smoke.tex").read_text()
-    if layout in ("column", "page"):
-        assert "\\cmidrule(lr){5-9}" in (out / "dice_non_dedicated_brats_synthetic_smoke.tex").read_text()
+    scales, captions = measured(log)
+    assert len(scales) >= len(files) and len(captions) == len(scales)  # every float measured
+    small = [(f, round(x, 3)) for f, x in scales if x < MIN_SCALE]
+    assert not small, f"{layout}: tables printed below {MIN_SCALE:.0%}: {small}"
+    long = [(f, n) for f, n in captions if n > CAPTION_LINES]
+    assert not long, f"{layout}: captions longer than {CAPTION_LINES} lines: {long}"
+    dice = (out / "dice_non_dedicated_brats_synthetic_smoke.tex").read_text()
+    assert "hemis_random_seed0" not in dice.split("\n", 1)[1]  # run ids only in the comment line and the runs files
+    assert "Runs: 10 used (ids in dice_non_dedicated_brats_synthetic_smoke.runs.txt)" in dice.replace("\\_\\allowbreak{}", "_")
+    assert (out / "dice_non_dedicated_brats_synthetic_smoke.left_out.txt").read_text().count("\n") == 3
+    if layout == "split":  # a float per region block, its caption naming the block
+        assert dice.count("\\caption{") >= 3 and "(ET; part 1 of" in dice and "\\cmidrule" not in dice
+    if layout == "page":
+        assert dice.count("\\begin{table*}") >= 3  # five methods are too wide for one page at 75%: a panel per block
 
 
 def test_special_characters_are_escaped():

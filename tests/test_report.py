@@ -221,6 +221,48 @@ def test_figures_are_sized_for_a_column_or_the_page_with_greek_and_data_scaled_c
     assert all(t.get_fontsize() >= 5 for f in drawn for t in f.findobj(lambda a: hasattr(a, "get_fontsize")))
 
 
+def test_dao_and_timing_figures_draw_one_bar_per_loss_and_per_method(tmp_path, monkeypatch):
+    for seed in (0, 1):
+        for params in ({}, {"dao": "kl"}, {"dao": "mse"}):
+            fake_run(tmp_path / "dao", "shaspec", seed, protocol="dao_loss", params=params, n_cases=1)  # one case
+    for m, seconds in (("shaspec", 0.05), ("zero_fill", 0.01)):
+        fake_timing_run(tmp_path / "timing", m, 1, 16, "smoke", seconds)
+    store = load_store(tmp_path)
+    dao, timing = pools(store)
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, stem, runs: drawn.append((fig, runs)) or [])
+    figures.setup()
+    figures.dao_bars(dao, store, tmp_path / "dao")
+    figures.timing_bars(timing, store, tmp_path / "timing")
+    (fig, runs), (tfig, truns) = drawn
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["kl", "l1", "mse"] and len(runs) == 6
+    assert len(fig.axes[0].patches) == 3 * 3 and fig.get_size_inches()[0] == pytest.approx(6.9)  # losses x regions
+    bars = tfig.axes[0].patches
+    assert [t.get_text() for t in tfig.axes[0].get_yticklabels()] == ["shaspec", "zero_fill"] and len(truns) == 2
+    assert bars[0].get_width() == pytest.approx(0.055) and bars[1].get_width() == pytest.approx(0.011)  # median train s/iter
+
+
+def test_signed_rank_p_is_exact_with_ties_and_zeros_at_a_fraction_of_the_cost():
+    from itertools import product
+
+    from scipy import stats as sps
+
+    from missbench.report.stats import signed_rank_p
+
+    d = np.array([0.5, -0.5, 1.0, 1.0, 2.0, 0.0, 3.0, -1.0, 0.5, 2.0, 4.0, 1.0])  # ties and a zero: scipy enumerates 2^n
+    nz = d[d != 0]
+    ranks = sps.rankdata(np.abs(nz))
+    t = ranks[nz > 0].sum()
+    flips = np.array([ranks[np.array(s, bool)].sum() for s in product((0, 1), repeat=len(nz))])  # every sign flip
+    exact = min(1.0, 2 * min((flips <= t + 1e-9).mean(), (flips >= t - 1e-9).mean()))
+    assert signed_rank_p(d) == pytest.approx(exact) == pytest.approx(sps.wilcoxon(nz).pvalue)
+    rng = np.random.default_rng(3)
+    plain = rng.normal(0.2, 1, 30)  # no ties: scipy's exact distribution
+    assert signed_rank_p(plain) == pytest.approx(sps.wilcoxon(plain).pvalue)
+    many = rng.normal(0.1, 1, 200)  # above EXACT_MAX: the normal approximation, as scipy's
+    assert signed_rank_p(many) == pytest.approx(sps.wilcoxon(many, method="asymptotic").pvalue)
+
+
 def test_published_numbers_are_faithful_and_each_carries_its_protocol():
     protocols, entries = load_published()
     assert set(protocols) == {"A", "B"} and len({e.id for e in entries}) == len(entries)
@@ -279,12 +321,14 @@ def test_collect_prints_the_report_table_with_the_runs_it_left_out(tmp_path, cap
     assert "FLAIR+T1+T1c+T2" in out and set(LABELS) <= set(out.split())
 
 
-def test_the_report_imports_no_torch(tmp_path):
+def test_the_report_and_its_site_import_no_torch(tmp_path):
     for m, skill in (("shaspec", 0.7), ("zero_fill", 0.3), ("mean_fill", 0.4)):
         fake_run(tmp_path / "s", m, 0, skill=skill, n_cases=3)
     code = ("import sys; from pathlib import Path; from missbench.report import load_store; "
-            "from missbench.report.write import Options, write_report; "
-            f"write_report(load_store(Path({str(tmp_path / 's')!r})), Path({str(tmp_path / 't')!r}), Options(), lambda m: None); "
+            "from missbench.report.write import Options, Report; from missbench.report.site import write_site; "
+            f"r = Report(load_store(Path({str(tmp_path / 's')!r})), Options(), lambda m: None); "
+            f"r.write(Path({str(tmp_path / 't')!r})); write_site(r, Path({str(tmp_path / 'site')!r}), Path({str(tmp_path / 't')!r})); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
     assert (tmp_path / "t" / "fig_ranks_non_dedicated_brats_synthetic_smoke.png").exists()
+    assert (tmp_path / "site" / "index.html").exists()

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.textpath import TextPath  # noqa: E402
 
@@ -24,7 +25,7 @@ from missbench.report.load import Store  # noqa: E402
 from missbench.store.run_folder import FEATURES  # noqa: E402
 from missbench.report.model import Pool, canonical_subsets, show  # noqa: E402
 from missbench.report.stats import PERMUTATIONS, friedman_nemenyi, permutation_chance  # noqa: E402
-from missbench.report.tables import REGIONS, Skip, per_case, seg_values  # noqa: E402
+from missbench.report.tables import REGIONS, Skip, dao_losses, per_case, seg_values, timing_values  # noqa: E402
 
 #: Figure widths (inches) of one column and of the page of a two-column paper.
 COLUMN_IN, PAGE_IN = 3.3, 6.9
@@ -52,6 +53,11 @@ def save(fig: plt.Figure, stem: Path, runs: list[str]) -> list[Path]:
     return [pdf, png, txt]
 
 
+def close_all() -> None:
+    """Close every open figure (after a figure failed half-drawn)."""
+    plt.close("all")
+
+
 def param_name(key: str) -> str:
     """A parameter's name on an axis: Greek where it has a letter (alpha -> α)."""
     return GREEK.get(key, key)
@@ -75,7 +81,7 @@ def heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET") -> list
         im = ax.imshow(grids[region], cmap="cividis", vmin=lo, vmax=hi, aspect="auto")
         for (i, j), v in np.ndenumerate(grids[region]):
             if math.isfinite(v):
-                ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=5,
+                ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=5, in_layout=False, clip_on=True,
                         color="black" if (v - lo) / (hi - lo) > 0.55 else "white")
         ax.set_title(region)
         ax.set_xticks(range(len(variants)), variants, rotation=40, ha="right")
@@ -88,30 +94,60 @@ def heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET") -> list
     return save(fig, stem, pool.used)
 
 
+def box_stats(values: np.ndarray) -> tuple[float, float, float, float, float] | None:
+    """(first quartile, median, third quartile, lower whisker, upper whisker) as matplotlib's boxplot draws them:
+    whiskers at the most extreme values within 1.5 IQR of the box; None without values."""
+    if len(values) == 0:
+        return None
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    iqr = q3 - q1
+    inside = values[(values >= q1 - 1.5 * iqr) & (values <= q3 + 1.5 * iqr)]
+    return float(q1), float(med), float(q3), float(inside.min(initial=q1)), float(inside.max(initial=q3))
+
+
 def case_boxes(pool: Pool, store: Store, stem: Path, et_region: str = "ET") -> list[Path]:
-    """Per-case Dice (seed-averaged) per subset: a box per column with the cases as points, one row per region."""
+    """Per-case Dice (seed-averaged) per subset: a box per column with the cases as points, one row per region.
+
+    Boxes, whiskers and medians are drawn as one collection each per panel, and the points of a column as one
+    scatter, so a pool of many columns and subsets draws in a fraction of a second."""
     d = seg_values(pool, store, "dice", et_region)
     labels = [s.label for s in canonical_subsets(d)]
     variants = [c.label for c in pool.columns if c.label in set(d.column)]
-    cases = per_case(d).set_index(["region", "eval_subset", "column"]).value.sort_index()
+    cases = per_case(d)
+    groups = {key: g.dropna().to_numpy() for key, g in cases.groupby(["region", "eval_subset", "column"], sort=True).value}
     k = len(variants)
     width = 0.8 / k
     greys = [str(0.35 + 0.6 * i / max(k - 1, 1)) for i in range(k)]
     jitter = np.random.default_rng(0)
     fig, axes = plt.subplots(3, 1, figsize=(PAGE_IN, 5.6), sharex=True, layout="constrained")
     for ax, region in zip(axes, REGIONS):
+        boxes, faces, medians, whiskers = [], [], [], []
         for i, v in enumerate(variants):
-            data = [cases.get((region, s, v), pd.Series(dtype=float)).dropna().to_numpy() for s in labels]
-            pos = np.arange(len(labels)) - 0.4 + width * (i + 0.5)
-            ax.boxplot(data, positions=pos, widths=width * 0.85, patch_artist=True, showfliers=False, manage_ticks=False,
-                       boxprops={"facecolor": greys[i], "linewidth": 0.5}, medianprops={"color": "black", "linewidth": 0.8},
-                       whiskerprops={"linewidth": 0.5}, capprops={"linewidth": 0.5})
-            for x, vals in zip(pos, data):
-                ax.scatter(x + jitter.uniform(-0.25, 0.25, len(vals)) * width, vals, s=2, color="black",
-                           marker=MARKERS[i % len(MARKERS)], linewidths=0, zorder=3)
+            xs, ys = [], []
+            for j, s in enumerate(labels):
+                vals = groups.get((region, s, v), np.empty(0))
+                x = j - 0.4 + width * (i + 0.5)
+                b = box_stats(vals)
+                if b is not None:
+                    q1, med, q3, lo, hi = b
+                    half = width * 0.85 / 2
+                    boxes.append([(x - half, q1), (x + half, q1), (x + half, q3), (x - half, q3)])
+                    faces.append(greys[i])
+                    medians.append([(x - half, med), (x + half, med)])
+                    whiskers += [[(x, q3), (x, hi)], [(x, q1), (x, lo)], [(x - half / 2, hi), (x + half / 2, hi)],
+                                 [(x - half / 2, lo), (x + half / 2, lo)]]
+                xs.append(x + jitter.uniform(-0.25, 0.25, len(vals)) * width)
+                ys.append(vals)
+            if xs and sum(map(len, ys)):
+                ax.scatter(np.concatenate(xs), np.concatenate(ys), s=2, color="black", marker=MARKERS[i % len(MARKERS)],
+                           linewidths=0, zorder=3)
+        ax.add_collection(LineCollection(whiskers, colors="black", linewidths=0.5, zorder=1))
+        ax.add_collection(PolyCollection(boxes, facecolors=faces, edgecolors="black", linewidths=0.5, zorder=2))
+        ax.add_collection(LineCollection(medians, colors="black", linewidths=0.8, zorder=2.5))
+        ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_ylabel(f"{region} Dice (%)")
-        values = cases.loc[region].dropna() if region in cases.index.get_level_values(0) else pd.Series([0.0, 100.0])
-        lo, hi = float(values.min()), float(values.max())
+        values = cases[cases.region == region].value.dropna()
+        lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 100.0)
         pad = 0.05 * (hi - lo) if hi > lo else 0.5
         ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
     handles = [Patch(facecolor=g, edgecolor="black", linewidth=0.5, label=v) for g, v in zip(greys, variants)]
@@ -268,3 +304,61 @@ def feature_plot(store: Store, stem: Path) -> list[Path]:
     fig.suptitle(f"Pooled bottleneck features of {spec[run_id].get('method')} ({n} test cases x {m} modalities), run {run_id};\n"
                  f"chance level: the mean share over {PERMUTATIONS} random relabellings of the points")
     return save(fig, stem, [run_id])
+
+
+def dao_bars(pool: Pool, store: Store, stem: Path, subset: str = "T1", et_region: str = "ET") -> list[Path]:
+    """ShaSpec's DAO-loss ablation (Table 4) as bars: mean Dice per DAO loss for ET, TC and WT, tested with
+    ``subset`` (left) and averaged over the subsets (right); error bars: ±1 std over seeds (over cases with one
+    seed)."""
+    d, loss = dao_losses(pool, store, subset, et_region)
+    losses = sorted(set(loss.values()))
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_IN, 2.4), sharey=True, layout="constrained")
+    width = 0.8 / len(REGIONS)
+    for ax, (where, name) in zip(axes, ((d[d.eval_subset == subset], f"test {subset}"),
+                                        (d, f"mean over {d.eval_subset.nunique()} subsets"))):
+        for i, region in enumerate(REGIONS):
+            r = where[where.region == region]
+            per_seed = r.groupby(["column", "seed", "eval_subset"]).value.mean().groupby(level=["column", "seed"]).mean()
+            if r.seed.nunique() > 1:
+                m, s = per_seed.groupby(level="column").mean(), per_seed.groupby(level="column").std()
+            else:
+                pc = r.groupby(["column", "case_id"]).value.mean()
+                m, s = pc.groupby(level="column").mean(), pc.groupby(level="column").std()
+            m, s = m.reindex(losses), s.reindex(losses).fillna(0)
+            xs = np.arange(len(losses)) - 0.4 + width * (i + 0.5)
+            ax.bar(xs, m, width * 0.9, yerr=s, color=str(0.25 + 0.3 * i), edgecolor="black", linewidth=0.4, label=region,
+                   hatch=("", "//", "..")[i], error_kw={"elinewidth": 0.6, "capsize": 1.5})
+        ax.set_xticks(range(len(losses)), losses)
+        ax.set_xlabel("DAO loss")
+        ax.set_title(name)
+    axes[0].set_ylabel("mean Dice (%)")
+    axes[0].legend(frameon=False, ncols=3)
+    fig.suptitle(f"DAO-loss ablation, {pool.name}")
+    return save(fig, stem, pool.used)
+
+
+def timing_bars(pool: Pool, store: Store, stem: Path) -> list[Path]:
+    """Timing and memory of one budget's timing runs: median train seconds per iteration and inference seconds per
+    case (whiskers: the interquartile range over the timed steps) and the peak memory, a bar per method."""
+    frame = timing_values(pool, store)
+    labels = list(frame.index)
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_IN, 0.9 + 0.22 * len(labels)), sharey=True, layout="constrained")
+    ys = np.arange(len(labels))
+    for ax, (key, name) in zip(axes, (("train", "train s / iteration"), ("infer", "inference s / case"),
+                                      ("memory", "peak memory (MiB)"))):
+        if key == "memory":
+            values = frame["memory"].to_numpy(float)
+            ax.barh(ys, values, color="0.6", edgecolor="black", linewidth=0.4)
+            for y, (v, measure) in enumerate(zip(values, frame["memory_measure"])):
+                if np.isfinite(v):
+                    ax.text(v, y, f" {v:.0f} ({measure})", va="center", fontsize=5)
+        else:
+            med = frame[key].to_numpy(float)
+            err = np.vstack([med - frame[f"{key}_q1"].to_numpy(float), frame[f"{key}_q3"].to_numpy(float) - med])
+            ax.barh(ys, med, xerr=np.nan_to_num(err), color="0.8", edgecolor="black", linewidth=0.4,
+                    error_kw={"elinewidth": 0.6, "capsize": 1.5})
+        ax.set_title(name)
+        ax.set_yticks(ys, labels)
+    axes[0].invert_yaxis()  # shared: the first method on top in every panel
+    fig.suptitle(f"Timing and memory, {pool.name} (median [IQR] over the timed steps)")
+    return save(fig, stem, pool.used)

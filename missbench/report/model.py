@@ -151,6 +151,7 @@ class Pool:
     columns: list[Column]
     left_out: list[LeftOut] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     #: The scoring rules its rows record (empty-region policy, ET threshold, HD95 definition), as one value
     #: each when all rows agree.
     policy: dict[str, Any] = field(default_factory=dict)
@@ -174,10 +175,24 @@ class Pool:
         return {r: c.label for c in self.columns for r in c.runs}
 
     def rows(self, store: Store) -> pd.DataFrame:
-        """The rows of the used runs, with a ``column`` label (the variant the tables show)."""
-        d = store.rows[store.rows.run_id.isin(self.used)].copy()
-        d["column"] = d.run_id.map(self.labels())
-        return d
+        """The rows of the used runs, with a ``column`` label (the variant the tables show); made once per
+        store and shared (callers derive new frames, never change this one)."""
+        def make() -> pd.DataFrame:
+            if store.rows.empty:
+                return pd.DataFrame(columns=["run_id", "column"])
+            d = store.rows[store.rows.run_id.isin(self.used)].copy()
+            d["column"] = d.run_id.map(self.labels())
+            return d
+        return self.cached(store, ("rows",), make)
+
+    def cached(self, store: Store, key: tuple, make: Any) -> Any:
+        """``make()``, computed once per store and key: every table and figure of a pool reads the same frames."""
+        if self._cache.get("store") is not store:
+            self._cache.clear()
+            self._cache["store"] = store
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
 
 def spec_label(spec: dict[str, Any]) -> str:
@@ -280,7 +295,7 @@ def policy_of(pool: Pool, store: Store) -> dict[str, Any]:
     """The metric policy the pool's rows record: each setting's value where the rows agree on one."""
     if store.rows.empty:
         return {}
-    d = store.rows[store.rows.run_id.isin(pool.used)]
+    d = pool.rows(store)
     out = {}
     for key, column in POLICY_COLUMNS.items():
         values = d[column].dropna().unique() if column in d else []
@@ -347,6 +362,8 @@ class Cell:
     seeds: int = 0
     cases: int = 0
     count: str = ""
+    #: The runs the number comes from (the site links it to them; no renderer of files shows them).
+    runs: tuple[str, ...] = ()
 
 
 def fmt(value: float, digits: int) -> str:
@@ -424,6 +441,8 @@ class Table:
     #: Set: console text names each row by its key under this name instead of the label columns (e.g. a
     #: subset's name instead of its presence circles).
     key_name: str = ""
+    #: A short caption (what and which pool, a line or two): LaTeX's \caption; ``caption`` then goes below the table.
+    title: str = ""
 
     def run_lines(self) -> list[str]:
         """The runs: how many were used (their ids go to ``<stem>.runs.txt``) and every one left out, with why."""

@@ -43,7 +43,7 @@ def holm(pvalues: list[float] | np.ndarray) -> np.ndarray:
 def paired_wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided p of the Wilcoxon signed-rank test on paired scores; pairs with a NaN are dropped.
 
-    Returns 1.0 when every difference is zero and NaN when no pair is left.
+    Returns 1.0 when every difference is zero and NaN when no pair is left (`signed_rank_p` does the test).
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     keep = ~(np.isnan(a) | np.isnan(b))
@@ -52,7 +52,47 @@ def paired_wilcoxon(a: np.ndarray, b: np.ndarray) -> float:
         return math.nan
     if np.allclose(d, 0):
         return 1.0
-    return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    return signed_rank_p(d)
+
+
+#: Most non-zero differences for which `signed_rank_p` is exact; above it, the normal approximation.
+EXACT_MAX = 50
+
+
+def signed_rank_p(d: np.ndarray) -> float:
+    """Two-sided p of the Wilcoxon signed-rank test of differences ``d`` (zeros discarded, Wilcoxon's rule).
+
+    Up to EXACT_MAX differences the p is exact: the null distribution of the sum of positive ranks under
+    every sign flip, counted by dynamic programming over the doubled (mid)ranks, which are integers, so
+    ties are exact too (the conditional distribution a complete permutation test gives, at the cost of
+    n x n(n+1) additions instead of 2^n permutations; scipy enumerates the 2^n flips when there are ties).
+    Without ties it equals scipy's exact test. Above EXACT_MAX: the normal approximation with the tie
+    correction, as scipy's.
+    """
+    d = np.asarray(d, float)
+    d = d[d != 0]
+    n = len(d)
+    if n == 0:
+        return 1.0
+    ranks = stats.rankdata(np.abs(d))
+    doubled = np.rint(2 * ranks).astype(np.int64)
+    t = int(doubled[d > 0].sum())
+    if n <= EXACT_MAX:
+        counts = np.zeros(int(doubled.sum()) + 1)
+        counts[0] = 1.0
+        for r in doubled:  # every subset sum of the doubled ranks, counted: the 2^n sign flips
+            counts[r:] = counts[r:] + counts[:-r].copy() if r else counts[r:] * 2
+        total = counts.sum()
+        low, high = counts[:t + 1].sum() / total, counts[t:].sum() / total
+        return float(min(1.0, 2 * min(low, high)))
+    r_plus = t / 2
+    mean = n * (n + 1) / 4
+    _, tie_counts = np.unique(ranks, return_counts=True)
+    var = n * (n + 1) * (2 * n + 1) / 24 - (tie_counts ** 3 - tie_counts).sum() / 48
+    if var <= 0:
+        return 1.0
+    z = (r_plus - mean) / math.sqrt(var)
+    return float(min(1.0, 2 * stats.norm.sf(abs(z))))
 
 
 def smallest_wilcoxon_p(n: int) -> float:

@@ -43,8 +43,15 @@ class Skip(Exception):
 
 def seg_values(pool: Pool, store: Store, metric: str, et_region: str = "ET") -> pd.DataFrame:
     """The pool's rows of one metric for ET (raw or ETpp, shown as ET), TC and WT, in display units; a
-    dedicated protocol's models only on their own training subset (one model per row)."""
+    dedicated protocol's models only on their own training subset (one model per row). Made once per pool
+    and store: the tables and figures of a pool share it (and must not change it)."""
+    return pool.cached(store, ("seg_values", metric, et_region), lambda: _seg_values(pool, store, metric, et_region))
+
+
+def _seg_values(pool: Pool, store: Store, metric: str, et_region: str) -> pd.DataFrame:
     d = pool.rows(store)
+    if d.empty:
+        raise Skip(f"no {metric} rows for regions {et_region}, TC, WT")
     d = d[(d.metric == metric) & d.region.isin([et_region, "TC", "WT"])]
     if pool.mode == "dedicated":
         d = d[d.eval_subset == d.train_subset]
@@ -73,6 +80,18 @@ def cells_of(summary: pd.DataFrame, keys: list[tuple], digits: int) -> list[Cell
         else:
             out.append(Cell())
     return out
+
+
+def runs_by(d: pd.DataFrame, keys: list[str]) -> dict[Any, tuple[str, ...]]:
+    """The run ids behind each value of ``keys`` in rows ``d`` (sorted), for linking a cell to its runs."""
+    if d.empty:
+        return {}
+    return {k: tuple(sorted(v)) for k, v in d.groupby(keys, sort=True).run_id.unique().items()}
+
+
+def column_runs(pool: Pool) -> dict[str, tuple[str, ...]]:
+    """Each column label's runs."""
+    return {c.label: c.runs for c in pool.columns}
 
 
 def per_case(d: pd.DataFrame) -> pd.DataFrame:
@@ -109,6 +128,7 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
     published = published or []
     summary = summarise(d, ["column", "eval_subset", "region"])
     cases = per_case(d)
+    behind, of_column = runs_by(d, ["column", "eval_subset"]), column_runs(pool)
     tests = compare_with_best(cases.rename(columns={"column": "variant"}), style.higher_is_better)
     marked = significant(tests, ALPHA)
     columns = [(reg, v) for reg in REGIONS for v in [*variants, *(p.label for p in published)]]
@@ -126,6 +146,7 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
         cells = cells_of(summary, [(v, s.label, reg) for reg in REGIONS for v in variants], style.digits)
         for c, (reg, v) in zip(cells, [(reg, v) for reg in REGIONS for v in variants]):
             c.mark = MARK if (s.label, reg, v) in marked else ""
+            c.runs = behind.get((v, s.label), ())
         counted += cells
         pub = [published_cell(p.dice.get(reg, {}).get(s.label)) for reg in REGIONS for p in published]
         out_rows.append(Row(s.label, presence_labels(s.mask), region_blocks(cells, pub), prev is not None and len(s) != prev))
@@ -144,6 +165,7 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
             seeds = seed_avg.loc[(v, reg)] if (v, reg) in seed_avg.index else pd.Series(dtype=float)
             avg_cells.append(stat_cell(mean, float(seeds.std()) if len(seeds) > 1 else math.nan, style.digits, len(seeds),
                                        int(cases[(cases.column == v) & (cases.region == reg)].case_id.nunique())))
+            avg_cells[-1].runs = of_column.get(v, ())
     counted += avg_cells
     blank = [""] * (len(subsets[0].mask) - 1)
     pub_avg = [published_cell(published_average(p, reg)) for reg in REGIONS for p in published]
@@ -155,7 +177,8 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
                 index="case_id", columns="eval_subset", values="value", dropna=False).reindex(columns=labels)
             lo, hi = bootstrap_mean_ci(m.to_numpy()) if len(m) > 1 else (math.nan, math.nan)
             shown = len(m) >= MIN_CI_CASES and math.isfinite(lo)
-            ci_cells.append(Cell(text=f"[{fmt(lo, style.digits)}, {fmt(hi, style.digits)}]" if shown else f"n={len(m)}"))
+            ci_cells.append(Cell(text=f"[{fmt(lo, style.digits)}, {fmt(hi, style.digits)}]" if shown else f"n={len(m)}",
+                                 runs=of_column.get(v, ())))
             ci_frame.append({"region": reg, "variant": v, "ci_low": lo, "ci_high": hi, "n_cases": len(m), "printed": shown})
         ci_cells += [Cell(text="")] * len(published)
     out_rows.append(Row("Avg 95% CI", ["95% CI", *blank], ci_cells, in_csv=False))
@@ -183,7 +206,8 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
     extras = {"tests": tests.sort_values(["eval_subset", "region", "variant"], kind="stable").reset_index(drop=True),
               "ci": pd.DataFrame(ci_frame)}
     return Table(f"{metric}_{pool.name}", " ".join(caption), list(subsets[0].all_modalities), columns, out_rows, pool.used,
-                 list(pool.left_out), list(pool.notes), extras, key_name="subset")
+                 list(pool.left_out), list(pool.notes), extras, key_name="subset",
+                 title=f"{style.name} per modality subset: {pool.name}")
 
 
 def published_cell(value: float | None) -> Cell:
@@ -219,7 +243,7 @@ def classification_table(pool: Pool, store: Store) -> Table:
     rated = scheme is not None and d.missing_rate.notna().any()
     conditions = sorted(d.condition.unique(), key=lambda c: (c != "masks", d[d.condition == c].eval_code.iloc[0]))
     keys = ["missing_rate", "condition"] if rated else ["condition"]
-    scores = [{"column": v, "seed": s, **dict(zip(keys, k)), **classification_scores(g)}
+    scores = [{"column": v, "seed": s, **dict(zip(keys, k)), **classification_scores(g), "runs": tuple(sorted(g.run_id.unique()))}
               for (v, s, *k), g in d.groupby(["column", "seed", *keys], sort=True)]
     frame = pd.DataFrame(scores)
     variants = [c.label for c in pool.columns if c.label in set(frame.column)]
@@ -237,6 +261,8 @@ def classification_table(pool: Pool, store: Store) -> Table:
             summary = sel.assign(value=sel[score] * 100).groupby("column").agg(mean=("value", "mean"), std=("value", "std"),
                                                                                  seeds=("value", "count"), cases=("n", "max"))
             block = cells_of(summary, variants, 2)
+            for c, v in zip(block, variants):
+                c.runs = tuple(sorted({r for runs in sel[sel.column == v].runs for r in runs}))
             cells += bold_best(block, True)
             counted += block
         row_labels = label_of(k) + ([str(k[1])] if rated and len(conditions) > 1 else [])
@@ -248,7 +274,7 @@ def classification_table(pool: Pool, store: Store) -> Table:
     if len(variants) > 1:
         caption.append("Bold: best displayed value per row and score.")
     return Table(f"classification_{pool.name}", " ".join(caption), names, columns, out, pool.used, list(pool.left_out),
-                 list(pool.notes))
+                 list(pool.notes), title=f"Classification scores per {'missing rate' if rated else 'condition'}: {pool.name}")
 
 
 def rate_labels(pool: Pool, store: Store, d: pd.DataFrame) -> tuple[list[str], Any]:
@@ -309,25 +335,30 @@ def gap_table(ded: Pool, nd: Pool, store: Store, et_region: str = "ET") -> Table
         return float(np.mean(m))
 
     out = []
+    behind_d, behind_n = runs_by(dd, ["column", "eval_subset"]), runs_by(dn, ["column", "eval_subset"])
     for key, row_labels, subset_labels in [*((s.label, presence_labels(s.mask), [s.label]) for s in subsets),
                                            ("Avg", ["Avg"] + [""] * (len(subsets[0].mask) - 1), labels)]:
         cells = []
         for reg in REGIONS:
             for v in variants:
                 a, b = mean(sd, v, reg, subset_labels), mean(sn, v, reg, subset_labels)
-                cells += [Cell(a, fmt(a, 2), round(a, 2)), Cell(b, fmt(b, 2), round(b, 2)),
-                          Cell(a - b, f"{a - b:+.2f}" if math.isfinite(a - b) else "-", round(a - b, 2))]
+                ra = tuple(sorted({r for s in subset_labels for r in behind_d.get((v, s), ())}))
+                rb = tuple(sorted({r for s in subset_labels for r in behind_n.get((v, s), ())}))
+                cells += [Cell(a, fmt(a, 2), round(a, 2), runs=ra), Cell(b, fmt(b, 2), round(b, 2), runs=rb),
+                          Cell(a - b, f"{a - b:+.2f}" if math.isfinite(a - b) else "-", round(a - b, 2), runs=tuple(sorted({*ra, *rb})))]
         out.append(Row(key, row_labels, cells, key == "Avg"))
     caption = (f"Dedicated vs non-dedicated training, Dice (%) on each dedicated model's own subset; dedicated: {describe(ded)}, "
                f"{seeds_text(ded, store)}; non-dedicated: {describe(nd)}, {seeds_text(nd, store)}; {policy_text(ded)}; "
                f"{et_text(et_region, ded)}. Per method: ded. = dedicated, non-ded. = non-dedicated (means over cases, then "
                f"over seeds), gap = dedicated − non-dedicated (Dice points; positive: the dedicated model is better).")
     return Table(f"gap_{ded.name}", caption, list(subsets[0].all_modalities), columns, out, sorted(ded.used + nd.used),
-                 [*ded.left_out, *nd.left_out], [*ded.notes, *nd.notes], key_name="subset")
+                 [*ded.left_out, *nd.left_out], [*ded.notes, *nd.notes], key_name="subset",
+                 title=f"Dedicated vs non-dedicated Dice (%): {ded.name}")
 
 
-def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET") -> Table:
-    """ShaSpec's Table 4: Dice per DAO loss (columns) for ET/TC/WT on ``subset`` and averaged over subsets."""
+def dao_losses(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET") -> tuple[pd.DataFrame, dict[str, str]]:
+    """The Dice rows of a DAO-loss ablation, their ``column`` the DAO loss, and each column label's loss; Skip
+    unless the runs are one method's and differ in the DAO loss only, and were scored on ``subset``."""
     if len({c.method for c in pool.columns}) != 1:
         raise Skip("the DAO ablation needs the runs of one method")
     params = {c.label: store.resolved_params(c.runs[0]) for c in pool.columns}
@@ -339,9 +370,15 @@ def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET
     d = seg_values(pool, store, "dice", et_region)
     loss = {label: str(p["dao"]) for label, p in params.items()}
     d = d.assign(column=d.column.map(loss))
-    losses = sorted(set(loss.values()))
     if subset not in set(d.eval_subset):
         raise Skip(f"the DAO runs were not scored on subset {subset}")
+    return d, loss
+
+
+def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET") -> Table:
+    """ShaSpec's Table 4: Dice per DAO loss (columns) for ET/TC/WT on ``subset`` and averaged over subsets."""
+    d, loss = dao_losses(pool, store, subset, et_region)
+    losses = sorted(set(loss.values()))
     s1 = summarise(d[d.eval_subset == subset], ["column", "region"])
     per_seed = d.groupby(["column", "region", "seed", "eval_subset"]).value.mean().groupby(level=["column", "region", "seed"]).mean()
     s2 = per_seed.groupby(level=["column", "region"]).agg(["mean", "std", "count"]).rename(columns={"count": "seeds"})
@@ -351,6 +388,8 @@ def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET
     for i, (name, summary) in enumerate(((subset, s1), (f"Avg ({n} subsets)", s2))):
         for j, reg in enumerate(REGIONS):
             cells = cells_of(summary, [(label, reg) for label in losses], 2)
+            for c, dao in zip(cells, losses):
+                c.runs = tuple(sorted(r for col in pool.columns if loss[col.label] == dao for r in col.runs))
             counted += cells
             out.append(Row(f"{'Avg' if i else subset} {reg}", [name, reg], bold_best(cells, True), i == 1 and j == 0))
     caption = (f"DAO-loss ablation (ShaSpec Table 4), Dice (%), tested with {subset} only and averaged over the {n} evaluation "
@@ -358,7 +397,7 @@ def dao_table(pool: Pool, store: Store, subset: str = "T1", et_region: str = "ET
                f"over seeds. {note_counts(counted)} Bold: best displayed value per row. Columns: "
                f"{', '.join(f'{loss[c.label]} = {c.label}' for c in pool.columns)}.")
     return Table(f"dao_{pool.name}", caption, ["test", "region"], [("DAO loss", label) for label in losses], out, pool.used,
-                 list(pool.left_out), list(pool.notes))
+                 list(pool.left_out), list(pool.notes), title=f"DAO-loss ablation, Dice (%): {pool.name}")
 
 
 # --- timing and costs --------------------------------------------------------------------------------
@@ -421,6 +460,8 @@ def timing_table(pool: Pool, store: Store) -> Table:
                  Cell(text=label), Cell(text=", ".join(devices)),
                  Cell(text=", ".join(sorted({str(m.get("versions", {}).get("torch", "-")) for m in metas}))),
                  Cell(float(shared), "yes" if shared else "no")]
+        for c in cells:
+            c.runs = col.runs
         out.append(Row(col.label, [col.label], cells))
     counts = {k.split(".")[-1]: v for k, v in pool.setting.items() if k.startswith("timing.")}
     caption = (f"Timing and memory, {describe(pool)}; {seeds_text(pool, store)}: one method at a time; {counts.get('warmup', '?')} "
@@ -434,7 +475,29 @@ def timing_table(pool: Pool, store: Store) -> Table:
                f"average exceeded the cores available, or other processes held GPU memory, so the timing is not comparable.")
     stem = "timing_" + pool.name.removeprefix("timing_")  # the timing protocol's tables: timing_<dataset>_<budget>
     return Table(stem, caption, ["method"], [("", n) for n in TIMING_COLUMNS], out, pool.used,
-                 list(pool.left_out), list(pool.notes))
+                 list(pool.left_out), list(pool.notes), title=f"Timing and memory: {pool.name}")
+
+
+def timing_values(pool: Pool, store: Store) -> pd.DataFrame:
+    """Per column of a timing pool (index: its label): median, first and third quartile of train s/iteration and
+    inference s/case over every timed step, the peak memory (the larger phase's) and its measure."""
+    d = pool.rows(store)
+    if d.empty or pool.mode != "timing":
+        raise Skip("no timing runs (run: python bench.py --protocol timing --methods ...)")
+    out = {}
+    for col in pool.columns:
+        g = d[d.run_id.isin(col.runs)]
+        row: dict[str, Any] = {}
+        for key, metric in (("train", "train_s_per_iter"), ("infer", "infer_s_per_case")):
+            values = g[g.metric == metric].value.to_numpy(float)
+            q1, med, q3 = np.quantile(values, [0.25, 0.5, 0.75]) if len(values) else (math.nan,) * 3
+            row |= {key: med, f"{key}_q1": q1, f"{key}_q3": q3}
+        peaks = g[g.metric == "peak_mem_mib"].value
+        kinds = sorted(set(g.memory_kind)) if "memory_kind" in g else []
+        row["memory"] = float(peaks.max()) if len(peaks) else math.nan
+        row["memory_measure"] = ", ".join(memory_kind(k)[0] for k in kinds) or "-"
+        out[col.label] = row
+    return pd.DataFrame.from_dict(out, orient="index")
 
 
 def cost_table(pools: list[Pool], store: Store) -> Table:
@@ -457,6 +520,8 @@ def cost_table(pools: list[Pool], store: Store) -> Table:
                 Cell(evals, fmt(evals, 4)), Cell(peak, fmt(peak, 0)),
                 Cell(text=", ".join(sorted({memory_kind(k)[0] for k, _ in memory}))),
                 Cell(text=", ".join(sorted({str(m.get("device_name", m.get("device", "-"))) for m in metas})))]))
+            for c in out[-1].cells:
+                c.runs = col.runs
             used += col.runs
     if not out:
         raise Skip("no training runs")
@@ -466,7 +531,7 @@ def cost_table(pools: list[Pool], store: Store) -> Table:
                "process's lifetime peak RSS includes the data set and evaluation). For controlled timings see the timing tables.")
     return Table("run_costs", caption, ["table", "column"],
                  [("", n) for n in ("runs", "parameters", "train s/iter", "eval s/case", "peak MiB", "memory measure", "device")],
-                 out, sorted(used))
+                 out, sorted(used), title="Cost of the finished training runs (meta.json)")
 
 
 
@@ -502,6 +567,8 @@ def published_table(entries: list[Published], pools: list[Pool], store: Store, e
         except Skip:
             continue
         for j, (label, cells) in enumerate(averages.items()):
+            for c in cells.values():
+                c.runs = column_runs(pool).get(label, ())
             out.append(Row(f"{pool.name}/{label}", [f"{label} (measured)", pool.name], list(cells.values()), j == 0))
         used += pool.used
         left += pool.left_out
@@ -512,7 +579,7 @@ def published_table(entries: list[Published], pools: list[Pool], store: Store, e
                + ". Protocol A and B numbers score different cases and never share a table."
                + (f" Measured: {et_text(et_region, matched[0])}." if matched else ""))
     return Table(f"published_{protocol}", caption.strip(), ["method", "source"], [("", r) for r in REGIONS], out, sorted(used),
-                 left, sources)
+                 left, sources, title=f"Published Dice (%), BraTS2018 protocol {protocol}, mean over the 15 subsets")
 
 
 # --- the console: one table per pool ------------------------------------------------------------------
@@ -521,7 +588,8 @@ def kind(pool: Pool, store: Store) -> str:
     """What a pool's runs measured: timing, classification or segmentation ('' for no rows)."""
     if pool.mode == "timing":
         return "timing"
-    metrics = set(store.rows[store.rows.run_id.isin(pool.used)].metric) if len(store.rows) else set()
+    rows = pool.rows(store)
+    metrics = set(rows.metric) if len(rows) else set()
     return "classification" if "correct" in metrics else "segmentation" if "dice" in metrics else ""
 
 
