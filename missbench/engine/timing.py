@@ -144,7 +144,8 @@ def time_training(ctx: Context, counts: dict[str, int]) -> tuple[list[float], fl
     trainer's `BatchStream` and are taken outside the timed region."""
     spec, method, task, exe, cfg, seed = ctx.spec, ctx.method, ctx.task, ctx.exe, ctx.cfg, ctx.model.derived_seed
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, seed, ctx.masks["train"])
+    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, seed, ctx.masks["train"],
+                           cfg.sampler)
     total = counts["warmup"] + counts["iterations"]
     stream = BatchStream(lambda k: draw_batch(batches, k, None, cfg, 0, gen, spec.budget.batch, method.n_modalities),
                          SamplingRNG(rng, gen), exe, total)
