@@ -1,4 +1,4 @@
-"""The engine package's layers (../shared/DESIGN.md, "Layers"): imports go down only, and no module of
+"""The engine package's layers (README.md, "Layout and imports"): imports go down only, and no module of
 missbench imports itself back through others. Every import counts, function-local ones included."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ every execution option applies; taking the batch is not timed, but its wait is: 
 ``inference_warmup`` untimed and ``inference_passes`` timed inference passes (the task's: sliding-window
 prediction of one test case, or one batch of test samples, with every modality). Each timed region is
 bracketed by device synchronisation: CUDA events on a GPU, ``time.perf_counter`` on a CPU
-(harness.md §5.4). Peak memory per phase: ``torch.cuda.max_memory_allocated`` on a GPU (reset at the
+(CUDA runs asynchronously: PyTorch's "CUDA semantics" notes, pytorch.org/docs/stable/notes/cuda.html). Peak memory per phase: ``torch.cuda.max_memory_allocated`` on a GPU (reset at the
 phase's start); on a CPU the process's peak resident memory during the phase above its resident memory
 at the phase's start (Linux resets the peak through /proc/self/clear_refs), so earlier work of the
 same process is not counted. The load on the machine is recorded before and after; a run that shared
