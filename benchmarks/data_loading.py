@@ -4,9 +4,10 @@
     python benchmarks/data_loading.py                       # synthetic cases of real cropped BraTS size
     python benchmarks/data_loading.py --dataset-param root=/data/BraTS2018/train --dataset-param split=all
 
-The trainer samples patches in-process (missbench/core/tasks/segmentation.py PatchSampler: crop, flips, padding,
-stacking) from `Brats2018.load`'s copy-on-write memory maps. This times that path at the BraTS
-protocols' paper budgets (A: 80^3, batch 2; B: 80x160x160, batch 1), so the cost per training step
+The trainer samples patches in-process (missbench/core/tasks/segmentation.py PatchSampler: the protocol's patch
+pipeline, missbench/core/tasks/sampling.py, then stacking) from `Brats2018.load`'s copy-on-write memory maps. This
+times that path at the BraTS protocols' paper budgets (A: RFNet's pipeline, 80^3, batch 2; B: ShaSpec's
+pipeline, 80x160x160, batch 1), so the cost per training step
 can be set against a GPU step. Without --dataset-param root=..., it writes ``--cases`` random cases of
 the median RFNet crop size (4 x 146 x 169 x 134, float32, ~53 MB each) into a temporary cache first;
 the page cache is then warm, as it is after the first epoch on a machine whose RAM holds the cache.
@@ -69,20 +70,22 @@ def main() -> int:
             source = f"{len(cases)} synthetic cases of {list(CROP)} in a temporary cache"
         print(f"{source}; one process, warm page cache")
         for proto in ("brats2018_a", "brats2018_b"):
-            _, budget, _ = load_protocol(registry.protocol_path(proto)).budget("paper")
+            protocol = load_protocol(registry.protocol_path(proto))
+            _, budget, _ = protocol.budget("paper")
+            pipeline = protocol.training["sampler"]
             t0 = time.perf_counter()
-            sampler = PatchSampler(cases, budget.patch, rng)
+            sampler = PatchSampler(cases, budget.patch, rng, pipeline)
             t_index = time.perf_counter() - t0
-            index_mb = sum(f.nbytes for f in sampler.foreground) / 2**20
+            index_mb = sum(r.wt.nbytes + sum(v.nbytes for v in r.subsets.values()) for r in sampler.regions) / 2**20
             for _ in range(2):
                 sampler.sample(budget.batch)
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.batches):
                 x, _ = sampler.sample(budget.batch)
             dt, cpu = ((t - t_start) / args.batches for t, t_start in ((time.perf_counter(), t0), (time.process_time(), c0)))
-            print(f"{proto} paper budget (patch {list(budget.patch)}, batch {budget.batch}): {dt * 1e3:.1f} ms per batch "
+            print(f"{proto} paper budget ({pipeline} pipeline, patch {list(budget.patch)}, batch {budget.batch}): {dt * 1e3:.1f} ms per batch "
                   f"({cpu * 1e3:.1f} ms of CPU), {budget.batch / dt:.1f} samples/s, {x.numel() * 4 / 2**20:.0f} MB per batch; "
-                  f"sampler set-up {t_index:.2f} s, foreground index {index_mb:.0f} MB")
+                  f"sampler set-up {t_index:.2f} s, region index {index_mb:.0f} MB")
     return 0
 
 

@@ -81,7 +81,7 @@ from missbench.experiment.spec import Budget  # noqa: E402
 from missbench.store import provenance  # noqa: E402
 from missbench.store.run_folder import ModelFolder, sweep_models  # noqa: E402
 
-#: ShaSpec §4.5 (reference/shaspec.md §6.6): avMNIST models at batch 4 on one RTX 3090, mean of 30 iterations.
+#: ShaSpec's Sec. 4.5 (Wang et al., CVPR 2023): avMNIST models at batch 4 on one RTX 3090, mean of 30 iterations.
 PAPER_AVMNIST = {"shaspec": {"train_s": 0.0257, "infer_s": 0.0016}, "smil": {"train_s": 0.1309, "infer_s": 0.0019}}
 #: The avMNIST comparison's batch (ShaSpec §4.5).
 AVMNIST_BATCH = 4

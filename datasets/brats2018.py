@@ -35,10 +35,12 @@ Splits: BraTS 2021 and 2023 have no published split lists here. Give your own as
 ``split=<folder holding train.txt, val.txt and test.txt>`` or ``split=<train{k}.txt>`` (``val{k}.txt`` and
 ``test{k}.txt`` beside it), one case folder name per line (missbench/realdata/splits.py), or ``split=all``.
 
-Two published BraTS 2018 protocols (reference/baselines.md §0) are selected by the ``split`` parameter:
-- A (RFNet, mmFormer, U-HVED): a split file by path: U-HVED's ``dataset_split_k.csv`` (with
-  ``corresponding_naming.csv`` beside it) or RFNet-style ``train{k}.txt``/``val``/``test`` lists
-  (missbench/realdata/splits.py); 199 / 29 / 57 cases, scored locally on the test list.
+Two published BraTS 2018 protocols are selected by the ``split`` parameter:
+- A (U-HVED, RFNet and the methods built on RFNet's code): ``split=uhved1``, ``uhved2`` or ``uhved3``, U-HVED's
+  splits shipped with the project (missbench/realdata/brats2018_splits/, from github.com/ReubenDo/U-HVED,
+  MIT), or a split file by path: a ``dataset_split_k.csv`` (with ``corresponding_naming.csv`` beside it) or
+  RFNet-style ``train{k}.txt``/``val``/``test`` lists (missbench/realdata/splits.py); 199 / 29 / 57 cases,
+  scored locally on the test list.
 - B (ShaSpec, MoMKE, SimMLM): ``split=all``: every training case trains, nothing is scored
   locally, and ``bench.py export`` writes label maps of the ``val_root`` cases for the BraTS portal.
 
@@ -340,7 +342,7 @@ class Brats2018(Dataset):
     modalities: ClassVar[tuple[str, ...]] = MODALITIES
     description: ClassVar[str] = (
         "Real BraTS NIfTI: 2018-2021 (<case>_flair.nii.gz) or 2023 glioma (<case>-t2f.nii.gz) layout, detected "
-        "(root= or $MISSBENCH_BRATS2018); split=<U-HVED csv | RFNet txt | folder of lists> (protocol A) "
+        "(root= or $MISSBENCH_BRATS2018); split=uhved1|uhved2|uhved3 (shipped) or <U-HVED csv | RFNet txt | folder of lists> (protocol A) "
         "or split=all (protocol B); run `bench.py prepare` first."
     )
     defaults: ClassVar[dict[str, Any]] = {
@@ -410,7 +412,8 @@ class Brats2018(Dataset):
         every = sorted(self.cases)
         export = sorted(self.val_cases)
         if split is None and need_split:
-            raise BratsDataError(f"dataset {self.name!r}: give split=<dataset_split_k.csv | train_k.txt | folder of lists> "
+            raise BratsDataError(f"dataset {self.name!r}: give split=uhved1|uhved2|uhved3 (shipped) or "
+                                 f"<dataset_split_k.csv | train_k.txt | folder of lists> "
                                  f"(protocol A) or split=all (protocol B: train on every case, export the validation folder)")
         if split is None or split == "all":
             return {"train": every, "val": [], "test": [], "export": export}

@@ -17,7 +17,7 @@ regression structures, dots and globules, blue-whitish veil, vascular structures
 location and sex; an empty cell is all zeros. Categories come from the whole meta.csv in sorted
 order. ``management`` and the seven-point score are left out (they follow from the diagnosis or the
 criteria). Labels: the release's five diagnosis groups (Kawahara et al.): BCC, NEV, MEL, MISC, SK.
-CMML's exact input encoding is not public (baselines.md §8); this is ours, documented here.
+CMML's exact input encoding is not public (arXiv 2605.25968v1: no code was found, the abstract gives none); this is ours, documented here.
 """
 
 from __future__ import annotations

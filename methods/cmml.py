@@ -1,10 +1,10 @@
 """cmml: a RECONSTRUCTION of CMML (context-driven missing-modality learning) from the paper's description.
 
 Paper: T. Liu, L. Yu, T. Han, L. Wan, "Context-driven Missing-Modality Learning for Robust Medical
-Diagnosis with Image-Tabular Data", arXiv 2605.25968 (2026). No public code; only the abstract and
-summaries were available (shared/reference/baselines.md §8), so every size, loss weight and training
-setting below is this harness's choice, named as such. Results of this method are of this
-reconstruction, not of the authors' model.
+Diagnosis with Image-Tabular Data", arXiv 2605.25968v1 (2026). No public code was found (searched by title,
+acronym and first author); only the abstract was read, so every size, loss weight and training setting below
+is this harness's choice, named as such. Results of this method are of this reconstruction, not of the
+authors' model.
 
 What the paper describes, and how it is built here (classification only):
 1. per-modality encoders (missbench/nets/classification.py: SMIL's LeNet image and MFCC audio
@@ -31,6 +31,11 @@ What the paper describes, and how it is built here (classification only):
    modality representations), temperature ``temperature``;
 6. a classifier (FC-ReLU-dropout-FC, missbench/nets/classification.py ``ClassifierHead``) on the
    fused representation; cross-entropy.
+
+Training order (a deviation): the abstract says CMML "sequentially performs modality synthesis and semantic
+alignment"; here every term (synthesis, alignment, contrastive, cross-entropy) is one loss, trained jointly
+from the first iteration. If the paper trains synthesis first and alignment after (a schedule the abstract
+does not give), that is not reproduced.
 
 Synthesis is trained the only way the harness allows (a missing modality's input is never seen): in
 training, a second CRTA pass hides one more, randomly chosen, available modality of every sample that

@@ -57,7 +57,7 @@ Official checkpoints (``official_state_dict``; the README's BraTS2018 split 1, 2
 BraTS2015, ``torch.load(model)['state_dict']``): the code's input order is T1, T1ce, T2, FLAIR
 (DataAndOutput conversion, ``_0000`` .. ``_0003``). Only the stem is per modality (``t1_conv``, ``t1ce_csa``,
 ``t2flare_conv`` ...), renamed by modality name; RCR reads modalities by name, so nothing is reordered.
-Checked in tests/test_demoseg.py against numbers the code computes (scripts/official_parity.py).
+Checked in tests/test_demoseg.py against numbers the code computes (scripts/official_parity_2024.py).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ What is built (the code):
   regularisation collection), reported as the ``l2`` term.
 
 Parameters at width 8 with 4 modalities and 4 classes: 565,888 (each encoder 111,776; decoder
-118,784), counted in tests/test_hemis.py. (baselines.md's "about 1M" was an estimate.)
+118,784), counted in tests/test_hemis.py.
 
 Training defaults (config.ini, application.py): Adam (TF defaults, betas 0.9/0.999), lr 1e-3, batch
 1, 60k iterations, per iteration a kept-modality count uniform in 1..4 then a uniform subset of that

@@ -58,7 +58,7 @@ channel-wise transformers' key/value maps by modality name, ``Bottleneck.trans_b
 the separate decoder's levels as RFNet's. Reordered to the data set's order: the positional table's modality
 blocks and the first conv of ``RFM1``..``RFM3`` (the masked skips concatenated modality by modality). The rest
 is position-free: the masked attention, the spatial weights and the channel attention treat the modalities as a
-set. Checked in tests/test_m2ftrans.py against numbers the code computes (scripts/official_parity.py).
+set. Checked in tests/test_m2ftrans.py against numbers the code computes (scripts/official_parity_2024.py).
 """
 
 from __future__ import annotations

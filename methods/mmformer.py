@@ -158,7 +158,7 @@ class MMFormer(Method):
     }
     training_defaults = {"segmentation": TrainingDefaults(
         optimizer="adam", lr=2e-4, momentum=0.9, nesterov=False, weight_decay=1e-4, amsgrad=True,
-        schedule="poly", dropout="uniform_subset", warmup_fraction=0.0,
+        schedule="poly", dropout="uniform_subset", warmup_fraction=0.0, sampler="rfnet",
     )}
     official_code = "github.com/YaoZhang93/mmFormer at b18663adbfd0323656083e0470420c8c715c1782, mmformer/mmformer.py, Model"
 

@@ -138,7 +138,7 @@ class RFNet(Method):
                    "width": Between(4, even=True), "depth": Between(1, integer=True), "fusion_start": Between(0, 1)}
     training_defaults = {"segmentation": TrainingDefaults(
         optimizer="adam", lr=2e-4, weight_decay=1e-4, amsgrad=True, schedule="poly", dropout="uniform_subset",
-        warmup_fraction=0.0,
+        warmup_fraction=0.0, sampler="rfnet",
     )}
     official_code = "github.com/dyh127/RFNet at 1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4, models.py, Model"
 

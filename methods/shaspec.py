@@ -29,7 +29,11 @@ Paper vs code, paper by default, the code as named options:
   the first of a randomly ordered list);
 - ``aux_over``: "available" (§3: losses of missing modalities' features are omitted; the cycle is
   then taken over the available modalities) | "all" (code: all four slots, zeroed inputs included);
-- schedule: cosine (paper) by default; ``poly`` (code, power 0.9) through the protocol's training block.
+- schedule: cosine (paper, Sec. 4.2) by default; ``two_stage_poly`` (the code: run.sh trains the full-modality
+  warm-up with its own poly, power 0.9, then restarts train_SS.py's poly over the whole budget at the warm-up's
+  end) through the protocol's training block;
+- patches: ShaSpec's pipeline (``sampler="shaspec"``, missbench/core/tasks/sampling.py: BraTSDataSet.py's
+  class-centred crop with its scaling and mirroring, and my_collate's per-axis mirroring).
 
 Backbones: ``backbone="common"`` (default) is the harness's 3-D U-Net (missbench/nets/unet3d.py)
 with a width knob, small enough for a CPU, and the one every method can share (``--backbone
@@ -53,8 +57,10 @@ Checked in tests/test_official_checkpoints.py at the full size against a transcr
 fusion and decoder.
 
 Deviations: the code's full-modality warm-up is 80k of 180k iterations; here it is the same
-fraction (4/9) of whatever budget the protocol sets. The paper's data augmentation
-(batchgenerators) is not reproduced.
+fraction (4/9) of whatever budget the protocol sets. Of the batchgenerators 0.21 transforms that
+train_SS.py applies to every batch (BraTSDataSet.py ``my_collate`` / ``get_train_transform``), only the
+per-axis mirroring is reproduced: the spatial transform (elastic deformation, rotation, scaling, each with
+p 0.2) and the intensity transforms (noise, blur, brightness, contrast, low resolution, gamma) are not.
 
 Classification (paper §4.1-4.2, avMNIST; the classification code is unreleased, ShaSpec issues #6,
 #11): the specific encoders are SMIL's image (LeNet-5) and audio (SNetPluse) encoders, or the MLP for

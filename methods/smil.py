@@ -7,7 +7,7 @@ src/models/newencoder.py ``InferNetNew`` (reconstruction and regularisation head
 31a0eae; src/get_sound_mean_kmean.py (the modality priors, added in 75f70dd) and
 src/train_missing_eval_missing.py (the meta-learning loop, added in 0d0e827). Its functional passes
 are MetaNN 0.2.5's (requirements.txt) ``ProtoModule.functional`` (github.com/yhqjohn/MetaNN 1fcc64e,
-metann/proto.py). Notes: shared/reference/baselines.md §2.
+metann/proto.py).
 
 What is built (classification, the code's avMNIST model):
 - encoders: SMIL's LeNet-5 image encoder (160-d) and ``SNetPluse`` audio encoder (320-d), or the MLP

@@ -30,8 +30,7 @@ What is built (the code):
   is the mean over the 4 scales. 1/14 because the S = A term is (up to the 1e-7) zero.
 
 Parameters at width 8 with 4 modalities and 4 classes: 1,250,552 (each encoder 221,560;
-segmentation decoder 72,872; each image decoder 72,860), counted in tests/test_uhved.py; the 1.25M
-(221.6k per encoder, 72.9k per decoder) counted from the IM-Fuse PyTorch port in baselines.md §4.
+segmentation decoder 72,872; each image decoder 72,860), counted in tests/test_uhved.py.
 
 Training defaults: as U-HeMIS (missbench/nets/uhemis.py ``UHVED_TRAINING``): Adam, lr 1e-3, kept
 count uniform in 1..M then a uniform subset (``count_then_subset``), 60k iterations at batch 1 in the

@@ -3,7 +3,7 @@
 Paper: H. Ismkhan, H. Bouchachia, "Unsupervised Learning for Missing Modalities in Multimodal
 Learning", arXiv 2606.15743 (2026). Code (no licence file): github.com/h-ismkhan/Multimodal-Learning-
 with-Missing-Modalities-via-Unsupervised-Learning at 0f84e8f, ``MM-IMDb/mmimdb_ul4m4.py`` (the defaults
-here) and ``CMU-MOSI/mosi-ul4m4.py`` (k-means++ under the partial distance). Notes: baselines.md §7.
+here) and ``CMU-MOSI/mosi-ul4m4.py`` (k-means++ under the partial distance).
 The imputer (normalisation, partial-modality distance, partial k-means, greedy completion,
 de-normalisation) is missbench/nets/imputation.py; it has no trainable parameters.
 

@@ -1,309 +1,444 @@
 #!/usr/bin/env python
-"""Numbers the official code computes on seeded weights and inputs, for the parity tests of gss, m2ftrans, demoseg.
+"""Run each method's official code on seeded weights and inputs and write what it computes (numbers only) to
+tests/data/official_parity.json, which tests/test_official_parity.py compares this project against.
 
-    python scripts/official_parity.py gss      CHECKOUT   # github.com/qysgithubopen/GSS
-    python scripts/official_parity.py m2ftrans CHECKOUT   # github.com/Jun-Jie-Shi/M2FTrans
-    python scripts/official_parity.py demoseg  CHECKOUT   # github.com/kk42yy/DeMoSeg (loss terms need monai)
+    python scripts/official_parity.py --checkout shaspec=/tmp/ShaSpec --checkout rfnet=/tmp/RFNet \\
+        --checkout mmformer=/tmp/mmFormer --checkout uhved=/tmp/U-HVED --checkout smil=/tmp/SMIL \\
+        --checkout ul4m4=/tmp/UL4M4 [--only rfnet,mmformer] [--out PATH]
 
-CHECKOUT is a checkout of the official repository (any folder holding its files; ``--commit`` records which).
-The script builds the official model at a small size (through the module globals or the constructor its code
-exposes), fills every entry of its state dict from a seeded generator in the state dict's order (`fill`),
-runs it in float64 on seeded inputs (`inputs`, data set order FLAIR, T1, T1c, T2, permuted to the code's
-order) with one availability pattern per sample, and computes the loss terms the official training script
-computes, with the official functions. It writes tests/data/parity_<method>.json: the commit, the
-configuration, the state dict's keys and shapes (the test regenerates the same weights from them and loads
-them through the method's ``official_state_dict``), and `fingerprint`s of the outputs and the loss values:
-numbers only, nothing of the official code. It also loads the same weights into this repository's method and
-records the largest absolute difference over the full output tensors (``max_abs_diff``), which the test cannot
-recompute without the official code.
+Each checkout is a clone of the repository below at the commit below (the script refuses another commit,
+and records the one it ran); nothing of them is copied into this repository, and this script contains none
+of their code: it imports their files from the checkout and calls them. What it adds is named where it
+happens: the loss compositions of the training scripts (a few lines of train.py / train_SS.py that sum the
+official loss functions; each written out below with its line), import stubs for packages the model files
+import but these calls never reach (matplotlib windows, CLIP, NiftyNet's layer classes), ShaSpec's own
+documented fix for torch's InstanceNorm size check, and, for U-HVED (TensorFlow 1 / NiftyNet, not runnable
+here), a numpy stand-in for the dozen TensorFlow array operations its fusion and loss functions call, so that
+those functions (GaussianSampler, Product_Gaussian_main, compute_KLD, HeMISAbstractionBlock) run as written.
 
-GSS's random mask (random_mask.py) writes a float32 zero into its tensors with ``index_put``, which refuses
-float64, so GSS's loss terms are computed in float32 (its outputs and soft target in float64).
+Weights: every tensor of the official model's state dict is drawn from (seed, its name, its shape)
+(tests/official_numbers.py); the names and shapes are recorded, so the test rebuilds the same weights and
+maps them with the method's ``official_state_dict`` (or, for SMIL, the test's renaming). Inputs are seeded
+too. Models run in float64, in evaluation mode with the
+training outputs switched on where the code has such a switch (RFNet's and mmFormer's ``is_training``), so
+that dropout draws nothing.
+
+Requires torch, numpy, scipy and scikit-learn (the project's environment).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import importlib.util
 import json
-import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from official_numbers import AVAILABLE, DATA, DATA_ORDER, brain_case, seeded_input, seeded_state, summary  # noqa: E402
 
-#: The data set's modality order, and one availability pattern per sample in it.
-MODS = ("FLAIR", "T1", "T1c", "T2")
-AVAILABLE = [[1, 1, 1, 1], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 1, 1]]
-#: Seeds of the weights, the inputs and the random draws of the loss.
-WEIGHT_SEED, INPUT_SEED, LOSS_SEED = 7, 11, 13
-#: Small configurations: the official model's and this repository's method's, and the patch.
-CONFIG = {
-    "gss": {"official": {"basic_dims": 4}, "ours": {"width": 4, "sep_over": "all", "gss_over": "all", "pretrain": 0.0}, "size": 16,
-            "order": ("FLAIR", "T1c", "T1", "T2")},
-    "m2ftrans": {"official": {"basic_dims": 4, "mlp_dim": 64, "num_heads": 8, "depth": 3, "patch_size": 2},
-                 "ours": {"width": 4, "mlp_dim": 64, "heads": 8, "layers": 3, "pos_grid": 2, "sep_over": "all"}, "size": 32,
-                 "order": ("FLAIR", "T1c", "T1", "T2")},
-    "demoseg": {"official": {"base_num_features": 8, "num_pool": 3}, "ours": {"width": 8, "pools": 3}, "size": 16,
-                "order": ("T1", "T1c", "T2", "FLAIR")},
+SEED = 0
+#: The official repositories and the commits whose code the numbers are of.
+REPOSITORIES = {
+    "shaspec": ("github.com/billhhh/ShaSpec", "081fe7a1e40d6bbc0736dc93e779a0a5a439d091"),
+    "rfnet": ("github.com/dyh127/RFNet", "1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4"),
+    "mmformer": ("github.com/YaoZhang93/mmFormer", "b18663adbfd0323656083e0470420c8c715c1782"),
+    "uhved": ("github.com/ReubenDo/U-HVED", "1d293a87d496c52adafd69dbcea37767ac6a7ee8"),
+    "smil": ("github.com/mengmenm/SMIL", "0d0e827a31097650db7f6b487e2cccbeee39b29c"),
+    "ul4m4": ("github.com/h-ismkhan/Multimodal-Learning-with-Missing-Modalities-via-Unsupervised-Learning",
+              "0f84e8fb5e81707f0e4ee36b1b277429f042dc5c"),
 }
-#: The code's 15 missing-modality cases of DeMoSeg (DeMoSeg.py), availability in its order T1, T1ce, T2, FLAIR.
-DEMOSEG_CASES = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 0],
-                 [0, 1, 0, 1], [0, 0, 1, 1], [1, 1, 1, 0], [1, 1, 0, 1], [1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 1, 1]]
+#: RFNet's and mmFormer's input order (preprocess.py stacks FLAIR, T1ce, T1, T2).
+BRAIN_ORDER = ("FLAIR", "T1c", "T1", "T2")
 
 
-def fill(keys: list[tuple[str, list[int]]], seed: int = WEIGHT_SEED) -> dict[str, torch.Tensor]:
-    """A float64 state dict for ``keys`` (name, shape), in order from one seeded generator: weight tensors
-    N(0, 1/fan_in), norm weights 1 + N(0, 0.1^2), other vectors N(0, 0.1^2), learnable token and position tables
-    N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, shape in keys:
-        v = torch.randn(shape, generator=g, dtype=torch.float64)
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in ("pos", "fusion"):
-            pass
-        elif len(shape) >= 2:
-            v = v / math.sqrt(math.prod(shape[1:]))
-        elif "norm" in name and leaf == "weight":
-            v = 1 + 0.1 * v
-        else:
-            v = 0.1 * v
-        out[name] = v
-    return out
+def head_commit(path: Path) -> str:
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def inputs(size: int, batch: int = len(AVAILABLE)) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B x 4 x S^3 float64 images in the data set's order, B x S^3 labels in 0/1/2/4)."""
-    g = torch.Generator().manual_seed(INPUT_SEED)
-    x = torch.randn(batch, 4, size, size, size, generator=g, dtype=torch.float64)
-    index = torch.randint(0, 4, (batch, size, size, size), generator=g)
-    return x, torch.tensor([0, 1, 2, 4])[index]
+@contextlib.contextmanager
+def on_path(path: Path, stubs: dict[str, types.ModuleType] | None = None):
+    """``path`` first on sys.path with ``stubs`` installed; the modules imported meanwhile are dropped afterwards
+    (the repositories share module names: models, layers, utils)."""
+    before = set(sys.modules)
+    saved = {name: sys.modules.get(name) for name in (stubs or {})}
+    sys.modules.update(stubs or {})
+    sys.path.insert(0, str(path))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(path))
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+        for name, module in saved.items():
+            if module is not None:
+                sys.modules[name] = module
 
 
-def fingerprint(t: torch.Tensor, samples: int = 64) -> dict[str, Any]:
-    """Shape, sums and ``samples`` evenly spaced entries of ``t`` (as float64 numbers)."""
-    flat = t.detach().to(torch.float64).flatten()
-    at = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).round().long()
-    return {"shape": list(t.shape), "sum": float(flat.sum()), "abs_sum": float(flat.abs().sum()),
-            "samples": [float(v) for v in flat[at]]}
+def load_file(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
-def code_order(x: torch.Tensor, order: tuple[str, ...]) -> torch.Tensor:
-    return x[:, [MODS.index(m) for m in order]]
+def shapes(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in state.items()}
 
 
-def available(order: tuple[str, ...] | None = None) -> torch.Tensor:
-    a = torch.tensor(AVAILABLE, dtype=torch.bool)
-    return a if order is None else code_order(a, order)
+def seed_module(module: torch.nn.Module, dtype: torch.dtype, prefix: str = "") -> dict[str, list[int]]:
+    """Load the seeded weights of the module's own parameter names (``prefix`` + name) into it; their shapes."""
+    state = module.state_dict()
+    named = {prefix + k: list(v.shape) for k, v in state.items()}
+    seeded = seeded_state(named, SEED, dtype)
+    module.load_state_dict({k[len(prefix):]: v for k, v in seeded.items()}, strict=True)
+    return named
 
 
-def our_method(name: str, keys: list[tuple[str, list[int]]], dtype: torch.dtype = torch.float64) -> torch.nn.Module:
-    """This repository's method at the small configuration with the filled official weights loaded."""
-    from missbench.core.tasks import get_task
-    from missbench.experiment.registry import method_class
-
-    model = method_class(name)(get_task("segmentation"), MODS, **CONFIG[name]["ours"]).to(dtype).eval()
-    model.load_state_dict({k: v.to(dtype) for k, v in model.official_state_dict(fill(keys)).items()}, strict=True)
-    return model
+def in_order(t: torch.Tensor, order: tuple[str, ...]) -> torch.Tensor:
+    return t[:, [DATA_ORDER.index(m) for m in order]]
 
 
 def onehot4(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    index = torch.zeros_like(labels)
-    for i, lab in enumerate((0, 1, 2, 4)):
-        index[labels == lab] = i
+    """RFNet's target: label 4 -> class 3, one-hot over 4 classes (data/datasets_nii.py)."""
+    index = labels.clone()
+    index[labels == 4] = 3
     return F.one_hot(index, 4).movedim(-1, 1).to(dtype)
 
 
-# --- GSS ---
+# --------------------------------------------------------------------------------------------- RFNet
 
 
-def gss(checkout: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(checkout))
-    import models_GSS  # noqa: E402  (the official files)
-    from GSS_choice import double_teacher, singel_teacher  # noqa: E402
-    from random_mask import random_mask  # noqa: E402
-    from utils import criterions  # noqa: E402
-
-    cfg = CONFIG["gss"]
-    models_GSS.basic_dims = cfg["official"]["basic_dims"]
-    torch.manual_seed(0)
-    official = models_GSS.Model(num_cls=4)
-    keys = [(k, list(v.shape)) for k, v in official.state_dict().items()]
-    official.double().load_state_dict(fill(keys))  # float64 first: loading casts to the parameters' dtype
-    x, labels = inputs(cfg["size"])
-    xc, mask = code_order(x, cfg["order"]), available(cfg["order"])
-    out: dict[str, Any] = {"keys": keys}
-
-    def run(dtype: torch.dtype) -> dict[str, Any]:
-        model = official.to(dtype).eval()
-        model.is_training = True
-        target = onehot4(labels, dtype)
-        with torch.no_grad():
-            fuse_pred, sep_preds, prm_preds, seg_logits = model(xc.to(dtype), mask)
-            temp, tp, tm, p = 8.0, 0.75, 0.85, 0.3  # train_GSS.py's defaults
-            flair, t1ce, t1, t2 = (F.softmax(s / temp, dim=1) for s in seg_logits)
-            fp, cp, tp1, t2p = sep_preds
-            c = [slice(i, i + 1) for i in range(4)]
-            # train_GSS.py, the soft target: the official functions on the official arguments.
-            s1 = singel_teacher(fp[:, c[0]].clone(), cp[:, c[0]].clone(), tp1[:, c[0]].clone(), t2p[:, c[0]].clone(), 0, 1,
-                                flair[:, c[0]].clone(), t1ce[:, c[0]].clone(), t1[:, c[0]].clone(), t2[:, c[0]].clone(), tp, tm)
-            s2 = singel_teacher(cp[:, c[1]].clone(), fp[:, c[1]].clone(), tp1[:, c[1]].clone(), t2p[:, c[1]].clone(), 0, 1,
-                                t1ce[:, c[1]].clone(), flair[:, c[1]].clone(), t1[:, c[1]].clone(), t2[:, c[1]].clone(), tp, tm)
-            s3 = double_teacher(fp[:, c[2]].clone(), t2p[:, c[2]].clone(), cp[:, c[2]].clone(), tp1[:, c[2]].clone(), 0, 1,
-                                flair[:, c[2]].clone(), t2[:, c[2]].clone(), t1ce[:, c[2]].clone(), t1[:, c[2]].clone(), tp, tm, p)
-            s4 = singel_teacher(cp[:, c[3]].clone(), fp[:, c[3]].clone(), tp1[:, c[3]].clone(), t2p[:, c[3]].clone(), 0, 1,
-                                t1ce[:, c[3]].clone(), flair[:, c[3]].clone(), t1[:, c[3]].clone(), t2[:, c[3]].clone(), tp, tm)
-            total = s1 + s2 + s3 + s4
-            soft_target = torch.cat([s1 / total, s2 / total, s3 / total, s4 / total], dim=1)
-            result = {"fuse_pred": fuse_pred, "soft_target": soft_target}
-            if dtype == torch.float32:
-                torch.manual_seed(LOSS_SEED)
-                soft = 0
-                for student in (flair, t1ce, t1, t2):
-                    t_masked, s_masked = random_mask(soft_target, student, 0.2)
-                    soft = soft + criterions.softmax_weighted_loss(s_masked, t_masked, num_cls=4)
-                result["losses"] = {
-                    "fuse_ce": criterions.softmax_weighted_loss(fuse_pred, target, num_cls=4),
-                    "fuse_dice": criterions.dice_loss(fuse_pred, target, num_cls=4),
-                    "sep_ce": 0.7 * sum(criterions.softmax_weighted_loss(s, target, num_cls=4) for s in sep_preds),
-                    "sep_dice": 0.7 * sum(criterions.dice_loss(s, target, num_cls=4) for s in sep_preds),
-                    "prm_ce": sum(criterions.softmax_weighted_loss(q, target, num_cls=4) for q in prm_preds),
-                    "prm_dice": sum(criterions.dice_loss(q, target, num_cls=4) for q in prm_preds),
-                    "gss_ce": soft * 0.3 * temp * temp / 10,
-                }
-        return result
-
-    ref64, ref32 = run(torch.float64), run(torch.float32)
-    out["outputs"] = {"fuse_probs": fingerprint(ref64["fuse_pred"]), "soft_target": fingerprint(ref64["soft_target"])}
-    out["losses_float32"] = {k: float(v) for k, v in ref32["losses"].items()}
-    # Ours, for the record: the full tensors.
-    ours = our_method("gss", keys)
+def rfnet_like(model: torch.nn.Module, criterions: types.ModuleType, size: int) -> dict[str, Any]:
+    """RFNet's / mmFormer's training forward and train.py's loss terms (train.py lines 163-182 of both: the
+    weighted CE and Dice of the fused prediction, of each separate-decoder prediction summed, and of each
+    region / deep-supervision prediction summed)."""
+    x, available, labels = brain_case((size,) * 3, SEED, torch.float64)
+    model.eval()  # instance norms only; eval draws no dropout (mmFormer's Transformer)
+    model.is_training = True
     with torch.no_grad():
-        probs = ours(x, available()).logits.softmax(1)
-    out["max_abs_diff"] = {"fuse_probs": float((probs - ref64["fuse_pred"]).abs().max())}
-    return out
-
-
-# --- M2FTrans ---
-
-
-def m2ftrans(checkout: Path) -> dict[str, Any]:
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # the code moves its attention masks to CUDA
-    sys.path.insert(0, str(checkout / "M2FTrans_v1"))
-    from models import fusiontrans  # noqa: E402
-    from utils import criterions  # noqa: E402
-
-    cfg = CONFIG["m2ftrans"]
-    for k, v in cfg["official"].items():
-        setattr(fusiontrans, k, v)
-    torch.manual_seed(0)
-    official = fusiontrans.Model(num_cls=4)
-    keys = [(k, list(v.shape)) for k, v in official.state_dict().items()]
-    official = official.double()
-    official.load_state_dict(fill(keys))
-    official.eval()
-    official.is_training = True
-    x, labels = inputs(cfg["size"])
+        fuse, seps, prms = model(in_order(x, BRAIN_ORDER), in_order(available, BRAIN_ORDER))
     target = onehot4(labels, torch.float64)
-    with torch.no_grad():
-        fuse_pred, sep_preds, prm_preds = official(code_order(x, cfg["order"]), available(cfg["order"]))
-    losses = {
-        "fuse_ce": criterions.softmax_weighted_loss(fuse_pred, target, num_cls=4),
-        "fuse_dice": criterions.dice_loss(fuse_pred, target, num_cls=4),
-        "sep_ce": sum(criterions.softmax_weighted_loss(s, target, num_cls=4) for s in sep_preds),
-        "sep_dice": sum(criterions.dice_loss(s, target, num_cls=4) for s in sep_preds),
-        "prm_ce": sum(criterions.softmax_weighted_loss(q, target, num_cls=4) for q in prm_preds),
-        "prm_dice": sum(criterions.dice_loss(q, target, num_cls=4) for q in prm_preds),
-    }
-    out: dict[str, Any] = {"keys": keys, "outputs": {"fuse_probs": fingerprint(fuse_pred)},
-                           "losses": {k: float(v) for k, v in losses.items()}}
-    ours = our_method("m2ftrans", keys)
-    with torch.no_grad():
-        probs = ours(x, available()).logits.softmax(1)
-    out["max_abs_diff"] = {"fuse_probs": float((probs - fuse_pred).abs().max())}
-    return out
+    losses = {"fuse_ce": criterions.softmax_weighted_loss(fuse, target, num_cls=4),
+              "fuse_dice": criterions.dice_loss(fuse, target, num_cls=4)}
+    for name, preds in (("sep", seps), ("prm", prms)):
+        losses[f"{name}_ce"] = sum(criterions.softmax_weighted_loss(p, target, num_cls=4) for p in preds)
+        losses[f"{name}_dice"] = sum(criterions.dice_loss(p, target, num_cls=4) for p in preds)
+    return {"outputs": {"fuse_probabilities": summary(fuse, "fuse")}, "losses": {k: float(v) for k, v in losses.items()},
+            "input": {"size": [size] * 3, "batch": len(AVAILABLE), "dtype": "float64"}}
 
 
-# --- DeMoSeg ---
+def run_rfnet(path: Path) -> dict[str, Any]:
+    with on_path(path):
+        models = importlib.import_module("models")
+        criterions = load_file("rfnet_criterions", path / "utils" / "criterions.py")
+        torch.manual_seed(SEED)
+        model = models.Model(num_cls=4).double()
+        state = seed_module(model, torch.float64)
+        out = rfnet_like(model, criterions, 16)  # 16^3: the deepest scale 2^3
+    return {"files": ["models.py", "layers.py", "utils/criterions.py", "train.py (loss terms, lines 163-182)"],
+            "setting": {"num_cls": 4}, "state": state, **out}
 
 
-def demoseg(checkout: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(checkout / "DeMoSeg"))
-    from training.network.DeMoSeg import DeMoSeg  # noqa: E402
+# --------------------------------------------------------------------------------------------- mmFormer
 
-    cfg = CONFIG["demoseg"]
-    torch.manual_seed(0)
-    official = DeMoSeg(input_channels=4, num_classes=4, **cfg["official"])
-    keys = [(k, list(v.shape)) for k, v in official.state_dict().items()]
-    official = official.double()
-    official.load_state_dict(fill(keys))
-    official.eval()
-    x, labels = inputs(cfg["size"])
-    xc, mask = code_order(x, cfg["order"]), available(cfg["order"])
-    cases = [DEMOSEG_CASES.index(row) for row in mask.int().tolist()]
-    outputs, per_sample = {}, []
-    with torch.no_grad():
-        for b, case in enumerate(cases):
-            official.modality = case  # the evaluation's missing-modality case
-            ds = official(xc[b : b + 1])  # deep-supervision logits, full resolution first
-            per_sample.append(ds)
-            for k, t in enumerate(ds):
-                outputs[f"sample{b}_out{k}"] = fingerprint(t)
-        stem = official.conv_blocks_context[0].train()
-        fused, kl = stem(xc * mask.to(xc.dtype)[:, :, None, None, None], cases)  # the code masks the inputs first
-    out: dict[str, Any] = {"keys": keys, "cases": cases, "outputs": {**outputs, "rcr": fingerprint(fused)},
-                           "losses": {"kd": float(kl)}}
+#: mmformer.py's module constants set before the model is built (its defaults: 512, 4096, 8, 8 for 128^3):
+#: a 32^3 input leaves 2^3 tokens per modality, and the widths shrink so the test runs in seconds.
+MMFORMER_CONSTANTS = {"transformer_basic_dims": 32, "mlp_dim": 64, "num_heads": 8, "patch_size": 2}
+
+
+def run_mmformer(path: Path) -> dict[str, Any]:
+    with on_path(path / "mmformer"):
+        mm = importlib.import_module("mmformer")
+        for name, value in MMFORMER_CONSTANTS.items():
+            setattr(mm, name, value)
+        criterions = load_file("mmformer_criterions", path / "mmformer" / "utils" / "criterions.py")
+        torch.manual_seed(SEED)
+        model = mm.Model(num_cls=4).double()
+        state = seed_module(model, torch.float64)
+        out = rfnet_like(model, criterions, 32)
+    return {"files": ["mmformer/mmformer.py", "mmformer/layers.py", "mmformer/utils/criterions.py",
+                      "mmformer/train.py (loss terms, lines 163-182)"],
+            "setting": {"num_cls": 4, "module_constants": MMFORMER_CONSTANTS}, "state": state, **out}
+
+
+# --------------------------------------------------------------------------------------------- ShaSpec
+
+
+def run_shaspec(path: Path) -> dict[str, Any]:
+    """DualNet_SS at the smallest input its decoder divides (16 x 32 x 64), float64 (in float32 the instance norms
+    over layer4's two voxels amplify rounding: the code's own batch of four and its single samples then differ
+    by 1.3); one forward per sample with its availability as ``mode`` (indices in the code's order FLAIR, T1,
+    T1ce, T2); train_SS.py's loss terms."""
+    # The README's "Bug Fixing": InstanceNorm on the ASPP's 1x1x1 global branch (torch refuses it since 1.8).
+    verify = getattr(torch.nn.functional, "_verify_spatial_size", None)
+    torch.nn.functional._verify_spatial_size = lambda size: None
     try:
-        from monai.losses.dice import DiceCELoss
-    except ImportError:
-        print("monai is not installed: the deep-supervision loss is not recorded")
-    else:
-        loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True)
-        index = torch.zeros_like(labels)
-        for i, lab in enumerate((0, 1, 2, 4)):
-            index[labels == lab] = i
-        n = len(per_sample[0])
-        w = torch.tensor([1 / 2**i for i in range(n)], dtype=torch.float64)  # the code: numpy float64
-        w[-1] = 0
-        w = w / w.sum()
-        total = 0.0
-        for b, ds in enumerate(per_sample):
-            for k, t in enumerate(ds):
-                lab = F.interpolate(index[b : b + 1, None].double(), size=t.shape[2:], mode="nearest")  # the harness's resize
-                total += float(w[k]) * float(loss(t, lab))
-        out["losses"]["ds_per_sample_sum"] = total
-    ours = our_method("demoseg", keys)
-    with torch.no_grad():
-        mine = ours(x, available()).logits
-    diff = max(float((mine[b : b + 1] - per_sample[b][0]).abs().max()) for b in range(len(cases)))
-    out["max_abs_diff"] = {"logits": diff}
-    return out
+        with on_path(path):
+            dual = importlib.import_module("DualNet_SS")
+            loss = importlib.import_module("loss_Dual")
+            torch.manual_seed(SEED)
+            model = dual.DualNet_SS(types.SimpleNamespace(), norm_cfg="IN", activation_cfg="LeakyReLU", num_classes=3,
+                                    weight_std=True, self_att=False, cross_att=False).double()
+            state = seed_module(model, torch.float64)
+            model.eval()
+            x, available, labels = brain_case((16, 32, 64), SEED, torch.float64)
+            dice, bce, dom, l1 = loss.DiceLoss4BraTS(), loss.BCELoss4BraTS(), loss.DomainClsLoss(), torch.nn.L1Loss()
+            logits, terms = [], []
+            with torch.no_grad():
+                for b in range(len(AVAILABLE)):
+                    mode = ",".join(str(i) for i in available[b].nonzero().flatten().tolist())
+                    image = x[b : b + 1]
+                    preds, shared, spec, _ = model(image, mode=mode)
+                    label = labels[b : b + 1]
+                    # BraTSDataSet.id2trainId: channels ET, WT, TC
+                    region = torch.stack([label == 4, label > 0, (label == 1) | (label == 4)], 1).double()
+                    n, c = image.shape[:2]
+                    # train_SS.py lines 277-297: Dice + BCE, the L1 cycle of the shared features, the domain CE
+                    shared_term = (l1(shared[0::c], shared[1::c]) + l1(shared[1::c], shared[2::c])
+                                   + l1(shared[2::c], shared[3::c]) + l1(shared[3::c], shared[0::c]))
+                    spec_labels = torch.arange(c).repeat(n)
+                    terms.append({"dice": dice(preds, region), "bce": bce(preds, region), "dao": 0.1 * shared_term,
+                                  "dco": 0.02 * dom(spec, spec_labels)})
+                    logits.append(preds)
+    finally:
+        if verify is not None:
+            torch.nn.functional._verify_spatial_size = verify
+    logits_all = torch.cat(logits)
+    losses = {k: float(sum(t[k] for t in terms) / len(terms)) for k in terms[0]}
+    return {"files": ["DualNet_SS.py", "Res50.py", "loss_Dual.py", "train_SS.py (loss terms, lines 277-297; alpha 0.1, beta 0.02)"],
+            "setting": {"norm_cfg": "IN", "activation_cfg": "LeakyReLU", "num_classes": 3, "weight_std": True,
+                        "outputs": "ET, WT, TC (id2trainId)", "losses": "per sample (its own mode), then the mean over samples"},
+            "state": state, "outputs": {"logits": summary(logits_all, "logits")}, "losses": losses,
+            "input": {"size": [16, 32, 64], "batch": len(AVAILABLE), "dtype": "float64"}}
+
+
+# --------------------------------------------------------------------------------------------- SMIL
+
+
+def run_smil(path: Path) -> dict[str, Any]:
+    """SoundLenet5New (LeNet5 + SNetPluse) with InferNetNew, evaluation mode: the image-only forward with the
+    audio reconstructed from the priors (``mode='one'``, ``noise_layer=['fc0','fc1','fc2']``, ``meta_train=False``,
+    as eval_image_test), the paired forward (``mode='two'``), and the meta-validation loss of
+    train_missing_eval_missing.py (``KDLossAlignTwo(alpha=0.01, beta=0.01)`` of the two) on the paired samples."""
+    with on_path(path / "src"):
+        lenet5 = importlib.import_module("models.lenet5")
+        snet = importlib.import_module("models.snet")
+        sound = importlib.import_module("models.soundlenet5")
+        infer = importlib.import_module("models.newencoder")
+        losses_mod = importlib.import_module("models.loss")
+        torch.manual_seed(SEED)
+        model = sound.SoundLenet5New(lenet5.LeNet5(), snet.SNetPluse()).double()
+        encoder = infer.InferNetNew().double()
+        state = seed_module(model, torch.float64) | seed_module(encoder, torch.float64, "encoder.")
+        model.eval(), encoder.eval()
+        n = 6
+        image = seeded_input("smil_image", (n, 1, 28, 28), SEED)
+        audio = seeded_input("smil_audio", (n, 1, 20, 20), SEED)
+        labels = torch.from_numpy(np.arange(n) % 10)
+        priors = seeded_input("smil_priors", (10, 320), SEED)  # get_sound_mean_kmean.py saves K x 320; main() transposes
+        with torch.no_grad():
+            one = model(labels, image, sound=None, encoder=encoder, sound_mean=priors.T, noise_layer=["fc0", "fc1", "fc2"],
+                        meta_train=False, mode="one")
+            two = model(labels, image, sound=audio, mode="two")
+            paired = slice(0, 4)
+            kd = losses_mod.KDLossAlignTwo(alpha=0.01, beta=0.01)
+            outer = kd(two[3][paired], one[3][paired], two[1][paired], one[1][paired], two[2][paired], one[2][paired],
+                       one[0][paired], two[0][paired], labels[paired])
+    names = ("logits", "fused", "hidden", "audio_feature")
+    outputs = {f"image_only.{k}": summary(v, f"one.{k}") for k, v in zip(names, one)}
+    outputs |= {f"paired.{k}": summary(v, f"two.{k}") for k, v in zip(names[:3], two[:3])}
+    return {"files": ["src/models/soundlenet5.py", "src/models/lenet5.py", "src/models/snet.py", "src/models/newencoder.py",
+                      "src/models/loss.py", "src/train_missing_eval_missing.py (eval_image_test; meta_training lines 241-248)"],
+            "setting": {"k": 10, "image": [1, 28, 28], "audio": [1, 20, 20], "paired_samples": 4, "batch": n},
+            "state": state, "outputs": outputs, "losses": {"outer": float(outer)}}
+
+
+# --------------------------------------------------------------------------------------------- U-HVED
+
+
+def numpy_tf() -> types.ModuleType:
+    """The TensorFlow 1 operations u_hved_net.py, u_hemis_net.py and application.py call in the functions run
+    here, on numpy arrays (float64), each with TF's meaning; the graph-building calls are no-ops."""
+    tf = types.ModuleType("tensorflow")
+    tf.set_random_seed = lambda seed: None
+    tf.shape = lambda a: np.shape(a)
+    tf.zeros = lambda shape: np.zeros(shape)
+    tf.exp, tf.log, tf.square = np.exp, np.log, np.square
+    tf.boolean_mask = lambda a, mask: np.asarray(a)[np.asarray(mask, dtype=bool)]
+    tf.concat = lambda values, axis: np.concatenate([np.asarray(v) for v in values], axis)
+    tf.reduce_sum = lambda a, axis=None: np.sum(a, axis)
+    tf.reduce_mean = lambda a, axis=None: np.mean(a, axis)
+    tf.add_n = lambda values: np.sum(np.stack(values), 0)
+    tf.random_normal = lambda shape, mean=0.0, stddev=1.0: np.random.default_rng(0).normal(mean, stddev, shape)
+    tf.nn = types.SimpleNamespace(moments=lambda a, axes: (np.mean(a, tuple(axes)), np.var(a, tuple(axes))))
+    return tf
+
+
+class _Stub(types.ModuleType):
+    """A module whose every attribute is a placeholder class (NiftyNet's imports these functions never use)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return type(name, (), {"__init__": lambda self, *a, **k: None})
+
+
+class TrainableLayer:
+    """NiftyNet's ``TrainableLayer`` as far as these layers use it: a name, and calling runs ``layer_op``."""
+
+    def __init__(self, name: str = "", **kwargs: Any) -> None:
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.layer_op(*args, **kwargs)
+
+
+def niftynet_stubs() -> dict[str, types.ModuleType]:
+    names = ["niftynet", "niftynet.layer", "niftynet.layer.base_layer", "niftynet.application", "niftynet.engine", "niftynet.io",
+             "niftynet.evaluation", "niftynet.utilities"]
+    names += [f"niftynet.layer.{m}" for m in ("convolution", "deconvolution", "fully_connected", "activation", "bn", "elementwise",
+                                              "downsample", "linear_resize", "binary_masking", "discrete_label_normalisation",
+                                              "histogram_normalisation", "loss_segmentation", "mean_variance_normalisation", "pad",
+                                              "post_processing", "rand_flip", "rand_rotation", "rand_spatial_scaling",
+                                              "rand_elastic_deform")]
+    names += [f"niftynet.engine.{m}" for m in ("application_factory", "application_variables", "sampler_grid_v2", "sampler_resize_v2",
+                                               "sampler_uniform_v2", "sampler_weighted_v2", "sampler_balanced_v2",
+                                               "windows_aggregator_grid", "windows_aggregator_resize")]
+    names += ["niftynet.application.base_application", "niftynet.io.image_reader", "niftynet.evaluation.segmentation_evaluator"]
+    stubs: dict[str, types.ModuleType] = {n: _Stub(n) for n in names}
+    stubs["niftynet.layer.base_layer"].TrainableLayer = TrainableLayer
+    stubs["tensorflow"] = numpy_tf()
+    stubs["multi_modal_application"] = _Stub("multi_modal_application")
+    return stubs
+
+
+#: U-HVED's modality order (application.py ``MODALITIES_img``).
+UHVED_ORDER = ("T1", "T1c", "T2", "Flair")
+
+
+def run_uhved(path: Path) -> dict[str, Any]:
+    """Per availability pattern: GaussianSampler's posterior mean (``is_inference``), Product_Gaussian_main's
+    log-variance, compute_KLD's two terms (1/14 x the inter-subset KL sum, 1/15 x the prior KL sum, over the 15
+    subsets), and U-HeMIS's HeMISAbstractionBlock (mean and population variance over the kept modalities), on
+    one scale's TF layout (B x D x H x W x C)."""
+    with on_path(path / "extensions", niftynet_stubs()):
+        net = load_file("u_hved_net", path / "extensions" / "u_hved" / "u_hved_net.py")
+        app = load_file("u_hved_application", path / "extensions" / "u_hved" / "application.py")
+        hemis = load_file("u_hemis_net", path / "extensions" / "u_hemis" / "u_hemis_net.py")
+        shape = (1, 4, 4, 4, 3)
+        names = {"T1": "T1", "T1c": "T1c", "T2": "T2", "Flair": "FLAIR"}
+        means = {m: seeded_input(f"uhved_mu_{m}", shape, SEED).numpy() for m in UHVED_ORDER}
+        logvars = {m: seeded_input(f"uhved_logvar_{m}", shape, SEED).numpy() for m in UHVED_ORDER}
+        outputs, losses = {}, {}
+        for k, pattern in enumerate(AVAILABLE):
+            choices = [bool(pattern[DATA_ORDER.index(names[m])]) for m in UHVED_ORDER]
+            post_mu = net.GaussianSampler()(means, logvars, list(UHVED_ORDER), choices, True)
+            _, post_logvar = app.Product_Gaussian_main(means, logvars, list(UHVED_ORDER), choices)
+            inter, prior = app.compute_KLD(means, logvars, choices)
+            abstraction = hemis.HeMISAbstractionBlock()(np.stack([means[m] for m in UHVED_ORDER]), choices, False)
+            outputs[f"pattern{k}.posterior_mean"] = summary(torch.from_numpy(post_mu), f"uhved_mu{k}")
+            outputs[f"pattern{k}.posterior_logvar"] = summary(torch.from_numpy(post_logvar), f"uhved_logvar{k}")
+            outputs[f"pattern{k}.hemis"] = summary(torch.from_numpy(abstraction), f"hemis{k}")
+            losses[f"pattern{k}.kl_inter"], losses[f"pattern{k}.kl_prior"] = float(inter), float(prior)
+    return {"files": ["extensions/u_hved/u_hved_net.py (GaussianSampler)", "extensions/u_hved/application.py (KL_divergence, "
+                      "Product_Gaussian, Product_Gaussian_main, compute_KLD, SUBSETS_MODALITIES)",
+                      "extensions/u_hemis/u_hemis_net.py (HeMISAbstractionBlock)"],
+            "setting": {"layout": "B x D x H x W x C", "shape": list(shape), "modality_order": list(UHVED_ORDER),
+                        "tensorflow": "numpy stand-in for tf.exp, log, square, zeros, shape, boolean_mask, concat, reduce_sum, "
+                                      "reduce_mean, add_n, nn.moments (population variance)"},
+            "state": {}, "outputs": outputs, "losses": losses}
+
+
+# --------------------------------------------------------------------------------------------- UL4M4
+
+
+def run_ul4m4(path: Path) -> dict[str, Any]:
+    """MM-IMDb/mmimdb_ul4m4.py on two seeded partial modalities of 8 dimensions (the script stacks them: equal sizes):
+    compute_norm_stats, the k-means of
+    kmeans_partial_modality (k 5, seed 0; its seed samples recorded, so the test starts from them),
+    partial_distance_matrix of a query set to the centres, and impute_split of that query set."""
+    stubs = {"clip": _Stub("clip"), "mmimdb_loader": _Stub("mmimdb_loader"), "tqdm": types.SimpleNamespace(tqdm=lambda it, **k: it)}
+    with on_path(path / "MM-IMDb", stubs):
+        ul = load_file("mmimdb_ul4m4", path / "MM-IMDb" / "mmimdb_ul4m4.py")
+        rng = np.random.default_rng([SEED, 4])
+        n, q, dims = 40, 12, (8, 8)
+        z = [rng.standard_normal((n + q, d)) * (1 + i) + 2 * i for i, d in enumerate(dims)]
+        has = rng.random((n + q, 2)) < 0.7
+        has[~has.any(1), 0] = True
+        train, query = slice(0, n), slice(n, n + q)
+        mu_i, sd_i, mu_t, sd_t = ul.compute_norm_stats(z[0][train], z[1][train], has[train, 0], has[train, 1])
+        # missing slots hold 0 after normalisation (the project's convention, and the code's fallback value)
+        zn = [np.where(has[:, m, None], ul.normalise(z[m], mu, sd), 0.0) for m, (mu, sd) in enumerate(((mu_i, sd_i), (mu_t, sd_t)))]
+        seeds: list[np.ndarray] = []
+        real_argmin = ul.np.argmin
+
+        def recording_argmin(a, axis=None, **kw):  # the seed samples: kmeans_partial_modality's first argmin over axis 0
+            out = real_argmin(a, axis=axis, **kw)
+            if axis == 0 and not seeds:
+                seeds.append(np.asarray(out))
+            return out
+
+        ul.np = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+        ul.np.argmin = recording_argmin
+        ci, ct, hi, ht, assign = ul.kmeans_partial_modality(zn[0][train], zn[1][train], has[train, 0], has[train, 1], k=5,
+                                                            max_iter=50, seed=0, d_img=dims[0], d_txt=dims[1])
+        ul.np = np
+        dist = ul.partial_distance_matrix(zn[0][query], has[query, 0], zn[1][query], has[query, 1], ci, hi, ct, ht, dims[0], dims[1])
+        out_i, out_t = ul.impute_split(zn[0][query], zn[1][query], has[query, 0], has[query, 1], ci, hi, ct, ht, dims[0], dims[1])
+    arrays = {"embeddings": [zm.tolist() for zm in z], "available": has.tolist(), "train": n,
+              "mean": [mu_i.tolist(), mu_t.tolist()], "std": [sd_i.tolist(), sd_t.tolist()],
+              "seed_samples": seeds[0].tolist(), "centres": [ci.tolist(), ct.tolist()],
+              "centre_available": np.stack([hi, ht], 1).tolist(), "assignments": assign.tolist(),
+              "query_distances": np.where(np.isinf(dist), -1.0, dist).tolist(), "completed": [out_i.tolist(), out_t.tolist()]}
+    return {"files": ["MM-IMDb/mmimdb_ul4m4.py (compute_norm_stats, normalise, partial_distance_matrix, kmeans_partial_modality, "
+                      "complete_sample, impute_split)"],
+            "setting": {"dims": list(dims), "k": 5, "max_iter": 50, "seed": 0, "train": n, "query": q,
+                        "note": "missing slots 0 after normalisation; distances -1 where infinite"},
+            "state": {}, "arrays": arrays, "outputs": {}, "losses": {}}
+
+
+RUNNERS = {"shaspec": run_shaspec, "rfnet": run_rfnet, "mmformer": run_mmformer, "uhved": run_uhved, "smil": run_smil,
+           "ul4m4": run_ul4m4}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("method", choices=sorted(CONFIG))
-    p.add_argument("checkout", type=Path)
-    p.add_argument("--commit", default=None, help="the checkout's commit (default: git rev-parse HEAD in it)")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--checkout", action="append", default=[], metavar="NAME=PATH", help=f"one of {', '.join(RUNNERS)}")
+    p.add_argument("--only", default="", help="comma-separated names to (re)run; the others keep their recorded numbers")
+    p.add_argument("--out", type=Path, default=DATA)
     args = p.parse_args()
-    commit = args.commit or subprocess.run(["git", "-C", str(args.checkout), "rev-parse", "HEAD"], capture_output=True,
-                                           text=True).stdout.strip()
-    torch.set_num_threads(1)
-    result = {"method": args.method, "commit": commit, "config": CONFIG[args.method], "available": AVAILABLE,
-              "seeds": {"weights": WEIGHT_SEED, "inputs": INPUT_SEED, "loss": LOSS_SEED}, "torch": torch.__version__,
-              **{"gss": gss, "m2ftrans": m2ftrans, "demoseg": demoseg}[args.method](args.checkout.resolve())}
-    path = args.out or ROOT / "tests" / "data" / f"parity_{args.method}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{path}: max abs difference, ours vs the code, {result['max_abs_diff']}")
+    checkouts = dict(item.split("=", 1) for item in args.checkout)
+    only = [n for n in args.only.split(",") if n] or list(checkouts)
+    unknown = [n for n in [*checkouts, *only] if n not in RUNNERS]
+    if unknown:
+        p.error(f"unknown name(s) {unknown}; expected {list(RUNNERS)}")
+    record = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for name in only:
+        if name not in checkouts:
+            p.error(f"--only {name}: no --checkout {name}=PATH")
+        path = Path(checkouts[name]).expanduser().resolve()
+        repository, commit = REPOSITORIES[name]
+        found = head_commit(path)
+        if found != commit:
+            p.error(f"{path}: HEAD is {found}; the numbers are of {repository} at {commit}")
+        print(f"{name}: running {repository} at {commit[:10]} ...", flush=True)
+        record[name] = {"repository": repository, "commit": found, "seed": SEED, **RUNNERS[name](path)}
+    args.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

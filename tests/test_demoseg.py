@@ -2,7 +2,7 @@
 
 Parity: tests/data/parity_demoseg.json holds what the official code (github.com/kk42yy/DeMoSeg at the commit it
 records, DeMoSeg/training/network/DeMoSeg.py and CSA_CSABlock.py; MONAI's DiceCELoss for the trainer's loss)
-computes in float64 on seeded weights and inputs at a small size (scripts/official_parity.py writes it from a
+computes in float64 on seeded weights and inputs at a small size (scripts/official_parity_2024.py writes it from a
 checkout); here the same weights load through ``official_state_dict`` and the outputs of every decoder level,
 the fused stem map, the distillation term and the deep-supervision loss are compared. RCR and the distillation
 pairs are also compared, case by case, with a transcription of the code's 15-case tables.
@@ -25,7 +25,7 @@ from missbench.nets.demoseg import CSA, SLOTS, deep_supervision_weights, dice_ce
 
 DeMoSeg = method_class("demoseg")
 TINY = dict(width=8, max_width=32, pools=3)
-SPEC = importlib.util.spec_from_file_location("official_parity", CHECKOUT / "scripts" / "official_parity.py")
+SPEC = importlib.util.spec_from_file_location("official_parity_2024", CHECKOUT / "scripts" / "official_parity_2024.py")
 parity = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(parity)
 

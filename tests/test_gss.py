@@ -2,7 +2,7 @@
 
 Parity: tests/data/parity_gss.json holds what the official code (github.com/qysgithubopen/GSS at the commit it
 records: models_GSS.py, GSS_choice.py, random_mask.py, utils/criterions.py) computes on seeded weights and inputs
-(scripts/official_parity.py writes it from a checkout); here the same weights load through
+(scripts/official_parity_2024.py writes it from a checkout); here the same weights load through
 ``official_state_dict`` and the outputs, the soft target and every loss term are compared.
 """
 
@@ -22,7 +22,7 @@ from missbench.experiment.registry import method_class
 from missbench.nets.gss import double_leader_target, group_soft_target, random_voxel_keep, single_leader_target
 
 GSS = method_class("gss")
-SPEC = importlib.util.spec_from_file_location("official_parity", CHECKOUT / "scripts" / "official_parity.py")
+SPEC = importlib.util.spec_from_file_location("official_parity_2024", CHECKOUT / "scripts" / "official_parity_2024.py")
 parity = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(parity)
 

@@ -2,7 +2,7 @@
 
 Parity: tests/data/parity_m2ftrans.json holds what the official code (github.com/Jun-Jie-Shi/M2FTrans at the
 commit it records, M2FTrans_v1/models/fusiontrans.py ``Model`` and utils/criterions.py) computes in float64 on
-seeded weights and inputs at a small size (scripts/official_parity.py writes it from a checkout); here the same
+seeded weights and inputs at a small size (scripts/official_parity_2024.py writes it from a checkout); here the same
 weights load through ``official_state_dict`` and the outputs and loss terms are compared.
 """
 
@@ -24,7 +24,7 @@ from missbench.nets.m2ftrans import fusion_attention_mask, spatial_weights
 
 M2FTrans = method_class("m2ftrans")
 TINY = dict(width=2, mlp_dim=32, heads=2, expand=2)  # transformer dimension 32
-SPEC = importlib.util.spec_from_file_location("official_parity", CHECKOUT / "scripts" / "official_parity.py")
+SPEC = importlib.util.spec_from_file_location("official_parity_2024", CHECKOUT / "scripts" / "official_parity_2024.py")
 parity = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(parity)
 

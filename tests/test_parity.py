@@ -1,9 +1,11 @@
-"""Parity: each method's outputs and loss terms on a fixed small input with seeded weights, pinned.
+"""Regression pins: each method's outputs and loss terms on a fixed small input with seeded weights, as this
+project computed them when they were recorded.
 
-The audit of issue #15 established that these implementations match the official code; the expected
-values in tests/data/parity.json were recorded from them, so a refactor that changes any method's
-numbers fails here. A deliberate change to a method (a fidelity fix) regenerates its entries with
-``python tests/test_parity.py --write`` and says why in the commit.
+These numbers are the project's own, not the official code's: they catch a refactor that moves any method's
+numbers (every method and task, the default options), not a deviation from the paper's code. That is
+tests/test_official_parity.py's job, against numbers the official code itself computed
+(scripts/official_parity.py). A deliberate change to a method (a fidelity fix) regenerates its entries here
+with ``python tests/test_parity.py --write`` and says why in the commit.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _concat_modalities(t: torch.Tensor, batch: int) -> torch.Tensor:
     return t.reshape(batch, -1, *t.shape[2:])
 
 
-# ---------------------------------------------------------------- parameter counts (shaspec.md §2.3)
+# ---------------------------------------------------------------- parameter counts (DualNet_SS.py, Res50.py at 081fe7a)
 
 
 def test_encoder_parameter_count(encoder):

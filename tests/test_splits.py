@@ -1,25 +1,43 @@
-"""Split files in the formats that circulate: U-HVED's csv + naming, RFNet-style txt lists."""
+"""Split files in the formats that circulate: U-HVED's csv + naming (shipped: missbench/realdata/brats2018_splits/),
+RFNet-style txt lists."""
+
+import hashlib
 
 import pytest
 
-from conftest import CHECKOUT
-from missbench.realdata.splits import SplitError, read_split, strip_grade
-
-# U-HVED's files sit beside the checkout in the development workspace (they cannot be shipped);
-# a fresh clone (CI) does not have them.
-SHARED_SPLITS = CHECKOUT.parent / "shared" / "data" / "brats2018_splits"
+from missbench.realdata.splits import SHIPPED_FOLDER, SHIPPED_SHA256, SplitError, read_split, strip_grade
 
 
-@pytest.mark.skipif(not (SHARED_SPLITS / "corresponding_naming.csv").exists(),
-                    reason=f"U-HVED split files not present at {SHARED_SPLITS} (not shipped with the project)")
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_uhved_splits_parse_to_199_29_57_real_case_names(k):
-    split = read_split(SHARED_SPLITS / f"dataset_split_{k}.csv")
+def test_shipped_uhved_splits_parse_to_199_29_57_real_case_names(k):
+    split = read_split(f"uhved{k}")
     assert (len(split.train), len(split.val), len(split.test)) == (199, 29, 57)
     every = set(split.train) | set(split.val) | set(split.test)
     assert len(every) == 285 and all(c.startswith("Brats18_") for c in every)
-    if k == 1:  # M2FTrans's test1.txt starts with these (baselines.md §0: identical lists)
-        assert {"Brats18_TCIA04_149_1", "Brats18_CBICA_ASO_1", "Brats18_TCIA10_628_1"} <= set(split.test)
+    if k == 1:  # the first cases of github.com/Jun-Jie-Shi/M2FTrans BraTS/BRATS2018_Training_none_npy/test1.txt
+        assert {"Brats18_TCIA04_149_1", "Brats18_TCIA04_343_1", "Brats18_CBICA_ASO_1"} <= set(split.test)
+
+
+def test_shipped_files_are_u_hveds_with_licence_and_attribution():
+    """Each shipped file has the SHA-256 its README records (U-HVED's files, unchanged), beside U-HVED's MIT licence."""
+    readme = (SHIPPED_FOLDER / "README.md").read_text()
+    for name, digest in SHIPPED_SHA256.items():
+        assert hashlib.sha256((SHIPPED_FOLDER / name).read_bytes()).hexdigest() == digest and digest in readme
+    assert "1d293a87d496c52adafd69dbcea37767ac6a7ee8" in readme and "MIT License" in (SHIPPED_FOLDER / "LICENSE").read_text()
+    assert "Copyright (c) 2019 ReubenDo" in (SHIPPED_FOLDER / "LICENSE").read_text()
+
+
+def test_a_changed_shipped_file_is_refused(tmp_path, monkeypatch):
+    import missbench.realdata.splits as splits
+
+    for name in SHIPPED_SHA256:
+        (tmp_path / name).write_bytes((SHIPPED_FOLDER / name).read_bytes())
+    with open(tmp_path / "dataset_split_2.csv", "a") as f:
+        f.write("HGG1_,Training\n")
+    monkeypatch.setattr(splits, "SHIPPED_FOLDER", tmp_path)
+    with pytest.raises(SplitError, match="dataset_split_2.csv: SHA-256"):
+        read_split("uhved2")
+    assert len(read_split("uhved1").test) == 57
 
 
 def test_rfnet_lists_with_and_without_grade_prefix(tmp_path):
@@ -52,3 +70,14 @@ def test_bad_split_files_are_named(tmp_path, files, path, message):
         (tmp_path / name).write_text(text)
     with pytest.raises(SplitError, match=message):
         read_split(tmp_path / path)
+
+
+def test_protocol_a_needs_only_the_data():
+    """brats2018_a reads the shipped split 3 unless told otherwise; protocol B trains on every case."""
+    from conftest import CHECKOUT
+    from missbench.experiment.protocol import load_protocol
+
+    a = load_protocol(CHECKOUT / "protocols" / "brats2018_a.yaml")
+    b = load_protocol(CHECKOUT / "protocols" / "brats2018_b.yaml")
+    for budget in ("smoke", "paper", "mmformer"):
+        assert a.budget(budget)[2]["split"] == "uhved3" and b.budget(budget)[2]["split"] == "all"

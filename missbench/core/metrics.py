@@ -7,15 +7,24 @@ without ET). "Both empty": no reference and no predicted voxel; "one empty": exa
     policy   Dice                           both empty      one empty      used by
     one      2|P&G|/(|P|+|G|)               Dice 1, HD95 0  0, diagonal    harness default (synthetic data)
     nan      2|P&G|/(|P|+|G|)               NaN, NaN        0, diagonal    left out of means
-    rfnet    (2|P&G|+1e-8)/(|P|+|G|+1e-8)   ~1, HD95 0      ~0, 373.13 mm  RFNet / mmFormer (baselines.md §1)
-    shaspec  2|P&G|/(|P|+|G|+1)             0, HD95 0       0, 373.13 mm   ShaSpec's Dice helper (shaspec.md §5.2)
+    rfnet    (2|P&G|+1e-8)/(|P|+|G|+1e-8)   ~1, HD95 0      ~0, 373.13 mm  RFNet / mmFormer (predict.py [1])
+    shaspec  2|P&G|/(|P|+|G|+1)             0, HD95 0       0, 373.13 mm   ShaSpec's Dice helper (train_SS.py [2])
     nnunet   2|P&G|/(|P|+|G|)               NaN, NaN        0, 373.13 mm   nnU-Net's evaluator (NaN excluded)
     brats    2|P&G|/(|P|+|G|)               Dice 1, HD95 0  0, 373.13 mm   BraTS challenge / portal rule
 
 "diagonal" is the scored volume's diagonal in mm (373.13 mm for a whole 240x240x155 1-mm BraTS
 volume); 373.13 mm is that BraTS constant whatever the grid. HD95 uses the case's header spacing.
-ET post-processing (BraTS/ShaSpec*): a predicted ET with fewer than ``et_threshold`` voxels counts as
-empty; it is scored as region ``ETpp`` beside the raw ``ET``.
+ET post-processing, RFNet's rule (predict.py [1] ``softmax_output_dice_class``, "post processing": a
+predicted ET of fewer than 500 voxels is emptied for the ET score only, ``enhancing_postpro``; mmFormer's
+predict.py is the same): a predicted ET with fewer than ``et_threshold`` voxels counts as empty; it is
+scored as region ``ETpp`` beside the raw ``ET``. This is not ShaSpec*'s "smoothness enhancement" (ShaSpec
+postprocess.py [2]: connected components under min(2000, 0.1 x the largest) voxels removed, a k-means
+relabelling inside the oedema, and an ET under 500 voxels relabelled necrotic core, which moves WT and TC
+too); `bench.py export --et-postprocess` writes that last step into the exported maps.
+
+[1] github.com/dyh127/RFNet at 1e475fa5de4ac3f41f8de3d3102bb8b28383c2c4, predict.py ``softmax_output_dice_class``.
+[2] github.com/billhhh/ShaSpec at 081fe7a1e40d6bbc0736dc93e779a0a5a439d091, train_SS.py ``dice_score``,
+    postprocess.py; the paper's numbers come from the BraTS 2018 portal (README; issue #5).
 
 When both masks are non-empty, HD95 is a 95th percentile (numpy's linear interpolation) of the
 directed surface distances: d(P->G) from every surface voxel of the prediction to the nearest
@@ -37,9 +46,9 @@ Euclidean in mm with the case's spacing. The definitions differ in how the two d
                                                         the same max rule on surfel-area-weighted
                                                         percentiles, so not the same numbers)
 
-RFNet's and mmFormer's evaluation reports Dice only (baselines.md §1); ShaSpec's eval.py computes
-no metric, its numbers come from the BraTS 2018 portal (shaspec.md §5.1), whose HD95 code we have
-not seen. The MONAI code read (metrics/utils.py get_mask_edges: scipy's binary_erosion with its
+RFNet's and mmFormer's evaluation reports Dice only (predict.py [1]); ShaSpec's eval.py computes
+no metric, its numbers come from the BraTS 2018 portal [2], whose HD95 code we have not seen. The MONAI code read (metrics/utils.py get_mask_edges:
+scipy's binary_erosion with its
 default face connectivity; np.percentile per direction) finds the same surfaces and percentiles,
 so ``max_directed`` is its number; its crop to the union's bounding box changes no surface (see
 `surface_distances`).

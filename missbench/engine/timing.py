@@ -8,7 +8,8 @@ every execution option applies; taking the batch is not timed, but its wait is: 
 ``inference_warmup`` untimed and ``inference_passes`` timed inference passes (the task's: sliding-window
 prediction of one test case, or one batch of test samples, with every modality). Each timed region is
 bracketed by device synchronisation: CUDA events on a GPU, ``time.perf_counter`` on a CPU
-(harness.md §5.4). Peak memory per phase: ``torch.cuda.max_memory_allocated`` on a GPU (reset at the
+(CUDA runs asynchronously: PyTorch's "CUDA semantics" notes, pytorch.org/docs/stable/notes/cuda.html).
+Peak memory per phase: ``torch.cuda.max_memory_allocated`` on a GPU (reset at the
 phase's start); on a CPU the process's peak resident memory during the phase above its resident memory
 at the phase's start (Linux resets the peak through /proc/self/clear_refs), so earlier work of the
 same process is not counted. The load on the machine is recorded before and after; a run that shared
@@ -144,7 +145,8 @@ def time_training(ctx: Context, counts: dict[str, int]) -> tuple[list[float], fl
     trainer's `BatchStream` and are taken outside the timed region."""
     spec, method, task, exe, cfg, seed = ctx.spec, ctx.method, ctx.task, ctx.exe, ctx.cfg, ctx.model.derived_seed
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, seed, ctx.masks["train"])
+    batches = task.batches(task.split(ctx.dataset, "train"), spec.budget.batch, spec.budget.patch, rng, seed, ctx.masks["train"],
+                           cfg.sampler)
     total = counts["warmup"] + counts["iterations"]
     stream = BatchStream(lambda k: draw_batch(batches, k, None, cfg, 0, gen, spec.budget.batch, method.n_modalities),
                          SamplingRNG(rng, gen), exe, total)

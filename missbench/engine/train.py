@@ -99,7 +99,7 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     model, seed = spec.model, spec.model.derived_seed
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     fixed = parse_subset(model.train_subset, method.modalities).mask if model.train_subset else None
-    batches = task.batches(data, budget.batch, budget.patch, rng, seed, masks)
+    batches = task.batches(data, budget.batch, budget.patch, rng, seed, masks, cfg.sampler)
     warmup = int(round(cfg.warmup_fraction * total))
     stream = BatchStream(lambda k: draw_batch(batches, k, fixed, cfg, warmup, gen, budget.batch, m), SamplingRNG(rng, gen), exe, total)
     checkpoints = Checkpointer(folder, method, optimizer, stream, selection)

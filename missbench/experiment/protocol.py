@@ -232,6 +232,8 @@ def model_spec(method: str, params: dict[str, Any], dataset_cls: type[Dataset], 
     from missbench.core.tasks import get_task_class
 
     cls = registry.method_class(method)
+    if not get_task_class(dataset_cls.task).volumetric:  # whole samples: no patch pipeline, so none in the identity
+        training = {k: v for k, v in training.items() if k != "sampler"}
     return ModelSpec(
         method=method, method_params=normalised(params, cls.defaults),
         dataset=dataset_cls.name, dataset_params=identity_params(dataset_cls, dataset_params, training=True),

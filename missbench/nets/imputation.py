@@ -4,7 +4,7 @@ Paper: H. Ismkhan, H. Bouchachia, "Unsupervised Learning for Missing Modalities 
 Learning", arXiv 2606.15743 (2026). Code: github.com/h-ismkhan/Multimodal-Learning-with-Missing-
 Modalities-via-Unsupervised-Learning at 0f84e8f (``MM-IMDb/mmimdb_ul4m4.py``: ``compute_norm_stats``,
 ``partial_distance_matrix``, ``kmeans_partial_modality``, ``complete_sample``; ``CMU-MOSI/mosi-ul4m4.py``:
-``_initialize_centres``, k-means++ under the partial distance). Notes: shared/reference/baselines.md §7.
+``_initialize_centres``, k-means++ under the partial distance).
 
 A sample is a list of per-modality embeddings (entry m: N x d_m) with an N x M availability mask; the
 values of a missing slot are never read. The steps:

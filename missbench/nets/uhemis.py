@@ -21,9 +21,8 @@ on these pieces and add their fusion rule. What the code does, and is reproduced
   0.51x + 0.49|x|), 'SAME' padding, He-normal weights (NiftyNet's default initialiser:
   variance scaling 2/fan_in, truncated normal), max-pool with 'SAME' padding (ceil mode).
 
-Parameter counts at width 8 are in the method files (counted in their tests). U-HVED's encoder
-count, 221,560, is the 221.6k counted from the IM-Fuse PyTorch port (baselines.md §4) only with
-affine InstanceNorm and bias-free convs, which supports both readings; the eps (1e-6) is
+Parameter counts at width 8 are in the method files (counted in their tests): U-HVED's encoder
+count is 221,560 with affine InstanceNorm and bias-free convolutions; the eps (1e-6) is
 NiftyNet's InstanceNormLayer default as remembered, not read in the NiftyNet source.
 
 Deviation: NiftyNet's ``LinearResizeLayer`` calls TF1's ``resize_bilinear`` without half-pixel

@@ -13,7 +13,7 @@ predicts with its first score's windows, so an exported map is the map that scor
 
 ET post-processing (``--et-postprocess``, off by default): a predicted ET of fewer than the data
 set's ``et_threshold`` voxels (500 for BraTS) is relabelled necrotic core (label 1), as step 3 of
-ShaSpec's ``postprocess.py`` (reference/shaspec.md §4); it is recorded in export.json. Files are
+ShaSpec's ``postprocess.py`` (github.com/billhhh/ShaSpec at 081fe7a, ``NUM_pixels = 500``); it is recorded in export.json. Files are
 written atomically; existing ones are kept (a rerun resumes), and an export folder made with other
 options is refused.
 """

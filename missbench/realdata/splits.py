@@ -1,4 +1,5 @@
-"""Published BraTS case splits, read from the files that circulate (protocol A of baselines.md §0).
+"""Published BraTS case splits (BraTS 2018 protocol A: the U-HVED / RFNet local splits), shipped or read from
+the files that circulate.
 
 Two formats hold the same 199 / 29 / 57 lists of the U-HVED / RFNet local splits:
 - U-HVED's ``dataset_split_{1,2,3}.csv`` (``<short id>,<Training|Validation|Inference>``) with
@@ -7,8 +8,9 @@ Two formats hold the same 199 / 29 / 57 lists of the U-HVED / RFNet local splits
   copies prefix the grade, ``HGG_`` or ``HG_``), or ``train.txt`` / ``val.txt`` / ``test.txt`` in a folder.
 
 Case ids are returned as the BraTS case folder names (``Brats18_CBICA_AAG_1``), grade prefix removed.
-The project ships no split file: users get them from U-HVED (``ReubenDo/U-HVED``, ``splits/``, MIT)
-or M2FTrans (``Jun-Jie-Shi/M2FTrans``, ``BraTS/BRATS2018_Training_none_npy/``, MIT).
+U-HVED's three splits ship with the project (missbench/realdata/brats2018_splits/: github.com/ReubenDo/U-HVED
+at 1d293a87d496c52adafd69dbcea37767ac6a7ee8, ``splits/``, MIT, with its licence and each file's SHA-256) and
+are read by name: ``split=uhved1``, ``uhved2``, ``uhved3``. Any other list is given by path.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from pathlib import Path
 
 from missbench.core.dataset import SPLITS
 
+#: The shipped splits (README.md there: source, licence) and the SHA-256 every shipped file must have.
+SHIPPED_FOLDER = Path(__file__).with_name("brats2018_splits")
+SHIPPED = {f"uhved{k}": f"dataset_split_{k}.csv" for k in (1, 2, 3)}
+SHIPPED_SHA256 = {
+    "corresponding_naming.csv": "0715119a5ca99aef20cffd3ab6fd885ff585ab9e1e6943ea0408ffbbb50c387b",
+    "dataset_split_1.csv": "799bf8b59b3790137967f24cc5c3a03bdaa2c85889fb077b725c284d7f0e1700",
+    "dataset_split_2.csv": "7b04c7ff5f0186bc9d5aa463f940d869b82af419562718bb86485a84062c8160",
+    "dataset_split_3.csv": "2e6ede5c9c3d5709e4fd4eed291ffb5251b7b044aa4d1ebeb98dc1bdbebabe73",
+}
 #: U-HVED's role names -> the harness's split names.
 UHVED_ROLES = {"Training": "train", "Validation": "val", "Inference": "test"}
 _GRADE_PREFIX = re.compile(r"^(?:HGG|LGG|HG|LG)_(.+)$")
@@ -110,8 +121,28 @@ def read_lists(path: Path) -> Split:
     return _checked({s: _list_file(f) for s, f in files.items()}, str(files["train"]))
 
 
+def shipped(name: str) -> Path:
+    """The shipped U-HVED split file of ``name`` (``uhved1`` .. ``uhved3``), its and the naming file's SHA-256
+    checked."""
+    import hashlib
+
+    path = SHIPPED_FOLDER / SHIPPED[name]
+    for f in (path, SHIPPED_FOLDER / "corresponding_naming.csv"):
+        try:
+            digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        except OSError as e:
+            raise SplitError(f"{f}: cannot read the shipped split file: {e.strerror}") from None
+        if digest != SHIPPED_SHA256[f.name]:
+            raise SplitError(f"{f}: SHA-256 {digest[:12]}... is not the shipped file's {SHIPPED_SHA256[f.name][:12]}...; "
+                             f"restore it from the repository")
+    return path
+
+
 def read_split(path: str | Path) -> Split:
-    """A split given by path: a U-HVED ``.csv``, an RFNet-style ``train*.txt``, or a folder of lists."""
+    """A split given by name (``uhved1`` .. ``uhved3``, the shipped U-HVED splits) or by path: a U-HVED ``.csv``,
+    an RFNet-style ``train*.txt``, or a folder of lists."""
+    if str(path) in SHIPPED:
+        return read_uhved(shipped(str(path)))
     path = Path(path).expanduser()
     if not path.exists():
         raise SplitError(f"split file not found: {path}")

@@ -1,5 +1,5 @@
-"""Published BraTS2018 results (published.yaml): each number with its paper, its source in
-shared/reference/ and its BraTS protocol (A: the U-HVED / RFNet local split; B: the BraTS portal),
+"""Published BraTS2018 results (published.yaml): each number with its paper, where it was read, and its BraTS
+protocol (A: the U-HVED / RFNet local split; B: the BraTS portal),
 and the rule that keeps the two protocols apart: never in one table, never beside runs of the other."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def one_protocol(entries: list[Published]) -> str:
     found = sorted({e.protocol for e in entries})
     if len(found) != 1:
         raise Refused(f"refusing to put BraTS2018 protocol {' and '.join(found)} numbers in one table: the protocols "
-                      f"score different cases (shared/reference/baselines.md §0)")
+                      f"score different cases (published.yaml's header says which)")
     return found[0]
 
 

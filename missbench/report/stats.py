@@ -1,4 +1,4 @@
-"""Statistics for the tables and figures (harness.md §5.2; Demsar, JMLR 2006): Holm over distinct tests,
+"""Statistics for the tables and figures (Demsar, JMLR 2006): Holm over distinct tests,
 paired Wilcoxon tests against the best method, patient-level bootstrap CIs, Friedman + Nemenyi with
 cases as blocks, and a permutation chance level for the share of variance a grouping explains."""
 

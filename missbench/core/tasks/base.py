@@ -89,8 +89,9 @@ class Task:
         raise ValueError(f"per-sample missing masks need a classification data set, not {self.name}")
 
     def batches(self, data: Any, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
-                masks: np.ndarray | None = None) -> Batches:
-        """Training batches of ``data`` (``rng`` draws patches and flips; ``seed`` orders epochs)."""
+                masks: np.ndarray | None = None, sampler: str = "shaspec") -> Batches:
+        """Training batches of ``data`` (``rng`` draws patches and their augmentation; ``seed`` orders epochs);
+        ``sampler`` names the patch pipeline on volumes (missbench/core/tasks/sampling.py)."""
         raise NotImplementedError
 
     def evaluate(self, method: nn.Module, data: Any, subsets: list[Subset], settings: EvalSettings, exe: Execution,

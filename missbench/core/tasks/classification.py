@@ -132,8 +132,8 @@ class Classification(Task):
         return split_masks(missing, rate, {s: v.y for s, v in splits.items()}, modalities, self.n_classes, seed)
 
     def batches(self, data: Samples, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
-                masks: np.ndarray | None = None) -> SampleBatches:
-        return SampleBatches(data, batch, seed, masks)
+                masks: np.ndarray | None = None, sampler: str = "shaspec") -> SampleBatches:
+        return SampleBatches(data, batch, seed, masks)  # whole samples: no patch pipeline
 
     @torch.inference_mode()
     def evaluate(self, method: Method, data: Samples, subsets: list[Subset], settings: EvalSettings, exe: Execution,

@@ -22,9 +22,8 @@ from missbench.core.metrics import score_case
 from missbench.core.regions import LABELS, REGION_LABELS, REGIONS
 from missbench.core.subsets import Subset
 from missbench.core.tasks.base import Batch, EvalSettings, Task
+from missbench.core.tasks.sampling import SAMPLERS, RegionIndex, sample_rfnet, sample_shaspec, sample_uniform
 
-#: Share of training patches centred on a tumour voxel (ShaSpec's BraTSDataSet: a class-centred crop with p = 0.5).
-FOREGROUND_PROB = 0.5
 #: Training patches a method's `fit_stage` sees (one seeded set, the same every time).
 STAGE_PATCHES = 32
 
@@ -84,48 +83,49 @@ class Cases:
 
 
 class PatchSampler:
-    """Random training patches with random flips; half of them centred on a tumour voxel."""
+    """Random training patches by one of the named pipelines (missbench/core/tasks/sampling.py): ``sampler``
+    "shaspec" (ShaSpec's class-centred crop, scaling and mirroring), "rfnet" (RFNet's and mmFormer's uniform
+    crop, rotation, intensity change and flips) or "uniform" (a crop, nothing else)."""
 
-    def __init__(self, cases: list[Case], patch: tuple[int, int, int], rng: np.random.Generator) -> None:
-        self.cases, self.patch, self.rng = cases, patch, rng
-        # int32 voxel indices: half the memory of int64 (0.7 GB of tumour-voxel indices over 285 real BraTS cases)
-        self.foreground = [np.argwhere(c.target > 0).astype(np.int32) for c in cases]
+    def __init__(self, cases: list[Case], patch: tuple[int, int, int], rng: np.random.Generator, sampler: str = "shaspec") -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown patch sampler {sampler!r}; expected one of {list(SAMPLERS)}")
+        self.cases, self.patch, self.rng, self.sampler = cases, tuple(patch), rng, sampler
+        # ShaSpec centres crops on region voxels: their index, int32 (12 bytes per tumour voxel, 4 more per TC and ET voxel)
+        self.regions = [RegionIndex(c.target) for c in cases] if sampler == "shaspec" else []
+
+    def draw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """One patch (image M x patch, label map) of case ``i``."""
+        case = self.cases[i]
+        if self.sampler == "shaspec":
+            return sample_shaspec(case, self.regions[i], self.patch, self.rng)
+        if self.sampler == "rfnet":
+            return sample_rfnet(case, self.patch, self.rng)
+        return sample_uniform(case, self.patch, self.rng)
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = [], []
         for _ in range(batch):
-            i = int(self.rng.integers(len(self.cases)))
-            case, fg = self.cases[i], self.foreground[i]
-            shape = case.target.shape
-            if len(fg) and self.rng.random() < FOREGROUND_PROB:
-                centre = fg[self.rng.integers(len(fg))]
-                start = [int(np.clip(c - p // 2, 0, max(s - p, 0))) for c, p, s in zip(centre, self.patch, shape)]
-            else:
-                start = [int(self.rng.integers(max(s - p, 0) + 1)) for p, s in zip(self.patch, shape)]
-            sl = tuple(slice(a, a + p) for a, p in zip(start, self.patch))
-            img, tgt = case.image[(slice(None), *sl)], case.target[sl]
-            for axis in range(3):
-                if self.rng.random() < 0.5:
-                    img, tgt = np.flip(img, axis + 1), np.flip(tgt, axis)
-            pad = [(0, p - s) for p, s in zip(self.patch, tgt.shape)]
-            images.append(np.pad(img, [(0, 0), *pad]))
-            targets.append(np.pad(tgt, pad))
+            image, target = self.draw(int(self.rng.integers(len(self.cases))))
+            images.append(image)
+            targets.append(target)
         return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(targets).astype(np.int64))
 
 
 class PatchBatches:
-    """`Batches` of a segmentation split: random patches per iteration; for a stage, `STAGE_PATCHES`
-    patches from a fixed seed."""
+    """`Batches` of a segmentation split: random patches per iteration by the training's ``sampler``; for a stage,
+    `STAGE_PATCHES` patches from a fixed seed by the same pipeline."""
 
-    def __init__(self, cases: list[Case], batch: int, patch: tuple[int, int, int], rng: np.random.Generator, seed: int) -> None:
-        self.cases, self.batch, self.patch, self.seed = cases, batch, patch, seed
-        self.sampler = PatchSampler(cases, patch, rng)
+    def __init__(self, cases: list[Case], batch: int, patch: tuple[int, int, int], rng: np.random.Generator, seed: int,
+                 sampler: str = "shaspec") -> None:
+        self.cases, self.batch, self.patch, self.seed, self.sampler_name = cases, batch, patch, seed, sampler
+        self.sampler = PatchSampler(cases, patch, rng, sampler)
 
     def sample(self, step: int) -> Batch:
         return *self.sampler.sample(self.batch), None
 
     def stage(self, every: torch.Tensor) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
-        fixed_set = PatchSampler(self.cases, self.patch, np.random.default_rng([self.seed, 1]))
+        fixed_set = PatchSampler(self.cases, self.patch, np.random.default_rng([self.seed, 1]), self.sampler_name)
         for start in range(0, STAGE_PATCHES, self.batch):
             n = min(self.batch, STAGE_PATCHES - start)
             yield *fixed_set.sample(n), every.expand(n, -1)
@@ -163,10 +163,10 @@ class Segmentation(Task):
         return Cases(dataset.case_ids(name), dataset.load)
 
     def batches(self, data: Cases, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
-                masks: np.ndarray | None = None) -> PatchBatches:
+                masks: np.ndarray | None = None, sampler: str = "shaspec") -> PatchBatches:
         if masks is not None:
             raise ValueError("per-sample availability masks apply to classification data sets only")
-        return PatchBatches(list(data), batch, patch, rng, seed)
+        return PatchBatches(list(data), batch, patch, rng, seed, sampler)
 
     def evaluate(self, method: Method, data: Cases, subsets: list[Subset], settings: EvalSettings, exe: Execution,
                  masks: np.ndarray | None = None, timer: PhaseTimer | None = None) -> list[dict[str, Any]]:
