@@ -92,9 +92,14 @@ class PatchSampler:
         self.foreground = [np.argwhere(c.target > 0).astype(np.int32) for c in cases]
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, targets = [], []
+        return self.sample_cases(batch)[:2]
+
+    def sample_cases(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """A batch of patches with the index of each patch's case (its mask's row)."""
+        images, targets, drawn = [], [], []
         for _ in range(batch):
             i = int(self.rng.integers(len(self.cases)))
+            drawn.append(i)
             case, fg = self.cases[i], self.foreground[i]
             shape = case.target.shape
             if len(fg) and self.rng.random() < FOREGROUND_PROB:
@@ -110,25 +115,37 @@ class PatchSampler:
             pad = [(0, p - s) for p, s in zip(self.patch, tgt.shape)]
             images.append(np.pad(img, [(0, 0), *pad]))
             targets.append(np.pad(tgt, pad))
-        return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(targets).astype(np.int64))
+        return (torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(targets).astype(np.int64)),
+                np.asarray(drawn))
 
 
 class PatchBatches:
     """`Batches` of a segmentation split: random patches per iteration; for a stage, `STAGE_PATCHES`
-    patches from a fixed seed."""
+    patches from a fixed seed. ``masks`` (N x M, an incomplete-training protocol) give each patch its
+    case's availability, which bounds the trainer's dropping draw (missbench/engine/batches.py)."""
 
-    def __init__(self, cases: list[Case], batch: int, patch: tuple[int, int, int], rng: np.random.Generator, seed: int) -> None:
-        self.cases, self.batch, self.patch, self.seed = cases, batch, patch, seed
+    def __init__(self, cases: list[Case], batch: int, patch: tuple[int, int, int], rng: np.random.Generator, seed: int,
+                 masks: np.ndarray | None = None) -> None:
+        if masks is not None and masks.shape != (len(cases), masks.shape[1]):
+            raise ValueError(f"{len(masks)} availability masks for {len(cases)} training cases")
+        self.cases, self.batch, self.patch, self.seed, self.masks = cases, batch, patch, seed, masks
         self.sampler = PatchSampler(cases, patch, rng)
 
+    def _masks(self, drawn: np.ndarray) -> torch.Tensor | None:
+        return torch.from_numpy(self.masks[drawn]) if self.masks is not None else None
+
     def sample(self, step: int) -> Batch:
-        return *self.sampler.sample(self.batch), None
+        x, y, drawn = self.sampler.sample_cases(self.batch)
+        return x, y, self._masks(drawn)
 
     def stage(self, every: torch.Tensor) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
+        """The stage's patches; each with its case's mask where there are masks (within ``every``)."""
         fixed_set = PatchSampler(self.cases, self.patch, np.random.default_rng([self.seed, 1]))
         for start in range(0, STAGE_PATCHES, self.batch):
             n = min(self.batch, STAGE_PATCHES - start)
-            yield *fixed_set.sample(n), every.expand(n, -1)
+            x, y, drawn = fixed_set.sample_cases(n)
+            masks = self._masks(drawn)
+            yield x, y, every.expand(n, -1) if masks is None else masks & every
 
 
 class Segmentation(Task):
@@ -164,9 +181,7 @@ class Segmentation(Task):
 
     def batches(self, data: Cases, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
                 masks: np.ndarray | None = None) -> PatchBatches:
-        if masks is not None:
-            raise ValueError("per-sample availability masks apply to classification data sets only")
-        return PatchBatches(list(data), batch, patch, rng, seed)
+        return PatchBatches(list(data), batch, patch, rng, seed, masks)
 
     def evaluate(self, method: Method, data: Cases, subsets: list[Subset], settings: EvalSettings, exe: Execution,
                  masks: np.ndarray | None = None, timer: PhaseTimer | None = None) -> list[dict[str, Any]]:
