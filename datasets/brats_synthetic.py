@@ -36,6 +36,11 @@ Generation takes ~0.12 s of one CPU core for a 64^3 case.
 
 Case ids are ``syn0000``, ``syn0001``, ...: the first ``n_train`` are the training split, the
 next ``n_val`` validation and the last ``n_test`` test. Nothing is read from disk.
+
+Case attributes (for missing-not-at-random protocols, protocols/mnar.yaml): ``tumour_volume`` (every
+segmentation data set's: the labelled voxels, 1 mm^3 each) and ``site``, an acquisition-site label
+0..3 given round-robin by case index (case i is at site i mod 4), so every split holds every site.
+The site is a label only: the images do not depend on it.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from missbench.core.dataset import SPLITS, Case, Dataset
 from missbench.core.params import Between
 
 MODALITIES = ("FLAIR", "T1", "T1c", "T2")
+#: Synthetic acquisition sites (the ``site`` case attribute).
+N_SITES = 4
 
 # Relative tissue intensities before blur, texture, bias, noise and scaling (columns in MODALITIES
 # order). "core" is label 1 (necrotic / non-enhancing); ET (label 4) shares the core's values in
@@ -288,6 +295,7 @@ class BratsSynthetic(Dataset):
     # Real BraTS post-processing drops predicted ET components under 500 voxels (of ~240x240x155);
     # scaled down here for the much smaller synthetic volumes (64^3 by default).
     et_threshold: ClassVar[int] = 50
+    attributes: ClassVar[dict[str, str]] = {"site": f"acquisition site 0..{N_SITES - 1}, case index mod {N_SITES} (a label only)"}
 
     _CACHE_SIZE = 64
 
@@ -320,6 +328,11 @@ class BratsSynthetic(Dataset):
         index = int(digits)
         split = next(s for s, r in self._ranges().items() if index in r)
         return index, split
+
+    def case_attribute(self, split: str, name: str) -> np.ndarray:
+        if name == "site":
+            return np.array([self._index(c)[0] % N_SITES for c in self.case_ids(split)], float)
+        return super().case_attribute(split, name)
 
     def load(self, case_id: str) -> Case:
         index, split = self._index(case_id)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 READER_FILES = {"methods/late_fusion.py", "tests/test_late_fusion.py", "protocols/mine.yaml", "methods/fill_unet.py",
                 "missbench.yaml"}
 #: Paths inside other repositories, named beside their repository.
-EXTERNAL = {"docs/glossary.md"}  # BrainLesion/BraTS, in datasets/brats2018.py
+EXTERNAL = {"docs/glossary.md",  # BrainLesion/BraTS, in datasets/brats2018.py
+            "datasets/BraTS/brats_split/Brats2018_imb_split_mr1379.csv"}  # PASSION, in protocols/passion_rates.yaml
 PATH = re.compile(r"(?<![\w/.-])((?:missbench|methods|datasets|protocols|docs|scripts|benchmarks|analysis|configs|tests|\.ci)"
                   r"/[\w./-]*\w)")
 DOTTED = re.compile(r"(?<![\w./-])(missbench(?:\.\w+)+)")

@@ -149,6 +149,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def dry_run(specs: list[RunSpec], sweep: Path) -> str:
     """What a run would do, per model: train, score a finished one, link one another sweep finished, or nothing."""
+    from missbench.core.availability import missing_label
     from missbench.engine.run import finished_elsewhere
     from missbench.experiment.spec import jobs
     from missbench.store.run_folder import ModelFolder
@@ -159,7 +160,7 @@ def dry_run(specs: list[RunSpec], sweep: Path) -> str:
         missing = [r for r in job.runs if not folder.score(r.score.score_id).is_done()]
         what = ("done" if not missing else "score") if folder.is_done() else \
             "link" if finished_elsewhere(folder) is not None else "train"
-        rate = f" missing_rate={m.missing_rate:g}" if m.missing_rate is not None else ""
+        rate = f" {missing_label(m.missing, m.missing_rate)}" if m.missing else ""
         patch = f", patch {list(m.patch)}" if m.patch is not None else ""
         b = job.first.budget
         lines.append(f"  [{what}] {job.model_id}  {m.method} {m.method_params or ''} train={m.train_subset or 'random'}{rate} "

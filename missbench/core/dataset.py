@@ -117,6 +117,24 @@ class Dataset:
         """Whether the data set implements `write_label_map`."""
         return cls.write_label_map is not Dataset.write_label_map
 
+    # --- optional hook: case attributes (missing-not-at-random masks, missbench/core/availability.py) ----
+
+    #: The case attributes a data set offers besides `TUMOUR_VOLUME` (name: what it is, one line), for a protocol's
+    #: ``missing: {scheme: mnar, attribute: <name>}``; `case_attribute` gives their values.
+    attributes: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def attribute_names(cls) -> dict[str, str]:
+        """Every case attribute the data set offers: on segmentation the whole tumour's volume, then its own."""
+        return ({TUMOUR_VOLUME: TUMOUR_VOLUME_TEXT} if cls.task == "segmentation" else {}) | dict(cls.attributes)
+
+    def case_attribute(self, split: str, name: str) -> np.ndarray:
+        """One number per case of ``split`` (`case_ids` order) for the attribute ``name``; the base class computes
+        `TUMOUR_VOLUME` from the labels (a subclass handles its own names and leaves the rest to this one)."""
+        if name == TUMOUR_VOLUME and self.task == "segmentation":
+            return np.array([tumour_volume(self.load(c)) for c in self.case_ids(split)], float)
+        raise KeyError(f"dataset {self.name!r} has no case attribute {name!r}; it offers {sorted(self.attribute_names())}")
+
     # --- optional hook: meta.json ----------------------------------------------------------------
 
     def run_meta(self) -> dict[str, Any]:
@@ -125,6 +143,28 @@ class Dataset:
 
 
 SPLITS = ("train", "val", "test")
+#: The case attribute every segmentation data set offers.
+TUMOUR_VOLUME = "tumour_volume"
+TUMOUR_VOLUME_TEXT = "the whole tumour's volume (labels 1, 2 and 4) in mm^3, from the case's labels"
+
+
+def tumour_volume(case: Case) -> float:
+    """A segmentation case's whole-tumour volume in mm^3: its voxels with a label > 0 times the voxel volume."""
+    if case.target is None:
+        raise ValueError(f"case {case.case_id} has no labels: its tumour volume is unknown")
+    return float(np.count_nonzero(case.target)) * float(np.prod(case.spacing))
+
+
+def attribute_values(dataset: Dataset, split: str, name: str) -> np.ndarray:
+    """`Dataset.case_attribute`, checked: one finite number per case of ``split``."""
+    values = np.asarray(dataset.case_attribute(split, name), dtype=float)
+    n = len(dataset.case_ids(split))
+    if values.shape != (n,) or not np.isfinite(values).all():
+        raise ValueError(f"dataset {dataset.name!r}: case attribute {name!r} of split {split!r} must be {n} finite numbers, "
+                         f"got shape {values.shape}")
+    return values
+
+
 #: The tasks a data set may declare.
 TASKS = ("segmentation", "classification")
 
@@ -141,6 +181,8 @@ def declaration_problem(cls: type) -> str | None:
         return f"modalities {modalities!r}: expected a non-empty tuple of names"
     if not isinstance(cls.defaults, dict) or not isinstance(cls.constraints, dict):
         return "defaults and constraints must be mappings of parameter name to value and to rule"
+    if not isinstance(cls.attributes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cls.attributes.items()):
+        return "attributes must map each case attribute's name to what it is (one line)"
     missing = [hook for hook in ("case_ids", "load") if getattr(cls, hook) is getattr(Dataset, hook)]
     if cls.task == "classification":
         missing = [hook for hook in ("inputs", "build") if getattr(cls, hook) is getattr(ClassificationDataset, hook)]

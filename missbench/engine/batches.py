@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from missbench.core.availability import Inputs, draw_available, zero_inputs
+from missbench.core.availability import Inputs, draw_available, restrict_available, zero_inputs
 from missbench.core.execution import Execution
 from missbench.core.tasks.base import Batches
 from missbench.core.training import TrainingDefaults
@@ -46,16 +46,20 @@ class SamplingRNG:
 
 
 def draw_batch(batches: Batches, step: int, fixed: tuple[bool, ...] | None, cfg: TrainingDefaults, warmup: int,
-               gen: torch.Generator, batch: int, n_modalities: int) -> Batch:
+               gen: torch.Generator, batch: int, n_modalities: int, restrict: bool = False) -> Batch:
     """Iteration ``step``'s batch on the CPU, its availability (the data's masks, the fixed training subset,
-    every modality during the warm-up, else the dropping scheme) applied by zeroing."""
-    x, y, drawn = batches.sample(step)
-    if drawn is not None:
-        available = drawn
+    every modality during the warm-up, else the dropping scheme) applied by zeroing. With ``restrict`` (an
+    incomplete-training protocol) the data's masks bound the draw instead (`restrict_available`): each sample
+    shows the modalities its case has that the draw keeps, all of its case's where the draw keeps none."""
+    x, y, masks = batches.sample(step)
+    if masks is not None and not restrict:
+        available = masks
     elif fixed is not None:
         available = torch.tensor([fixed] * batch)
     else:
         available = draw_available("full" if step < warmup else cfg.dropout, batch, n_modalities, gen)
+        if masks is not None:
+            available = restrict_available(available, masks)
     return zero_inputs(x, available), y, available
 
 

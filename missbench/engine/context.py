@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from missbench.core.availability import missing_share
-from missbench.core.dataset import SPLITS, Dataset
+from missbench.core.availability import TRAINING_SCHEMES, mask_hash, missing_by_modality, missing_share, training_masks
+from missbench.core.dataset import SPLITS, Dataset, attribute_values
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.method import Method
 from missbench.core.subsets import Subset, parse_subset
@@ -85,9 +85,16 @@ def eval_settings(model: ModelSpec, score: ScoreSpec, dataset: type[Dataset] | D
 
 
 def split_masks(task: Task, dataset: Dataset, model: ModelSpec) -> dict[str, np.ndarray | None]:
-    """A missing-rate model's fixed availability per split of ``dataset`` (None everywhere without one)."""
+    """A missing-rate model's fixed availability per split of ``dataset`` (None everywhere without one); the
+    incomplete-training schemes mask the training split only, on any task."""
     if not model.missing:
         return dict.fromkeys(SPLITS)
+    if model.missing["scheme"] in TRAINING_SCHEMES:
+        name = model.missing.get("attribute")
+        attributes = {name: attribute_values(dataset, "train", name)} if name else {}
+        train = training_masks(model.missing, model.missing_rate, len(dataset.case_ids("train")), dataset.modalities,
+                               attributes, model.mask_seed)
+        return {"train": train, "val": None, "test": None}
     return task.split_masks({s: task.split(dataset, s) for s in SPLITS}, model.missing, model.missing_rate,
                             dataset.modalities, model.mask_seed)
 
@@ -107,7 +114,13 @@ def context(spec: RunSpec, exe: Execution, folder: ModelFolder) -> Context:
     )
 
 
-def mask_meta(masks: dict[str, np.ndarray | None], splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
-    """The realised missing share per split of ``splits`` that has fixed masks (meta.json ``missing_share``)."""
-    shares = {s: missing_share(m) for s, m in masks.items() if m is not None and s in splits}
-    return {"missing_share": shares} if shares else {}
+def mask_meta(masks: dict[str, np.ndarray | None], modalities: tuple[str, ...], splits: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """Per split of ``splits`` that has fixed masks, for meta.json: the realised missing share (``missing_share``) and
+    missing rate of each modality (``missing_by_modality``), and the masks' hash (``mask_hash``: equal hashes, equal
+    masks, whichever method trained on them)."""
+    fixed = {s: m for s, m in masks.items() if m is not None and s in splits}
+    if not fixed:
+        return {}
+    return {"missing_share": {s: missing_share(m) for s, m in fixed.items()},
+            "missing_by_modality": {s: missing_by_modality(m, modalities) for s, m in fixed.items()},
+            "mask_hash": {s: mask_hash(m) for s, m in fixed.items()}}

@@ -149,7 +149,7 @@ def train_model(ctx: Context) -> dict[str, Any]:
     return {
         "final_losses": last, "n_samples": {s: len(task.split(ctx.dataset, s)) for s in ("train", "val")},
         "timings": {"train_seconds": t_train, "train_seconds_per_iteration": t_train / max(model.budget["iterations"], 1)},
-        "memory": provenance.peak_memory_mib(exe.torch_device), **mask_meta(ctx.masks, ("train", "val")),
+        "memory": provenance.peak_memory_mib(exe.torch_device), **mask_meta(ctx.masks, ctx.dataset.modalities, ("train", "val")),
         **({"model_selection": selection.meta()} if selection is not None else {}),
     }
 
@@ -256,7 +256,7 @@ def evaluate(method: Method, dataset: Dataset, model: ModelSpec, score: ScoreSpe
     t_eval = time.perf_counter() - t0
     views = task.feature_views(method, test, settings, exe)
     meta = {"n_test_cases": len(test), "timings": {"eval_seconds": t_eval, "eval_seconds_per_case": t_eval / max(len(test), 1)},
-            "memory": provenance.peak_memory_mib(exe.torch_device), **mask_meta({"test": masks}, ("test",))}
+            "memory": provenance.peak_memory_mib(exe.torch_device), **mask_meta({"test": masks}, dataset.modalities, ("test",))}
     return rows, meta, views
 
 
@@ -286,6 +286,17 @@ def training_data(folder: ModelFolder, spec: RunSpec) -> Dataset | None:
     return cls(**{**location, **recorded})
 
 
+def training_mask_hash(folder: ModelFolder, model: ModelSpec) -> str:
+    """The hash of a missing-rate model's training masks, as its meta.json records it ("" for other models): every
+    row of its scores carries it (column ``mask_hash``), so a table can show that its methods shared their masks."""
+    if not model.missing:
+        return ""
+    try:
+        return str(folder.meta().get("mask_hash", {}).get("train", ""))
+    except (OSError, ValueError):  # a model of an older store, without a readable meta.json
+        return ""
+
+
 def score_one(spec: RunSpec, folder: ModelFolder, trained: Context | None, exe: Execution, force: bool) -> None:
     """Score the finished model of ``folder`` under ``spec.score`` into its score folder. A failure is recorded in
     the score's FAILED and raised; the model and the other scores are left as they are."""
@@ -309,7 +320,11 @@ def score_one(spec: RunSpec, folder: ModelFolder, trained: Context | None, exe: 
             target.write_profile({"evaluate": timer.summary(meta["timings"]["eval_seconds"])})
         if views is not None:
             target.write_features(list(dataset.case_ids("test")), method.modalities, views)
-        frame = stamped(rows, spec, eval_settings(spec.model, spec.score, dataset).columns())
+        trained_on = training_mask_hash(folder, spec.model)
+        if trained_on:  # the model's training masks, beside any test masks of the score's own
+            meta["mask_hash"] = {"train": trained_on, **meta.get("mask_hash", {})}
+        frame = stamped(rows, spec, eval_settings(spec.model, spec.score, dataset).columns(),
+                        {"mask_hash": trained_on} if trained_on else None)
         target.finish(frame, {"score_id": spec.score.score_id, "model_id": spec.model.model_id, "score": spec.score.to_dict(),
                               "labels": spec.labels(), "dataset_params": dataset.params, **meta,
                               **provenance_meta(exe, (type(method), type(dataset)), spec.protocol)})

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from missbench.core.availability import Inputs, zero_inputs
+from missbench.core.availability import TRAINING_SCHEMES, Inputs, zero_inputs
 from missbench.core.execution import Execution, PhaseTimer
 from missbench.core.method import Method, Output
 from missbench.core.subsets import parse_subset
@@ -90,8 +90,9 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     model folder's checkpoint; returns the last logged loss terms.
 
     ``masks`` (N x M) fix each training sample's availability (a missing-rate protocol) instead of
-    the dropping scheme. The method's stages (`Method.stage_steps`) are fit once each when training
-    reaches them. With a ``selection``, the weights that score best on it are loaded at the end.
+    the dropping scheme, or, under an incomplete-training scheme (per_modality, mnar), bound it: the
+    method drops within the modalities each case has. The method's stages (`Method.stage_steps`) are
+    fit once each when training reaches them. With a ``selection``, the weights that score best on it are loaded at the end.
     """
     budget, total, m = spec.budget, spec.budget.iterations, method.n_modalities
     timer = timer or PhaseTimer()
@@ -101,7 +102,9 @@ def train(method: Method, task: Task, data: Any, masks: np.ndarray | None, spec:
     fixed = parse_subset(model.train_subset, method.modalities).mask if model.train_subset else None
     batches = task.batches(data, budget.batch, budget.patch, rng, seed, masks, cfg.sampler)
     warmup = int(round(cfg.warmup_fraction * total))
-    stream = BatchStream(lambda k: draw_batch(batches, k, fixed, cfg, warmup, gen, budget.batch, m), SamplingRNG(rng, gen), exe, total)
+    restrict = model.missing.get("scheme") in TRAINING_SCHEMES
+    stream = BatchStream(lambda k: draw_batch(batches, k, fixed, cfg, warmup, gen, budget.batch, m, restrict),
+                         SamplingRNG(rng, gen), exe, total)
     checkpoints = Checkpointer(folder, method, optimizer, stream, selection)
     step, stages_done = checkpoints.restore(exe.torch_device)
     stage_steps = method.stage_steps(total)

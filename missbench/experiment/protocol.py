@@ -30,7 +30,7 @@ from missbench.experiment.resources import check as check_resources
 from missbench.core.metrics import POLICY_DEFAULTS, POLICY_RULES
 from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
 from missbench.experiment.spec import BUDGET_RULES, BUDGET_TYPES, SCORING_VERSION, TRAINING_VERSION, Budget, ModelSpec, RunSpec, ScoreSpec
-from missbench.core.availability import EVALS, MISSING_SCHEMES
+from missbench.core.availability import DIRECTIONS, EVALS, MISSING_SCHEMES, TRAINING_SCHEMES
 from missbench.core.subsets import all_subsets, parse_subset
 
 MODES = ("non_dedicated", "dedicated", "timing")
@@ -49,9 +49,15 @@ REQUIRED = ("mode", "subsets", "seeds", "budgets", "default_budget")
 MAX_SEED = 2**32 - 1
 #: A budget's data set parameters: ``dataset`` for the protocol's own data set, ``datasets: {name: {...}}`` for others.
 BUDGET_DATASET_KEYS = ("dataset", "datasets")
-#: A missing-rate grid (missbench/core/availability.py): the scheme, its rates, the rarely present modality
-#: (modality_rate) and how test samples are evaluated (default: subsets for modality_rate, masks for slots).
-MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str}
+#: A missing-rate grid (missbench/core/availability.py): the scheme, its rates (per_modality: one mapping of modality
+#: to rate per grid point), the rarely present modality (modality_rate) or the one whose absence depends on the case
+#: attribute (mnar, with the attribute and the direction), and how test samples are evaluated (default: subsets,
+#: masks for slots).
+MISSING_KEYS = {"scheme": str, "rates": list, "modality": str, "eval": str, "attribute": str, "direction": str}
+#: The keys each scheme takes besides ``scheme`` and ``rates`` (modality_rate requires ``modality``, mnar ``attribute`` and
+#: ``modality``).
+SCHEME_KEYS = {"modality_rate": ("modality", "eval"), "slots": ("eval",), "per_modality": ("eval",),
+               "mnar": ("attribute", "modality", "direction", "eval")}
 #: The data set of a protocol file without a ``dataset:`` key.
 DEFAULT_DATASET = "brats_synthetic"
 #: Sliding-window weighting at evaluation (recorded in the spec only when set, so older run ids stay).
@@ -125,21 +131,18 @@ class Protocol:
         return name, Budget(patch=patch, **b), ds
 
     def missing_points(self, dataset_cls: type[Dataset]) -> list[tuple[dict[str, Any], float | None]]:
-        """(missing settings, rate) per grid point of the ``missing:`` block; [({}, None)] without one."""
+        """(missing settings, rate) per grid point of the ``missing:`` block; [({}, None)] without one. A per_modality
+        point has no rate: its vector (``modality_rates``, in the data set's modality order) is in the settings."""
         block = self.missing
         if not block:
             return [({}, None)]
-        where = f"{self.path}: missing"
-        if dataset_cls.task != "classification":
-            raise ProtocolError(f"{where}: per-sample missing rates apply to classification data sets; {dataset_cls.name!r} is {dataset_cls.task}")
+        check_missing_for(f"{self.path}: missing", block, dataset_cls)
         settings = {k: v for k, v in block.items() if k != "rates"}
-        settings.setdefault("eval", "subsets" if block["scheme"] == "modality_rate" else "masks")
-        if block["scheme"] == "modality_rate":
-            if block.get("modality") not in dataset_cls.modalities:
-                raise ProtocolError(f"{where}.modality: {block.get('modality')!r} is not a modality of {dataset_cls.name!r} "
-                                    f"({list(dataset_cls.modalities)})")
-            if len(dataset_cls.modalities) < 2:
-                raise ProtocolError(f"{where}: modality_rate needs a data set with at least two modalities")
+        settings.setdefault("eval", "masks" if block["scheme"] == "slots" else "subsets")
+        if block["scheme"] == "mnar":
+            settings.setdefault("direction", DIRECTIONS[0])
+        if block["scheme"] == "per_modality":
+            return [(settings | {"modality_rates": {m: float(v[m]) for m in dataset_cls.modalities}}, None) for v in block["rates"]]
         return [(settings, float(r)) for r in block["rates"]]
 
     def eval_subsets(self, dataset_cls: type[Dataset]) -> list[str]:
@@ -388,8 +391,13 @@ def _check_method_params(path: Path, data: dict[str, Any]) -> None:
                     _check_values(where, {key: value}, cls.defaults, cls.constraints)
 
 
+def _is_rate(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
 def _check_missing(path: Path, data: dict[str, Any]) -> None:
-    """The ``missing:`` block: a known scheme, rates in [0, 1], non-dedicated mode."""
+    """The ``missing:`` block: a known scheme with its keys, rates in [0, 1] (per_modality: mappings of modality to
+    rate, not all 1), non-dedicated mode; checked against the protocol's data set when it is registered."""
     block = data.get("missing")
     if block is None:
         return
@@ -398,20 +406,72 @@ def _check_missing(path: Path, data: dict[str, Any]) -> None:
     for key in ("scheme", "rates"):
         if key not in block:
             raise ProtocolError(f"{where}: missing required key {key!r}")
-    if block["scheme"] not in MISSING_SCHEMES:
-        raise ProtocolError(f"{where}.scheme {block['scheme']!r}; expected one of {list(MISSING_SCHEMES)}")
-    if block["scheme"] == "modality_rate" and "modality" not in block:
+    scheme = block["scheme"]
+    if scheme not in MISSING_SCHEMES:
+        raise ProtocolError(f"{where}.scheme {scheme!r}; expected one of {list(MISSING_SCHEMES)}")
+    if scheme == "modality_rate" and "modality" not in block:
         raise ProtocolError(f"{where}: scheme modality_rate needs the key 'modality' (the rarely present one)")
-    if block["scheme"] == "slots" and "modality" in block:
+    if scheme == "slots" and "modality" in block:
         raise ProtocolError(f"{where}.modality: scheme slots drops every modality alike; remove the key")
-    if not block["rates"] or not all(isinstance(r, int | float) and not isinstance(r, bool) and 0 <= r <= 1 for r in block["rates"]):
-        raise ProtocolError(f"{where}.rates must be a non-empty list of numbers in [0, 1], got {block['rates']!r}")
-    if len(set(block["rates"])) != len(block["rates"]):
-        raise ProtocolError(f"{where}.rates: a rate is listed twice")
+    if scheme == "mnar":
+        for key, what in (("attribute", "the case attribute the absence depends on"), ("modality", "the modality that goes missing")):
+            if key not in block:
+                raise ProtocolError(f"{where}: scheme mnar needs the key {key!r} ({what})")
+    extra = sorted(set(block) - {"scheme", "rates", *SCHEME_KEYS[scheme]})
+    if extra:
+        raise ProtocolError(f"{where}.{extra[0]}: scheme {scheme} takes no {extra[0]!r}; its keys are "
+                            f"{['scheme', 'rates', *SCHEME_KEYS[scheme]]}")
+    rates = block["rates"]
+    if scheme == "per_modality":
+        if not rates:
+            raise ProtocolError(f"{where}.rates must be a non-empty list of mappings of modality to missing rate, got []")
+        for i, vector in enumerate(rates):
+            if not isinstance(vector, dict) or not vector or not all(isinstance(k, str) and _is_rate(v) for k, v in vector.items()):
+                raise ProtocolError(f"{where}.rates[{i}]={vector!r}: expected a mapping of each modality to its missing rate in "
+                                    f"[0, 1], e.g. {{FLAIR: 0.7, T1: 0.1, T1c: 0.3, T2: 0.9}}")
+            if all(v == 1 for v in vector.values()):
+                raise ProtocolError(f"{where}.rates[{i}]={vector!r}: every rate is 1; at least one modality needs a rate below 1")
+        if len({tuple(sorted(v.items())) for v in rates}) != len(rates):
+            raise ProtocolError(f"{where}.rates: a vector is listed twice")
+    else:
+        if not rates or not all(_is_rate(r) for r in rates):
+            raise ProtocolError(f"{where}.rates must be a non-empty list of numbers in [0, 1], got {rates!r}")
+        if len(set(rates)) != len(rates):
+            raise ProtocolError(f"{where}.rates: a rate is listed twice")
     if block.get("eval", "subsets") not in EVALS:
         raise ProtocolError(f"{where}.eval {block['eval']!r}; expected one of {list(EVALS)}")
+    if scheme in TRAINING_SCHEMES and block.get("eval", "subsets") != "subsets":
+        raise ProtocolError(f"{where}.eval {block['eval']!r}: scheme {scheme} masks the training split only; its test cases are "
+                            f"complete and scored on the listed subsets (eval: subsets)")
+    if block.get("direction", DIRECTIONS[0]) not in DIRECTIONS:
+        raise ProtocolError(f"{where}.direction {block['direction']!r}; expected one of {list(DIRECTIONS)} (which cases lose "
+                            f"the modality more often)")
     if data["mode"] != "non_dedicated":
         raise ProtocolError(f"{where}: needs mode non_dedicated (the masks fix each sample's training availability)")
+    own = data.get("dataset", DEFAULT_DATASET)
+    if own in registry.dataset_names():
+        check_missing_for(where, block, _plugin("dataset", own, f"{path}: dataset"))
+
+
+def check_missing_for(where: str, block: dict[str, Any], dataset_cls: type[Dataset]) -> None:
+    """A well-formed ``missing:`` block against a data set: its task, modalities and case attributes."""
+    scheme, mods = block["scheme"], list(dataset_cls.modalities)
+    if scheme not in TRAINING_SCHEMES and dataset_cls.task != "classification":
+        raise ProtocolError(f"{where}.scheme {scheme!r}: per-sample missing rates of this scheme apply to classification data "
+                            f"sets; {dataset_cls.name!r} is {dataset_cls.task} (incomplete training data: {list(TRAINING_SCHEMES)})")
+    if scheme != "slots" and len(mods) < 2:
+        raise ProtocolError(f"{where}: scheme {scheme} needs a data set with at least two modalities; {dataset_cls.name!r} has {mods}")
+    if scheme in ("modality_rate", "mnar") and block.get("modality") not in mods:
+        raise ProtocolError(f"{where}.modality: {block.get('modality')!r} is not a modality of {dataset_cls.name!r} ({mods})")
+    if scheme == "per_modality":
+        for i, vector in enumerate(block["rates"]):
+            if sorted(vector) != sorted(mods):
+                raise ProtocolError(f"{where}.rates[{i}]={vector!r}: expected a missing rate for each modality of "
+                                    f"{dataset_cls.name!r}, no more: {mods}")
+    if scheme == "mnar" and block["attribute"] not in dataset_cls.attribute_names():
+        offered = dataset_cls.attribute_names()
+        raise ProtocolError(f"{where}.attribute {block['attribute']!r}: data set {dataset_cls.name!r} offers "
+                            f"{sorted(offered) if offered else 'no case attributes'}")
 
 
 def load_protocol(path: Path) -> Protocol:

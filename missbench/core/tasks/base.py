@@ -36,7 +36,9 @@ class EvalSettings:
         return self.policy.columns() | windows
 
 
-#: (x, target, available or None) of one training iteration; None: the trainer draws the availability.
+#: (x, target, masks or None) of one training iteration: the samples' fixed masks (N x M rows) of a missing-rate
+#: protocol, which the trainer uses as they are (modality_rate, slots) or draws within (per_modality, mnar:
+#: missbench/engine/batches.py); None: the trainer draws the availability.
 Batch = tuple[Inputs, torch.Tensor, torch.Tensor | None]
 
 
@@ -85,13 +87,15 @@ class Task:
 
     def split_masks(self, splits: dict[str, Any], missing: dict[str, Any], rate: float, modalities: tuple[str, ...],
                     seed: int) -> dict[str, np.ndarray | None]:
-        """A missing-rate protocol's fixed availability per split (N x M, or None: the protocol's subsets)."""
+        """A classification missing-rate protocol's fixed availability per split (N x M, or None: the protocol's
+        subsets); the training-only schemes of every task are made by the engine (missbench/engine/context.py)."""
         raise ValueError(f"per-sample missing masks need a classification data set, not {self.name}")
 
     def batches(self, data: Any, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
                 masks: np.ndarray | None = None, sampler: str = "shaspec") -> Batches:
-        """Training batches of ``data`` (``rng`` draws patches and their augmentation; ``seed`` orders epochs);
-        ``sampler`` names the patch pipeline on volumes (missbench/core/tasks/sampling.py)."""
+        """Training batches of ``data`` (``rng`` draws patches and their augmentation; ``seed`` orders epochs), each
+        sample with its row of ``masks`` (N x M) where given; ``sampler`` names the patch pipeline on volumes
+        (missbench/core/tasks/sampling.py)."""
         raise NotImplementedError
 
     def evaluate(self, method: nn.Module, data: Any, subsets: list[Subset], settings: EvalSettings, exe: Execution,

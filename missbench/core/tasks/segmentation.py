@@ -104,31 +104,50 @@ class PatchSampler:
         return sample_uniform(case, self.patch, self.rng)
 
     def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, targets = [], []
+        return self.sample_cases(batch)[:2]
+
+    def sample_cases(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """A batch of patches with the index of each patch's case (its mask's row)."""
+        images, targets, drawn = [], [], []
         for _ in range(batch):
-            image, target = self.draw(int(self.rng.integers(len(self.cases))))
+            i = int(self.rng.integers(len(self.cases)))
+            drawn.append(i)
+            image, target = self.draw(i)
             images.append(image)
             targets.append(target)
-        return torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(targets).astype(np.int64))
+        return (torch.from_numpy(np.stack(images)).float(), torch.from_numpy(np.stack(targets).astype(np.int64)),
+                np.asarray(drawn))
 
 
 class PatchBatches:
     """`Batches` of a segmentation split: random patches per iteration by the training's ``sampler``; for a stage,
-    `STAGE_PATCHES` patches from a fixed seed by the same pipeline."""
+    `STAGE_PATCHES` patches from a fixed seed by the same pipeline. ``masks`` (N x M, an incomplete-training
+    protocol) give each patch its case's availability, which bounds the trainer's dropping draw
+    (missbench/engine/batches.py)."""
 
     def __init__(self, cases: list[Case], batch: int, patch: tuple[int, int, int], rng: np.random.Generator, seed: int,
-                 sampler: str = "shaspec") -> None:
-        self.cases, self.batch, self.patch, self.seed, self.sampler_name = cases, batch, patch, seed, sampler
+                 masks: np.ndarray | None = None, sampler: str = "shaspec") -> None:
+        if masks is not None and masks.shape != (len(cases), masks.shape[1]):
+            raise ValueError(f"{len(masks)} availability masks for {len(cases)} training cases")
+        self.cases, self.batch, self.patch, self.seed, self.masks = cases, batch, patch, seed, masks
+        self.sampler_name = sampler
         self.sampler = PatchSampler(cases, patch, rng, sampler)
 
+    def _masks(self, drawn: np.ndarray) -> torch.Tensor | None:
+        return torch.from_numpy(self.masks[drawn]) if self.masks is not None else None
+
     def sample(self, step: int) -> Batch:
-        return *self.sampler.sample(self.batch), None
+        x, y, drawn = self.sampler.sample_cases(self.batch)
+        return x, y, self._masks(drawn)
 
     def stage(self, every: torch.Tensor) -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
+        """The stage's patches; each with its case's mask where there are masks (within ``every``)."""
         fixed_set = PatchSampler(self.cases, self.patch, np.random.default_rng([self.seed, 1]), self.sampler_name)
         for start in range(0, STAGE_PATCHES, self.batch):
             n = min(self.batch, STAGE_PATCHES - start)
-            yield *fixed_set.sample(n), every.expand(n, -1)
+            x, y, drawn = fixed_set.sample_cases(n)
+            masks = self._masks(drawn)
+            yield x, y, every.expand(n, -1) if masks is None else masks & every
 
 
 class Segmentation(Task):
@@ -164,9 +183,7 @@ class Segmentation(Task):
 
     def batches(self, data: Cases, batch: int, patch: tuple[int, int, int] | None, rng: np.random.Generator, seed: int,
                 masks: np.ndarray | None = None, sampler: str = "shaspec") -> PatchBatches:
-        if masks is not None:
-            raise ValueError("per-sample availability masks apply to classification data sets only")
-        return PatchBatches(list(data), batch, patch, rng, seed, sampler)
+        return PatchBatches(list(data), batch, patch, rng, seed, masks, sampler)
 
     def evaluate(self, method: Method, data: Cases, subsets: list[Subset], settings: EvalSettings, exe: Execution,
                  masks: np.ndarray | None = None, timer: PhaseTimer | None = None) -> list[dict[str, Any]]:
