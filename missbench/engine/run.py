@@ -38,7 +38,6 @@ from missbench.engine.selection import Selection
 from missbench.engine.timing import time_method
 from missbench.engine.train import train
 from missbench.experiment import registry
-from missbench.experiment.protocol import protocol_files
 from missbench.experiment.registry import UnknownName
 from missbench.experiment.root import PACKAGE_CHECKOUT, root
 from missbench.experiment.spec import Job, ModelSpec, RunSpec, ScoreSpec
@@ -118,7 +117,7 @@ def plugin_files(protocol: str, classes: tuple[type, ...]) -> dict[str, str]:
     protocol from outside the root's plugin folders has no plugin file."""
     taken = dict(found for found in map(registry.imported_file, classes) if found is not None)
     try:
-        protocols = protocol_files(registry.protocol_path(protocol))
+        protocols = registry.protocol_chain(registry.protocol_path(protocol))
     except UnknownName:
         protocols = []
     return provenance.file_hashes([*taken, *protocols], root(), taken)

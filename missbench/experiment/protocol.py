@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from missbench.experiment import registry
-from missbench.experiment.root import plugin_folders
+from missbench.experiment.registry import inherited
 from missbench.core.dataset import Dataset
 from missbench.core.params import Between, OneOf, ParamError, Rule, check_declared, normalised
 from missbench.experiment.resources import ResourceError
@@ -32,12 +32,13 @@ from missbench.core.training import TRAINING_DEFAULTS, TRAINING_RULES
 from missbench.experiment.spec import BUDGET_RULES, BUDGET_TYPES, SCORING_VERSION, TRAINING_VERSION, Budget, ModelSpec, RunSpec, ScoreSpec
 from missbench.core.availability import DIRECTIONS, EVALS, MISSING_SCHEMES, TRAINING_SCHEMES
 from missbench.core.subsets import all_subsets, parse_subset
+from missbench.core.subset_weights import SubsetWeights, WeightsError, parse_weights
 
 MODES = ("non_dedicated", "dedicated", "timing")
 TOP_KEYS = {
     "description": str, "mode": str, "dataset": str, "subsets": list, "seeds": list, "budgets": dict,
     "default_budget": str, "training": dict, "method_params": dict, "metric": dict, "grid": dict,
-    "eval_on": str, "inherit": str, "slurm": dict, "missing": dict, "timing": dict,
+    "eval_on": str, "inherit": str, "slurm": dict, "missing": dict, "timing": dict, "subset_weights": dict,
 }
 #: mode timing (missbench/engine/timing.py): warm-up and timed training iterations and inference passes, in the
 #: model's identity (the measurement). All four are required.
@@ -103,6 +104,7 @@ class Protocol:
     slurm: dict[str, Any] = field(default_factory=dict)
     missing: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, int] = field(default_factory=dict)
+    subset_weights: SubsetWeights | None = None
 
     def budget(self, name: str | None, dataset: type[Dataset] | None = None) -> tuple[str, Budget, dict[str, Any]]:
         """(name, budget, data set overrides) of the named budget, or the file's default, for ``dataset``.
@@ -305,29 +307,6 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _inherited(path: Path, parent: str) -> list[Path]:
-    """Where ``inherit: <parent>`` in ``path`` may point, in the order looked at: the file's own folder, then the
-    root's protocols/ and the shipped benchmark's (``.yaml`` added to a bare name); the first that exists is the one."""
-    name = parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml"
-    return list(dict.fromkeys([path.parent / name, *(folder / name for folder, _ in plugin_folders("protocols"))]))
-
-
-def protocol_files(path: Path) -> list[Path]:
-    """A protocol file and the files it inherits from, nearest first, as they are now (a run's provenance);
-    stops at a file that is missing, unreadable or already listed."""
-    files: list[Path] = []
-    while path.exists() and path.resolve() not in {f.resolve() for f in files}:
-        files.append(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            break
-        if not isinstance(data, dict) or not isinstance(data.get("inherit"), str):
-            break
-        path = next((c for c in _inherited(path, data["inherit"]) if c.exists()), path)
-    return files
-
-
 def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A protocol file's mapping with its ``inherit`` chain resolved (relative to the file's folder)."""
     if path.resolve() in chain:
@@ -344,11 +323,14 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     parent = data.pop("inherit", None)
     if parent is None:
         return data
-    candidates = _inherited(path, parent)
+    candidates = inherited(path, parent)
     base = next((c for c in candidates if c.exists()), None)
     if base is None:
         raise ProtocolError(f"{path}: inherit {parent!r}: no file {' or '.join(map(str, candidates))}")
-    return _merge(_read(base, (*chain, path.resolve())), data)
+    inherited_data = _read(base, (*chain, path.resolve()))
+    if "subset_weights" in data:  # taken whole: a file's weights never mix with its parent's
+        inherited_data.pop("subset_weights", None)
+    return _merge(inherited_data, data)
 
 
 def _check_budget(path: Path, name: str, budget: Any, own_dataset: str) -> None:
@@ -509,6 +491,11 @@ def load_protocol(path: Path) -> Protocol:
         check_resources(f"{path}: slurm", data.get("slurm", {}))
     except ResourceError as e:
         raise ProtocolError(str(e)) from None
+    try:
+        weights = parse_weights(f"{path}: subset_weights", data["subset_weights"], tuple(data["subsets"])) \
+            if "subset_weights" in data else None
+    except WeightsError as e:
+        raise ProtocolError(str(e)) from None
     return Protocol(
         name=path.stem, path=path, mode=data["mode"], dataset=data.get("dataset", DEFAULT_DATASET), subsets=tuple(data["subsets"]),
         seeds=tuple(data["seeds"]), default_budget=data["default_budget"], description=data.get("description", ""),
@@ -517,5 +504,5 @@ def load_protocol(path: Path) -> Protocol:
         training=data.get("training", {}), method_params=data.get("method_params", {}), metric=data.get("metric", {}),
         grid={m: blocks if isinstance(blocks, list) else [blocks] for m, blocks in data.get("grid", {}).items()},
         eval_on=data.get("eval_on", "own"), slurm=data.get("slurm", {}), missing=data.get("missing", {}),
-        timing=data.get("timing", {}),
+        timing=data.get("timing", {}), subset_weights=weights,
     )

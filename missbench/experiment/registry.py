@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
+import yaml
+
 from missbench.experiment.root import hidden_names, plugin_folders
 
 if TYPE_CHECKING:
@@ -189,6 +191,29 @@ def protocol_files() -> dict[str, tuple[Path, str]]:
             if path.stem not in out and not (source == "shipped" and path.stem in hidden):
                 out[path.stem] = (path, source)
     return out
+
+
+def inherited(path: Path, parent: str) -> list[Path]:
+    """Where ``inherit: <parent>`` in ``path`` may point, in the order looked at: the file's own folder, then the
+    root's protocols/ and the shipped benchmark's (``.yaml`` added to a bare name); the first that exists is the one."""
+    name = parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml"
+    return list(dict.fromkeys([path.parent / name, *(folder / name for folder, _ in plugin_folders("protocols"))]))
+
+
+def protocol_chain(path: Path) -> list[Path]:
+    """A protocol file and the files it inherits from, nearest first, as they are now (a run's provenance);
+    stops at a file that is missing, unreadable or already listed."""
+    files: list[Path] = []
+    while path.exists() and path.resolve() not in {f.resolve() for f in files}:
+        files.append(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            break
+        if not isinstance(data, dict) or not isinstance(data.get("inherit"), str):
+            break
+        path = next((c for c in inherited(path, data["inherit"]) if c.exists()), path)
+    return files
 
 
 def protocol_names() -> list[str]:

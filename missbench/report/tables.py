@@ -15,6 +15,7 @@ from missbench.report.load import Store
 from missbench.report.model import (Cell, Pool, Row, Table, bold_best, canonical_subsets, describe, differences, fmt,
                                     note_counts, pools, presence_labels, seeds_text, show, stat_cell)
 from missbench.report.published import Published, brats_protocol, one_protocol, published_average
+from missbench.report.weights import declared_weights
 from missbench.report.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, MIN_CI_CASES, bootstrap_mean_ci, compare_with_best,
                                     significant, smallest_wilcoxon_p)
 
@@ -170,6 +171,25 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
     blank = [""] * (len(subsets[0].mask) - 1)
     pub_avg = [published_cell(published_average(p, reg)) for reg in REGIONS for p in published]
     out_rows.append(Row("Avg", ["Avg", *blank], region_blocks(avg_cells, pub_avg), True))
+    weights, weights_note = declared_weights(pool.protocol)
+    if weights is not None:
+        w = pd.Series({label: weights.of(label) for label in labels})
+        weighted = []
+        for reg in REGIONS:
+            for v in variants:
+                means = pd.Series({s: summary.loc[(v, s, reg), "mean"] for s in labels if (v, s, reg) in summary.index})
+                if len(means) < len(labels):
+                    weighted.append(Cell(text="-"))
+                    continue
+                # seeds that scored every subset, as for Avg
+                seeds = weighted_mean(per_seed.loc[(v, reg)].unstack("eval_subset").reindex(columns=labels).dropna(), w)
+                weighted.append(stat_cell(float(weighted_mean(means.to_frame().T, w).iloc[0]),
+                                          float(seeds.std()) if len(seeds) > 1 else math.nan, style.digits, len(seeds),
+                                          int(cases[(cases.column == v) & (cases.region == reg)].case_id.nunique())))
+                weighted[-1].runs = of_column.get(v, ())
+        counted += weighted
+        out_rows.append(Row("Weighted Avg", ["Weighted Avg", *blank],
+                            region_blocks(weighted, [Cell(text="")] * (len(REGIONS) * len(published)))))
     ci_cells, ci_frame = [], []
     for reg in REGIONS:
         for v in variants:
@@ -201,6 +221,11 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
     caption.append(f"Avg: unweighted mean over the {len(subsets)} subsets (- where a column lacks a subset); 95% CI: "
                    f"percentile bootstrap over patients ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; a resampled "
                    f"patient keeps all its subsets), printed only with at least {MIN_CI_CASES} cases, else withheld (n=cases).")
+    if weights is not None:
+        caption.append(f"Weighted Avg: the subsets weighted as protocol {pool.protocol}'s file declares them, read when this "
+                       f"table was made (per seed, then mean ± std over seeds): {weights.describe()}.")
+    elif weights_note:
+        caption.append(weights_note.rstrip(".") + ".")
     if published:
         caption.append(published_caption(published, et_region))
     extras = {"tests": tests.sort_values(["eval_subset", "region", "variant"], kind="stable").reset_index(drop=True),
@@ -208,6 +233,17 @@ def seg_table(pool: Pool, store: Store, metric: str, et_region: str = "ET", publ
     return Table(f"{metric}_{pool.name}", " ".join(caption), list(subsets[0].all_modalities), columns, out_rows, pool.used,
                  list(pool.left_out), list(pool.notes), extras, key_name="subset",
                  title=f"{style.name} per modality subset: {pool.name}")
+
+
+def weighted_mean(frame: pd.DataFrame, weights: pd.Series) -> pd.Series:
+    """Per row of ``frame`` (columns: subsets), the mean weighted by ``weights``, renormalised over its finite
+    values (a subset whose score is NaN, such as an empty region under the 'nan' policy, drops out)."""
+    values = frame.to_numpy(dtype=float)
+    w = np.broadcast_to(weights.reindex(frame.columns).to_numpy(dtype=float), values.shape)
+    finite = np.isfinite(values)
+    total = np.where(finite, w, 0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pd.Series(np.where(finite, values * w, 0).sum(axis=1) / total, index=frame.index)
 
 
 def published_cell(value: float | None) -> Cell:
