@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import missbench
 from conftest import CHECKOUT, make_root
 from missbench.executors.environment import importable
 from missbench.experiment import root as benchmark_root
@@ -33,10 +33,26 @@ def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(CHECKOUT / "bench.py"), *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
-def test_the_tests_import_and_use_their_own_checkout():
-    """Whatever checkout an editable install points at (pyproject's pythonpath; conftest's root pin)."""
-    assert Path(missbench.__file__).resolve().parent == CHECKOUT / "missbench"
-    assert root() == CHECKOUT
+def test_pytest_in_another_checkout_imports_and_uses_that_checkout(tmp_path):
+    """A second checkout's tests import its own missbench and plugins, not the editable install's (this checkout):
+    pyproject's pythonpath and conftest's root pin. Without either, the copy's probe sees this checkout."""
+    other = tmp_path / "other"
+    for name in ("missbench", "methods", "datasets", "protocols"):
+        shutil.copytree(CHECKOUT / name, other / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(CHECKOUT / "pyproject.toml", other)
+    (other / "tests").mkdir()
+    shutil.copy(CHECKOUT / "tests" / "conftest.py", other / "tests")
+    (other / "tests" / "test_probe.py").write_text(
+        "import json, missbench\nfrom missbench.experiment.root import root\n\n\ndef test_probe():\n"
+        "    print('PROBE', json.dumps([missbench.__file__, str(root())]))\n")
+    env = {k: v for k, v in os.environ.items() if k not in (benchmark_root.ENV, "PYTHONPATH")}
+    # started in its tests/ folder, so that the checkout is on sys.path only by pyproject's pythonpath
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_probe.py"],
+                         cwd=other / "tests", env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    module, used_root = json.loads(next(line for line in out.stdout.splitlines() if "PROBE" in line).split("PROBE ", 1)[1])
+    assert Path(module).resolve() == (other / "missbench" / "__init__.py").resolve()
+    assert Path(used_root).resolve() == other.resolve() != CHECKOUT
 
 
 def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(tmp_path, monkeypatch):
