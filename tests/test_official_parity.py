@@ -72,7 +72,7 @@ def brain_parity(model, rec: dict, rename: dict[str, str] | None = None) -> None
     model.load_state_dict(model.official_state_dict(state), strict=True)
     x, available, labels = brain_case(tuple(rec["input"]["size"]), rec["seed"], torch.float64)
     with torch.no_grad():
-        out = model(x, available, labels)
+        out = model.training_output(x, available, labels)
     assert_summary_close(summary(out.logits.softmax(1), "fuse"), rec["outputs"]["fuse_probabilities"], "fused probabilities", F64, 1e-12)
     losses_close(out.losses, rec["losses"], 1e-6, rename)
 
@@ -100,7 +100,7 @@ def test_shaspec_official_backbone_matches_the_official_code(seg):
     model.load_state_dict(model.official_state_dict(seeded_state(rec["state"], rec["seed"])), strict=True)
     x, available, labels = brain_case(tuple(rec["input"]["size"]), rec["seed"], torch.float64)
     with torch.no_grad():
-        out = model(x, available, labels)
+        out = model.training_output(x, available, labels)
     code_channels = [REGIONS.index(r) for r in ("ET", "WT", "TC")]  # BraTSDataSet.py id2trainId's order
     assert_summary_close(summary(out.logits[:, code_channels], "logits"), rec["outputs"]["logits"], "logits (ET, WT, TC)", 1e-7, 1e-9)
     losses_close(out.losses, rec["losses"], 1e-7)

@@ -164,17 +164,20 @@ def test_ledger_is_published_minus_measured_with_seed_cis_bias_and_rank_agreemen
     (lg,) = ledger["ledgers"]
     assert lg["pool"] == A and lg["protocol"] == "A"
     cells = pd.DataFrame(lg["cells"])
-    cell = cells[(cells.entry == "mmformer_shaspec_t1") & (cells.subset == "T1") & (cells.region == "ET")].iloc[0]
+    # U-HeMIS as ShaSpec's Table 1 prints it (protocol A, per subset) against this store's hemis runs
+    published_t1 = next(e for e in select("A") if e.id == "uhemis_shaspec_t1").dice["ET"]["T1"]
+    cell = cells[(cells.entry == "uhemis_shaspec_t1") & (cells.subset == "T1") & (cells.region == "ET")].iloc[0]
     rows = pd.concat(pd.read_parquet(p) for p in sorted((store / "a").rglob("rows.parquet")))
-    sel = rows[(rows.method == "mmformer") & (rows.metric == "dice") & (rows.eval_subset == "T1") & (rows.region == "ET")]
+    sel = rows[(rows.method == "hemis") & (rows.metric == "dice") & (rows.eval_subset == "T1") & (rows.region == "ET")]
     seeds = sel.groupby("seed").value.mean().to_numpy() * 100
     half = stats.t.ppf(0.975, 1) * seeds.std(ddof=1) / math.sqrt(2)
-    assert cell.published == 32.53 and cell.measured == pytest.approx(seeds.mean())
-    assert cell["diff"] == pytest.approx(32.53 - seeds.mean())
-    assert (cell.ci_low, cell.ci_high) == (pytest.approx(32.53 - seeds.mean() - half), pytest.approx(32.53 - seeds.mean() + half))
+    assert cell.published == published_t1 and cell.measured == pytest.approx(seeds.mean())
+    assert cell["diff"] == pytest.approx(published_t1 - seeds.mean())
+    assert (cell.ci_low, cell.ci_high) == (pytest.approx(published_t1 - seeds.mean() - half),
+                                           pytest.approx(published_t1 - seeds.mean() + half))
     bias = pd.DataFrame(lg["bias"]).set_index("entry")
-    mine = cells[(cells.entry == "mmformer_shaspec_t1") & (cells.subset != "Avg")]
-    assert bias.loc["mmformer_shaspec_t1", "bias"] == pytest.approx(mine["diff"].mean()) and len(mine) == 45
+    mine = cells[(cells.entry == "uhemis_shaspec_t1") & (cells.subset != "Avg")]
+    assert bias.loc["uhemis_shaspec_t1", "bias"] == pytest.approx(mine["diff"].mean()) and len(mine) == 45
     assert bias.loc["rfnet_readme", "cells"] == 3  # no per-subset numbers: its three averages
     agreement = pd.DataFrame(lg["agreement"]).set_index("region")
     published = {"hemis": [e for e in select("A") if e.method in ("U-HeMIS", "HeMIS")],
@@ -183,8 +186,8 @@ def test_ledger_is_published_minus_measured_with_seed_cis_bias_and_rank_agreemen
     measured = {m: next(e for e in pool_data(site, A)["leaderboard"] if e["label"] == m)["regions"]["WT"]["value"] for m in pub}
     rho = stats.spearmanr([pub[m] for m in sorted(pub)], [measured[m] for m in sorted(pub)]).statistic
     assert agreement.loc["WT", "n"] == 3 and agreement.loc["WT", "spearman"] == pytest.approx(rho)
-    assert {p for p in ledger["protocols"]} == {"A", "B"}  # B listed, never compared with A runs
-    assert "No runs of protocol B" in (site / "ledger.html").read_text()
+    assert {p for p in ledger["protocols"]} == {"A", "B", "M"}  # B and M listed, never compared with A runs
+    assert "No runs of protocol B" in (site / "ledger.html").read_text() and "No runs of protocol M" in (site / "ledger.html").read_text()
 
 
 def test_a_run_page_holds_spec_provenance_curve_scores_and_files(site, store):
