@@ -126,6 +126,22 @@ def direct_poe(mu, var, kept):
     return sum(mu[i] / var[i] for i in kept) / precision, 1 / precision
 
 
+#: ShaSpec's segmentation training, written out from its paper and code rather than read from missbench (Wang et al.,
+#: CVPR 2023, Sec. 4.2; github.com/billhhh/ShaSpec at 081fe7a, run.sh and train_SS.py): SGD with Nesterov momentum 0.99,
+#: lr 1e-2, no weight decay, no AMSGrad (Adam only), cosine schedule (the paper), kept-modality count uniform in 1..M
+#: then a subset, a full-modality warm-up of 80k of 180k iterations, ShaSpec's patch pipeline.
+SHASPEC_SEGMENTATION_TRAINING = {"optimizer": "sgd", "lr": 1e-2, "momentum": 0.99, "nesterov": True, "weight_decay": 0.0,
+                                 "amsgrad": False, "schedule": "cosine", "dropout": "count_then_subset",
+                                 "warmup_fraction": 80 / 180, "sampler": "shaspec"}
+
+
+def assert_shaspec_segmentation_training(cfg) -> None:
+    """``cfg`` (a method's training on segmentation) is ShaSpec's, setting by setting (the step schedule's two
+    settings aside: the cosine schedule reads neither)."""
+    got = {k: getattr(cfg, k) for k in SHASPEC_SEGMENTATION_TRAINING}
+    assert got == SHASPEC_SEGMENTATION_TRAINING, got
+
+
 #: Packages a GPU host may lack (submitit: the local and SLURM executors; nibabel: NIfTI files; medpy: the
 #: reference scoring path), which the run path must not need.
 OPTIONAL_PACKAGES = ("submitit", "nibabel", "medpy")

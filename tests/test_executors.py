@@ -18,7 +18,7 @@ from conftest import CHECKOUT, smoke_spec
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.executors import Options, plan
-from missbench.experiment.resources import (DEFAULTS, ResourceError, load_file, parse_flags, resolve,
+from missbench.experiment.resources import (ResourceError, load_file, parse_flags, resolve,
                                            slurm_parameters, time_minutes)
 from missbench.executors.task import RunTask
 from missbench.experiment.protocol import ProtocolError, load_protocol
@@ -44,7 +44,9 @@ def test_resources_merge_defaults_file_method_protocol_flags(tmp_path):
     f = write(tmp_path / "r.yaml", 'partition: gpu\ntime: "08:00:00"\ncpus: 8\nsetup: [module load cuda]\n'
                                    'sbatch: {mail-type: FAIL}\nmethods:\n  rfnet: {time: "1-00:00:00", mem: 64G}\n')
     file = load_file(f, registry.method_names())
-    assert resolve("zero_fill", None, {}, {}) == DEFAULTS
+    # the built-in defaults the README states (never submitit's 5 minutes), written out rather than read from the module
+    assert resolve("zero_fill", None, {}, {}) == {"time": "04:00:00", "cpus": 2, "gpus": 0, "requeues": 3, "signal_delay_s": 120,
+                                               "sbatch": {}, "setup": []}
     assert resolve("zero_fill", file, {}, {})["time"] == "08:00:00"
     rfnet = resolve("rfnet", file, {"cpus": 4, "setup": ["export A=1"]}, parse_flags(["mem=80G", "sbatch={exclude: n1}"]))
     assert rfnet["time"] == "1-00:00:00" and rfnet["cpus"] == 4 and rfnet["mem"] == "80G" and rfnet["partition"] == "gpu"

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from conftest import MODS, assert_every_pattern_ignores_missing, tiny_batch, toy_losses
+from conftest import MODS, assert_every_pattern_ignores_missing, assert_shaspec_segmentation_training, tiny_batch, toy_losses
 from missbench.core.availability import zero_inputs
 from missbench.core.method import count_parameters
 from missbench.experiment.registry import method_class
@@ -143,7 +143,7 @@ def test_classification_parameter_count_at_avmnist_sizes():
     assert count_parameters(ShaSpec(task, ("image", "audio"))) == 188_788
     cfg = ShaSpec.training_for("classification")
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.step_every, cfg.step_gamma) == ("adam", 1e-3, 1e-2, "step", 1 / 3, 0.9)
-    assert ShaSpec.training_for("segmentation") is ShaSpec.training_defaults["segmentation"]
+    assert_shaspec_segmentation_training(ShaSpec.training_for("segmentation"))  # the paper's, written out in conftest.py
     with pytest.raises(ValueError, match="segmentation network"):
         ShaSpec(task, ("image", "audio"), backbone="official")
 

@@ -1,5 +1,4 @@
 import math
-import sys
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ from torch import nn
 
 from conftest import (
     MODS, assert_classification_ignores_missing, assert_every_pattern_ignores_missing, assert_shared_encoding_matches,
-    classification_task, tiny_batch, tiny_classification_batch, toy_losses,
+    assert_shaspec_segmentation_training, classification_task, tiny_batch, tiny_classification_batch, toy_losses,
 )
 from missbench.core.availability import zero_inputs
 from missbench.core.method import count_parameters
@@ -16,7 +15,6 @@ from missbench.experiment.registry import method_class
 from missbench.core.tasks import get_task
 
 SMIL = method_class("smil")
-smil_module = sys.modules[SMIL.__module__]
 AVMNIST = {"image": ("image", (1, 28, 28)), "audio": ("spectrogram", (1, 20, 20))}
 
 
@@ -212,7 +210,7 @@ def test_training_defaults_are_the_code_on_classification_and_shaspec_on_segment
     cls = SMIL.training_for("classification")
     settings = (cls.optimizer, cls.lr, cls.weight_decay, cls.schedule, cls.step_every, cls.step_gamma)
     assert settings == ("adam", 1e-3, 1e-4, "step", 0.3 + 0.7 * 0.625, 0.1)  # x0.1 at 5/8 of the meta stage
-    assert SMIL.training_for("segmentation") == smil_module.SHASPEC_TRAINING
+    assert_shaspec_segmentation_training(SMIL.training_for("segmentation"))  # ShaSpec's, as the other common-backbone methods
 
 
 @pytest.mark.parametrize(("params", "match"), [({"freeze": "some"}, "freeze"), ({"pretrain_fraction": 1.5}, "pretrain_fraction"),

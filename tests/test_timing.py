@@ -14,7 +14,9 @@ from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.store.run_folder import load_rows
 from missbench.engine.timing import shared_device
 
-COUNTS = {"warmup": 1, "iterations": 3, "inference_warmup": 1, "inference_passes": 2}
+#: Each count differs from protocols/timing.yaml's (5, 30, 1, 5), so a run that read the shipped counts shows it.
+COUNTS = {"warmup": 1, "iterations": 3, "inference_warmup": 0, "inference_passes": 2}
+SHIPPED = {"warmup": 5, "iterations": 30, "inference_warmup": 1, "inference_passes": 5}
 
 
 def tiny_timing_protocol(tmp_path: Path, **counts: int) -> Path:
@@ -69,20 +71,30 @@ def test_each_model_is_measured_in_a_fresh_process(timing_sweep):
 def test_timing_meta_records_counts_timer_load_and_the_flag(timing_store):
     run_dir = next(p for p in timing_store.iterdir() if p.name.startswith("zero_fill"))
     t = json.loads((run_dir / "meta.json").read_text())["timing"]
-    assert {k: t[k] for k in COUNTS} == COUNTS
+    # the override's counts, not the shipped file's, and those the run really timed (its rows, counted)
+    assert {k: t[k] for k in SHIPPED} == {"warmup": 1, "iterations": 3, "inference_warmup": 0, "inference_passes": 2}
+    rows = load_rows(timing_store)
+    timed = rows[rows.method == "zero_fill"].metric.value_counts()
+    assert (timed["train_s_per_iter"], timed["infer_s_per_case"]) == (t["iterations"], t["inference_passes"])
     assert t["timer"] == "perf_counter" and isinstance(t["shared_device"], bool)
     assert {"loadavg_1min", "cores"} <= set(t["load_before"]) and t["train_s_per_iter_median"] > 0
     assert 0 <= t["data_wait_share"] < 1  # the loop's wait for its batches over the timed iterations' wall time
 
 
 def test_counts_are_part_of_the_model_id(tmp_path):
-    proto = load_protocol(tiny_timing_protocol(tmp_path))
     ds = registry.dataset_class("brats_synthetic")
-    a = proto.expand(["zero_fill"], ds, {}, "smoke")
-    assert len(a) == 1 and a[0].model.train_subset is None and {k: a[0].model.timing[k] for k in COUNTS} == COUNTS
-    (tmp_path / "b").mkdir()
-    b = load_protocol(tiny_timing_protocol(tmp_path / "b", iterations=4)).expand(["zero_fill"], ds, {}, "smoke")
-    assert a[0].model.model_id != b[0].model.model_id
+    shipped = load_protocol(registry.protocol_path("timing")).expand(["zero_fill"], ds, {}, "smoke")
+    assert {k: shipped[0].model.timing[k] for k in SHIPPED} == {"warmup": 5, "iterations": 30, "inference_warmup": 1, "inference_passes": 5}
+    a = load_protocol(tiny_timing_protocol(tmp_path)).expand(["zero_fill"], ds, {}, "smoke")
+    assert len(a) == 1 and a[0].model.train_subset is None
+    assert {k: a[0].model.timing[k] for k in SHIPPED} == {"warmup": 1, "iterations": 3, "inference_warmup": 0, "inference_passes": 2}
+    ids = {a[0].model.model_id, shipped[0].model.model_id}
+    for key in SHIPPED:  # each count alone moves the model id
+        (tmp_path / key).mkdir()
+        (b,) = load_protocol(tiny_timing_protocol(tmp_path / key, **{key: COUNTS[key] + 1})).expand(["zero_fill"], ds, {}, "smoke")
+        assert b.model.timing[key] == COUNTS[key] + 1
+        ids.add(b.model.model_id)
+    assert len(ids) == 2 + len(SHIPPED)
 
 
 def test_timing_on_a_classification_data_set(tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 from conftest import (
     MODS, assert_classification_ignores_missing, assert_every_pattern_ignores_missing, assert_shared_encoding_matches,
-    classification_task, tiny_batch, tiny_classification_batch, toy_losses,
+    assert_shaspec_segmentation_training, classification_task, tiny_batch, tiny_classification_batch, toy_losses,
 )
 from missbench.core.availability import zero_inputs
 from missbench.core.method import count_parameters
@@ -58,6 +58,7 @@ def test_defaults_are_the_papers_and_training_differs_per_task():
     cls = UL4M4.training_for("classification")
     assert (cls.optimizer, cls.lr, cls.schedule, cls.dropout) == ("adam", 1e-3, "constant", "full")
     assert UL4M4.training_for("segmentation") == method_class("mean_fill").training_for("segmentation")
+    assert_shaspec_segmentation_training(UL4M4.training_for("segmentation"))  # both ShaSpec's, not merely equal
     model = make_cls()
     assert model.output == "labels" and model.stage_steps(100) == [50] and model.stage_steps(2) == [1]
     assert sum(p.numel() for p in model.imputer.parameters()) == 0
