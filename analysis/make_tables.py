@@ -4,9 +4,10 @@
 A thin command line over missbench.report, which reads only the store (never a method, the engine or
 torch) and writes, as Markdown, LaTeX and CSV, each naming the runs it used and those it left out with
 the reason: the 15-row Dice and HD95 tables per protocol, data set, budget and setting, classification
-scores, dedicated vs non-dedicated gaps, the DAO-loss ablation, timing (one table per budget) and run
-costs, optionally beside published numbers; and as PDF + PNG the alpha/beta curves, DAO ablation, timing and
-memory, heat maps, per-case box plots, critical-difference diagrams and the shared/specific feature plot.
+scores, dedicated vs non-dedicated gaps, the DAO-loss ablation, modality value (marginal contribution, Shapley
+value, monotonicity violations), timing (one table per budget) and run costs, optionally beside published numbers;
+and as PDF + PNG the alpha/beta curves, DAO ablation, timing and memory, heat maps (Dice and modality value),
+per-case box plots, critical-difference diagrams and the shared/specific feature plot.
 With ``--site DIR``, also a static results site (missbench/report/site.py) that opens from file://: an index,
 a page per table with its leaderboard, the reproduction ledger and a page per run.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from missbench.report import load_store, to_text  # noqa: E402
+from missbench.report.modality import MARGIN  # noqa: E402
 from missbench.report.render import LAYOUTS  # noqa: E402
 from missbench.report.write import Options, Report, one_line  # noqa: E402
 
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--published", choices=("A", "B"), default=None,
                    help="add published BraTS2018 numbers of this protocol (missbench/report/published.yaml) beside runs of "
                         "the same protocol, and a table of them; never beside other runs")
+    p.add_argument("--margin", type=float, default=MARGIN, metavar="POINTS",
+                   help="modality value: adding a modality that lowers a case's score (Dice or accuracy, in points) by more "
+                        f"than this counts as a monotonicity violation (default {MARGIN:g})")
     p.add_argument("--no-figures", action="store_true", help="tables only")
     p.add_argument("--site", type=Path, default=None, metavar="DIR",
                    help="also write a static results site into DIR (HTML, JSON and figures; opens from file://, no server); "
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         failed += 1
     out = args.out or (args.site / "tables" if args.site is not None else args.results / "tables")
-    report = Report(store, Options(args.et, args.subset, args.latex, args.published, not args.no_figures))
+    report = Report(store, Options(args.et, args.subset, args.latex, args.published, not args.no_figures, args.margin))
     written = report.write(out)
     for table in report.console():
         print("\n" + to_text(table))

@@ -22,8 +22,9 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.textpath import TextPath  # noqa: E402
 
 from missbench.report.load import Store  # noqa: E402
+from missbench.report.modality import MARGIN, modality_values  # noqa: E402
 from missbench.store.run_folder import FEATURES  # noqa: E402
-from missbench.report.model import Pool, canonical_subsets, show  # noqa: E402
+from missbench.report.model import Pool, canonical_subsets, natural_key, show  # noqa: E402
 from missbench.report.stats import PERMUTATIONS, friedman_nemenyi, permutation_chance  # noqa: E402
 from missbench.report.tables import REGIONS, Skip, dao_losses, per_case, seg_values, timing_values  # noqa: E402
 
@@ -91,6 +92,41 @@ def heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET") -> list
             spine.set_visible(False)
     fig.colorbar(im, ax=axes, fraction=0.04, pad=0.02, label=f"mean Dice (%), {lo:.{digits}f} to {hi:.{digits}f}")
     fig.suptitle(f"Dice per subset, {pool.name} (mean over cases, then seeds)")
+    return save(fig, stem, pool.used)
+
+
+def modality_heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET", margin: float = MARGIN) -> list[Path]:
+    """Shapley value of each modality (columns) per method (rows), one panel per region, on one colour scale spanning the
+    values shown; the matched marginal contribution where some subset was not scored (no Shapley value then)."""
+    mv = modality_values(pool, store, et_region, margin)
+    s = mv.summary
+    measure = "shapley" if np.isfinite(s[s.measure == "shapley"].value).all() else "marginal"
+    values = s[s.measure == measure].set_index(["variant", "region", "modality"]).value
+    variants = sorted(set(s.variant), key=natural_key)
+    regions = list(dict.fromkeys(s.region))
+    grids = {r: np.array([[values.get((v, r, q), np.nan) for q in mv.modalities] for v in variants]) for r in regions}
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    lo, hi = (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
+    digits = 1 if hi - lo >= 5 else 2
+    width = COLUMN_IN if len(regions) == 1 else PAGE_IN
+    fig, axes = plt.subplots(1, len(regions), figsize=(width, 0.22 * len(variants) + 0.03 * max(map(len, mv.modalities)) + 1.2),
+                             sharey=True, squeeze=False, layout="constrained")
+    for ax, region in zip(axes[0], regions):
+        im = ax.imshow(grids[region], cmap="cividis", vmin=lo, vmax=hi, aspect="auto")
+        for (i, j), v in np.ndenumerate(grids[region]):
+            if math.isfinite(v):
+                ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=5, in_layout=False, clip_on=True,
+                        color="black" if (v - lo) / (hi - lo) > 0.55 else "white")
+        ax.set_title(region)
+        ax.set_xticks(range(len(mv.modalities)), mv.modalities, rotation=40, ha="right")
+        ax.set_yticks(range(len(variants)), variants)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    name = "Shapley value" if measure == "shapley" else "marginal contribution"
+    fig.colorbar(im, ax=axes[0], fraction=0.04, pad=0.02, label=f"{name} ({mv.unit.split(';')[0]})")
+    fig.suptitle(f"Modality value, {pool.name}: {name} per modality (mean over cases)")
     return save(fig, stem, pool.used)
 
 

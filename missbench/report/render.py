@@ -94,7 +94,8 @@ TEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_\allowb
              "|": r"$|$", "[": "{[}", "]": "{]}", "±": r"$\pm$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "−": "-",
              "–": "--", "—": "---", "×": r"$\times$", "●": r"$\bullet$", "○": r"$\circ$", "α": r"$\alpha$",
              "β": r"$\beta$", "≤": r"$\leq$", "≥": r"$\geq$", "²": r"$^2$", "·": r"$\cdot$", "→": r"$\rightarrow$",
-             "§": r"\S{}", "\"": "''", "é": r"\'e", "ö": r'\"o', "ü": r'\"u', "š": r"\v{s}"}
+             "§": r"\S{}", "∅": r"$\emptyset$", "⊆": r"$\subseteq$", "∖": r"$\setminus$", "Σ": r"$\Sigma$",
+             "\"": "''", "é": r"\'e", "ö": r'\"o', "ü": r'\"u', "š": r"\v{s}"}
 
 
 def tex(text: str) -> str:

@@ -1,6 +1,7 @@
 """The results site: a folder of HTML, JSON and figures that opens from file:// with no server and no network.
 
     index.html            every protocol, data set and budget of the store with the runs used and left out;
+                          the modality-value tables (links into the pool pages);
                           every table (a page per pool), the ledger, the runs no table holds, what could not be
                           made, and every table and figure file (Markdown, LaTeX, CSV, PDF, PNG)
     pools/<pool>.html     a pool's leaderboard (Avg over the subsets per region, its CI where the cases allow,
@@ -539,6 +540,16 @@ class Site:
                  'differs get a table of their own, named by the difference); columns are methods with their parameters.</p>',
                  simple_table(["table", "protocol", "data set", "budget", "setting", "kind", "columns", "runs used", "left out"],
                               rows, left=6, values=values)]
+        made = [o for o in report.outcomes if o.job.kind == "modality" and o.table is not None]
+        body.append("<h2>Modality value</h2>")
+        if made:
+            body += ['<p class="note">What adding each modality does to a model\'s score, from the stored per-case scores: the '
+                     'matched marginal contribution, the Shapley value over the modality lattice and the rate of monotonicity '
+                     'violations, each with a paired case-bootstrap CI (a table and a heat map per pool).</p>',
+                     "<ul>" + "".join(f'<li><a href="{pool_href(o.job.pool, "")}#t-modality">{esc(o.job.pool)}</a></li>'
+                                      for o in made) + "</ul>"]
+        else:
+            body.append("<p>None: no pool scores a model on a subset and on that subset plus one modality.</p>")
         counts = self.counts()
         for axis, title in (("protocol", "Protocols"), ("dataset", "Data sets"), ("budget", "Budgets")):
             rows = [[esc(k), str(c["runs"]), str(c["used"]), str(c["left_out"]),

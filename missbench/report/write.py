@@ -10,6 +10,7 @@ from pathlib import Path
 
 from missbench.report import figures
 from missbench.report.load import Store
+from missbench.report.modality import MARGIN, modality_table
 from missbench.report.model import Pool, Table, pools
 from missbench.report.published import Refused, check_pairing, select
 from missbench.report.render import write_table
@@ -20,13 +21,15 @@ from missbench.report.tables import (Skip, classification_table, cost_table, dao
 @dataclass(frozen=True)
 class Options:
     """What make_tables writes: ET raw or post-processed, the DAO / sweep test subset, the LaTeX layout,
-    published numbers of one BraTS2018 protocol (None: none), and whether figures are drawn."""
+    published numbers of one BraTS2018 protocol (None: none), whether figures are drawn, and the margin (score
+    points) of the modality-value table's monotonicity violations."""
 
     et: str = "ET"
     subset: str = "T1"
     latex: str = "auto"
     published: str | None = None
     figures: bool = True
+    margin: float = MARGIN
 
 
 @dataclass
@@ -103,6 +106,12 @@ class Report:
                            lambda p=p: figures.cd_diagram(p, store, out / f"fig_ranks_{p.name}", opt.et))]
         result += [Job(f"classification {p.name}", p.name, "classification", False, lambda p=p: classification_table(p, store))
                    for p in self.pools if self.kinds[p.name] == "classification"]
+        for p in self.pools:
+            if self.kinds[p.name] in ("segmentation", "classification"):
+                result += [Job(f"modality value {p.name}", p.name, "modality", False,
+                               lambda p=p: modality_table(p, store, opt.et, opt.margin)),
+                           Job(f"modality value figure {p.name}", p.name, "modality_figure", True,
+                               lambda p=p: figures.modality_heatmap(p, store, out / f"fig_modality_{p.name}", opt.et, opt.margin))]
         for p in seg:
             if p.mode == "dedicated":
                 result.append(Job(f"dedicated vs non-dedicated {p.name}", p.name, "gap", False,
