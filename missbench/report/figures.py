@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.textpath import TextPath  # noqa: E402
 
@@ -64,6 +65,31 @@ def param_name(key: str) -> str:
     return GREEK.get(key, key)
 
 
+def grid_range(grids: dict[str, np.ndarray], empty: tuple[float, float]) -> tuple[float, float]:
+    """The colour scale of heat-map panels: the finite values' range (widened by 0.5 when flat), ``empty`` without any."""
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else empty
+    return (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
+
+
+def annotated_grid(ax: plt.Axes, grid: np.ndarray, scale: tuple[float, float], digits: int, title: str, columns: list[str],
+                   rows: list[str]) -> AxesImage:
+    """One heat-map panel: ``grid`` (rows x columns) coloured on ``scale``, each finite value printed in its cell."""
+    lo, hi = scale
+    im = ax.imshow(grid, cmap="cividis", vmin=lo, vmax=hi, aspect="auto")
+    for (i, j), v in np.ndenumerate(grid):
+        if math.isfinite(v):
+            ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=5, in_layout=False, clip_on=True,
+                    color="black" if (v - lo) / (hi - lo) > 0.55 else "white")
+    ax.set_title(title)
+    ax.set_xticks(range(len(columns)), columns, rotation=40, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return im
+
+
 def heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET") -> list[Path]:
     """Mean Dice (%) per subset (rows) and column (variant), one panel per region, on one colour scale
     spanning the values shown (not 0-100, which would hide their differences)."""
@@ -72,24 +98,12 @@ def heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET") -> list
     variants = [c.label for c in pool.columns if c.label in set(d.column)]
     mean = d.groupby(["column", "seed", "eval_subset", "region"]).value.mean().groupby(level=["column", "eval_subset", "region"]).mean()
     grids = {r: np.array([[mean.get((v, s, r), np.nan) for v in variants] for s in labels]) for r in REGIONS}
-    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 100.0)
-    lo, hi = (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
+    lo, hi = grid_range(grids, (0.0, 100.0))
     digits = 0 if hi - lo >= 20 else 1
     height = 0.16 * len(labels) + 0.03 * max(map(len, variants)) + 1.1  # rows, rotated column names, title
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_IN, height), sharey=True, layout="constrained")
     for ax, region in zip(axes, REGIONS):
-        im = ax.imshow(grids[region], cmap="cividis", vmin=lo, vmax=hi, aspect="auto")
-        for (i, j), v in np.ndenumerate(grids[region]):
-            if math.isfinite(v):
-                ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=5, in_layout=False, clip_on=True,
-                        color="black" if (v - lo) / (hi - lo) > 0.55 else "white")
-        ax.set_title(region)
-        ax.set_xticks(range(len(variants)), variants, rotation=40, ha="right")
-        ax.set_yticks(range(len(labels)), labels)
-        ax.tick_params(length=0)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        im = annotated_grid(ax, grids[region], (lo, hi), digits, region, variants, labels)
     fig.colorbar(im, ax=axes, fraction=0.04, pad=0.02, label=f"mean Dice (%), {lo:.{digits}f} to {hi:.{digits}f}")
     fig.suptitle(f"Dice per subset, {pool.name} (mean over cases, then seeds)")
     return save(fig, stem, pool.used)
@@ -105,25 +119,13 @@ def modality_heatmap(pool: Pool, store: Store, stem: Path, et_region: str = "ET"
     variants = sorted(set(s.variant), key=natural_key)
     regions = list(dict.fromkeys(s.region))
     grids = {r: np.array([[values.get((v, r, q), np.nan) for q in mv.modalities] for v in variants]) for r in regions}
-    finite = np.concatenate([g[np.isfinite(g)] for g in grids.values()])
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    lo, hi = (lo - 0.5, hi + 0.5) if hi - lo < 1e-9 else (lo, hi)
+    lo, hi = grid_range(grids, (0.0, 1.0))
     digits = 1 if hi - lo >= 5 else 2
     width = COLUMN_IN if len(regions) == 1 else PAGE_IN
     fig, axes = plt.subplots(1, len(regions), figsize=(width, 0.22 * len(variants) + 0.03 * max(map(len, mv.modalities)) + 1.2),
                              sharey=True, squeeze=False, layout="constrained")
     for ax, region in zip(axes[0], regions):
-        im = ax.imshow(grids[region], cmap="cividis", vmin=lo, vmax=hi, aspect="auto")
-        for (i, j), v in np.ndenumerate(grids[region]):
-            if math.isfinite(v):
-                ax.text(j, i, f"{v:.{digits}f}", ha="center", va="center", fontsize=5, in_layout=False, clip_on=True,
-                        color="black" if (v - lo) / (hi - lo) > 0.55 else "white")
-        ax.set_title(region)
-        ax.set_xticks(range(len(mv.modalities)), mv.modalities, rotation=40, ha="right")
-        ax.set_yticks(range(len(variants)), variants)
-        ax.tick_params(length=0)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        im = annotated_grid(ax, grids[region], (lo, hi), digits, region, mv.modalities, variants)
     name = "Shapley value" if measure == "shapley" else "marginal contribution"
     fig.colorbar(im, ax=axes[0], fraction=0.04, pad=0.02, label=f"{name} ({mv.unit.split(';')[0]})")
     fig.suptitle(f"Modality value, {pool.name}: {name} per modality (mean over cases)")
