@@ -40,6 +40,20 @@ def write(path, text):
 
 # --- resources -------------------------------------------------------------------------------
 
+def test_the_command_line_s_resources_reach_the_slurm_executor():
+    """--resource flags become the options' resources (a new Options field once took them positionally, so every
+    array ran at the defaults), and a training run still trains."""
+    from missbench.cli.run import execution_options, run_parser
+
+    args = run_parser().parse_args(["--methods", "zero_fill", "--executor", "slurm", "--resource", "cpus=3",
+                                    "--resource", "time=01:00:00", "--resource", "partition=gpu"])
+    opts = execution_options(args, load_protocol(registry.protocol_path("non_dedicated")), ["zero_fill"], dry=True)
+    res = opts.resources("zero_fill")
+    assert (res["cpus"], res["time"], res["partition"]) == (3, "01:00:00", "gpu") and opts.train is True
+    with pytest.raises(TypeError):
+        Options("slurm")  # keyword-only
+
+
 def test_resources_merge_defaults_file_method_protocol_flags(tmp_path):
     f = write(tmp_path / "r.yaml", 'partition: gpu\ntime: "08:00:00"\ncpus: 8\nsetup: [module load cuda]\n'
                                    'sbatch: {mail-type: FAIL}\nmethods:\n  rfnet: {time: "1-00:00:00", mem: 64G}\n')
@@ -289,7 +303,7 @@ def test_slurm_submission_is_one_array_per_resource_profile_split_under_max_arra
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
     specs = [smoke_spec(m).with_model(seed=s) for m in ("zero_fill", "shaspec") for s in range(5)]
     res = {"zero_fill": resolve("zero_fill", None, {}, {}), "shaspec": resolve("shaspec", None, {}, {"time": "1-00:00:00", "cpus": 4})}
-    opts = Options("slurm", array_parallelism=3, max_array_size=2, resources=lambda m: res[m])
+    opts = Options(executor="slurm", array_parallelism=3, max_array_size=2, resources=lambda m: res[m])
     submit_slurm(jobs(specs), tmp_path, Execution(), opts, lambda line: None)
     assert [len(ids) for _, ids, _ in arrays] == [2, 2, 1, 2, 2, 1]
     assert all(p["timeout_min"] == 240 and p["cpus_per_task"] == 2 and t == 2 for p, _, t in arrays[:3])

@@ -20,8 +20,8 @@ from conftest import CHECKOUT
 from missbench.experiment import registry
 from missbench.cli import main
 from missbench.store.run_folder import load_rows
+from missbench.store.state import LIVE, State
 from missbench.store.sweep import cancel, states
-
 
 
 def no_cluster() -> str:
@@ -68,7 +68,7 @@ def wait_until(condition, timeout: float, what: str, poll: float = 1.0) -> None:
 
 
 def ended(sweep: Path) -> bool:
-    return all(r.state not in ("pending", "running") for r in states(sweep))
+    return all(r.state not in LIVE for r in states(sweep))
 
 
 @pytest.fixture
@@ -85,11 +85,11 @@ def test_dedicated_array_job_gives_the_inline_rows_and_status_collect_work_later
     t0 = time.time()
     submitted = bench(*args, *SLURM, "--out", str(sweeps / "slurm"))
     assert submitted.returncode == 0, submitted.stderr
-    assert "30 runs queued" in submitted.stdout and time.time() - t0 < 60  # returns once queued
+    assert "30 models queued" in submitted.stdout and time.time() - t0 < 60  # returns once queued
     assert len(json.loads((sweeps / "slurm" / "jobs.json").read_text())["runs"]) == 30
     wait_until(lambda: ended(sweeps / "slurm"), 900, "the array did not finish")
     status = bench("status", str(sweeps / "slurm"))
-    assert status.returncode == 0 and "30 runs: 30 done" in status.stdout
+    assert status.returncode == 0 and "30 models: 30 done" in status.stdout
     collected = bench("collect", str(sweeps / "slurm"))
     assert collected.returncode == 0 and "Avg" in collected.stdout
     pd.testing.assert_frame_equal(sorted_rows(pd.read_parquet(sweeps / "slurm" / "collected.parquet")),
@@ -109,20 +109,20 @@ def test_two_submissions_at_once_queue_each_run_once_and_jobs_json_keeps_every_j
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     text = "".join(out for out, _ in outs)
-    assert text.count("submitted 3 runs as SLURM array job") == 1 and text.count(": already ") == 3, text
+    assert text.count("submitted 3 models as SLURM array job") == 1 and text.count(": already ") == 3, text
     jobs = json.loads((sweeps / "s" / "jobs.json").read_text())["runs"]
     assert len(jobs) == 3 and len({j["job_id"].split("_")[0] for j in jobs.values()}) == 1
     wait_until(lambda: ended(sweeps / "s"), 900, "the array did not finish")
-    runs = [sweeps / "s" / run_id for run_id in jobs]
-    assert all((r / "DONE").exists() and (r / "log.txt").read_text().count(f"run {r.name}: zero_fill on") == 1 for r in runs)
+    models = [sweeps / "s" / model_id for model_id in jobs]
+    assert all((m / "DONE").exists() and (m / "log.txt").read_text().count(f"model {m.name}: zero_fill on") == 1 for m in models)
 
 
 def test_a_failing_run_fails_its_job_alone_and_is_reported_with_its_log(sweeps):
     out = bench("--protocol", "non_dedicated", "--methods", "shaspec,zero_fill", "--param", "shaspec.alpha=1e30",
                 *COMMON, *SLURM, "--wait", "--out", str(sweeps / "s"))
     assert out.returncode == 1, out.stderr
-    assert "2 runs: 1 failed, 1 done" in out.stdout
-    failed = next(r for r in states(sweeps / "s") if r.state == "failed")
+    assert "2 models: 1 failed, 1 done" in out.stdout
+    failed = next(r for r in states(sweeps / "s") if r.state == State.FAILED)
     assert f"log {failed.log}" in out.stdout and "FloatingPointError" in failed.log.read_text()
     job = subprocess.run(["scontrol", "show", "job", failed.job_id], capture_output=True, text=True).stdout
     assert "JobState=FAILED" in job  # the task re-raised: SLURM sees the failure too
@@ -145,14 +145,14 @@ def test_a_preempted_run_checkpoints_requeues_and_ends_with_the_uninterrupted_nu
     assert main([*args, "--out", str(sweeps / "inline")]) == 0
     assert bench(*args, *SLURM, "--out", str(sweeps / "slurm")).returncode == 0
     (run,) = states(sweeps / "slurm")
-    log = sweeps / "slurm" / run.run_id / "log.txt"
+    log = sweeps / "slurm" / run.model_id / "log.txt"
     wait_until(lambda: log.exists() and "iteration 10 " in log.read_text(), 180, "training did not start", poll=0.1)
     subprocess.run(["scancel", "--signal=USR2", run.job_id], check=True)  # what a preemption sends first
     wait_until(lambda: ended(sweeps / "slurm"), 300, "the requeued run did not finish")
     text = log.read_text()
     step = int(re.search(r"saved the state at iteration (\d+) on request", text).group(1))
     assert 10 <= step < iterations and f"at iteration {step}" in text.split("resumed from")[1].splitlines()[0]
-    meta = json.loads((sweeps / "slurm" / run.run_id / "meta.json").read_text())
+    meta = json.loads((sweeps / "slurm" / run.model_id / "meta.json").read_text())
     assert meta["slurm"]["slurm_restart_count"] == "1"
     pd.testing.assert_frame_equal(load_rows(sweeps / "inline"), load_rows(sweeps / "slurm"))
 
@@ -165,13 +165,13 @@ def test_cancel_from_a_fresh_process_stops_the_queued_runs(sweeps):
     out = bench("cancel", str(sweeps / "s"))
     assert out.returncode == 0 and "cancelled 2 jobs" in out.stdout
     wait_until(lambda: ended(sweeps / "s"), 60, "cancelled jobs still queued")
-    assert {r.state for r in states(sweeps / "s")} == {"stopped"}
+    assert {r.state for r in states(sweeps / "s")} == {State.STOPPED}
     assert bench("status", str(sweeps / "s")).stdout.count("stopped") >= 2
 
 
 def test_a_refused_submission_is_one_line_and_exit_2(sweeps):
     out = bench("--methods", "zero_fill", *COMMON, *SLURM, "--resource", "partition=nosuch", "--out", str(sweeps / "s"))
-    assert out.returncode == 2 and "bench.py: error: sbatch refused the array of 1 runs" in out.stderr
+    assert out.returncode == 2 and "bench.py: error: sbatch refused the array of 1 models" in out.stderr
     assert "nosuch" in out.stderr.splitlines()[-1]
 
 

@@ -141,7 +141,7 @@ def run_command(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     done = execute(specs, sweep, exe, opts, lambda line: print(line, flush=True))
     if not done.ended:
-        print(f"\n{len(done.todo)} jobs queued; `python bench.py status {sweep}` shows their states, "
+        print(f"\n{len(done.todo)} models queued; `python bench.py status {sweep}` shows their states, "
               f"`python bench.py collect {sweep}` gathers the results")
         return 1 if any(state.state is State.FAILED for state in done.left.values()) else 0
     return report(sweep, [s.run_id for s in specs])
@@ -194,6 +194,6 @@ def execution_options(args: argparse.Namespace, protocol: Protocol, methods: lis
         raise UsageError(f"{root()} has uncommitted changes" + (f" (untracked: {', '.join(untracked)})" if untracked else "")
                          + ", which queued SLURM jobs would pick up when they start; commit them or pass --allow-dirty "
                          "(meta.json records the dirty flag)")
-    return Options(args.executor, args.jobs, args.array_parallelism, args.max_array_size, args.wait, args.force,
-                   args.rerun_failed, args.threads,
-                   lambda m: resolve_resources(m, file, protocol.slurm, flags))
+    return Options(executor=args.executor, jobs=args.jobs, array_parallelism=args.array_parallelism,
+                   max_array_size=args.max_array_size, wait=args.wait, force=args.force, rerun_failed=args.rerun_failed,
+                   threads=args.threads, resources=lambda m: resolve_resources(m, file, protocol.slurm, flags))

@@ -32,9 +32,10 @@ class SubmissionError(RuntimeError):
     """The scheduler refused a submission."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Options:
-    """How to execute: executor, concurrency, per-method resources and what to rerun."""
+    """How to execute: executor, concurrency, per-method resources and what to rerun. Keyword-only: a field added
+    here never shifts a caller's values into its neighbour (as ``train`` once took the resources)."""
 
     executor: str = "inline"
     jobs: int = 1

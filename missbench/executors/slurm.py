@@ -57,9 +57,9 @@ def submit_slurm(todo: list[Job], sweep: Path, exe: Execution, opts: Options, sa
                 try:
                     submitted = executor.map_array(task, chunk)
                 except FailedJobError as e:  # sbatch refused it: a bad partition, account, time...
-                    raise SubmissionError(f"sbatch refused the array of {len(chunk)} runs: {' '.join(str(e).split())}") from None
+                    raise SubmissionError(f"sbatch refused the array of {len(chunk)} models: {' '.join(str(e).split())}") from None
                 record_jobs(sweep, "slurm", [(job, j.job_id, j.paths.stderr) for job, j in zip(chunk, submitted)])
-                say(f"submitted {len(chunk)} runs as SLURM array job {submitted[0].job_id.split('_')[0]} "
+                say(f"submitted {len(chunk)} models as SLURM array job {submitted[0].job_id.split('_')[0]} "
                     f"({res['time']}, {res['cpus']} CPUs, {res['gpus']} GPUs)")
 
 
