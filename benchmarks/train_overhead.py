@@ -82,7 +82,7 @@ def main() -> int:
                 t0 = time.perf_counter()
             if i - 3 in stages:
                 fit_stage(method, stages.index(i - 3), stage_data, every, exe)
-            loss = sum(method(x, a, y).losses.values())
+            loss = sum(method.training_output(x, a, y).losses.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

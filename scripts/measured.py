@@ -6,7 +6,8 @@ this machine and rewrite the section between its markers with what they gave, th
     python scripts/measured.py --only main,benchmarks
     python scripts/measured.py --budget smoke --readme /tmp/README.md   # a quick trial of the mechanics
 
-Runs go to results/measured/<job>/ and are skipped when done, like any sweep; --fresh deletes them first.
+Runs go to results/measured/<job>/ and are skipped when done, like any sweep, so an interrupted call resumes (the
+sweeps' costs are read from their models' meta.json, not from this call's clock); --fresh deletes them first.
 Nothing in the section is typed by hand: a figure that is not produced here is not in the README.
 """
 
@@ -44,11 +45,11 @@ def run(cmd: list[str]) -> tuple[str, float, float]:
     return res.stdout, wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def sweep_command(words: list[str], sweep: Path, budget: str | None) -> tuple[str, float]:
-    """Run ``python bench.py <words>`` into ``sweep`` (and the trial budget, if any); returns (the command as the
-    README shows it, wall seconds)."""
-    _, wall, _ = run(["python", "bench.py", *words, "--out", str(sweep), "--no-progress", *(["--budget", budget] if budget else [])])
-    return "python bench.py " + " ".join(words), wall
+def sweep_command(words: list[str], sweep: Path, budget: str | None) -> str:
+    """Run ``python bench.py <words>`` into ``sweep`` (and the trial budget, if any); returns the command as the README
+    shows it."""
+    run(["python", "bench.py", *words, "--out", str(sweep), "--no-progress", *(["--budget", budget] if budget else [])])
+    return "python bench.py " + " ".join(words)
 
 
 def seg_summary(rows: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:
@@ -79,12 +80,23 @@ def run_seconds(sweep: Path) -> dict[str, dict[str, float]]:
     return {m: pd.DataFrame(t).mean().to_dict() for m, t in per.items()}
 
 
+def compute_minutes(sweep: Path) -> str:
+    """The models of ``sweep`` and their training plus evaluation time in all, from their meta.json: what its commands
+    cost, the same whether this script trained them now or an earlier, interrupted call did (models are never redone)."""
+    spent, n = 0.0, 0
+    for folder in sweep_models(sweep):
+        if folder.is_done():
+            n += 1
+            spent += folder.meta()["timings"].get("train_seconds", 0.0)
+            spent += sum(s.meta()["timings"].get("eval_seconds", 0.0) for s in folder.scores() if s.is_done())
+    return f"{n} models, {spent / 60:.1f} min of training and evaluation in all (their meta.json)"
+
+
 def main_job(budget: str | None) -> list[str]:
     sweep = OUT / "main"
-    lines = []
-    for methods in ("shaspec,zero_fill", "shaspec,smil"):
-        cmd, wall = sweep_command(["--protocol", "non_dedicated", "--methods", methods, "--seeds", "0,1,2"], sweep, budget)
-        lines.append(f"- `{cmd}`: {wall / 60:.1f} min (models done before are skipped).")
+    commands = [sweep_command(["--protocol", "non_dedicated", "--methods", methods, "--seeds", "0,1,2"], sweep, budget)
+                for methods in ("shaspec,zero_fill", "shaspec,smil")]
+    lines = [f"- `{commands[0]}`, then `{commands[1]}` (shaspec's models are reused): {compute_minutes(sweep)}."]
     dice, secs = seg_summary(load_rows(sweep)), run_seconds(sweep)
     lines.append("  Avg Dice (%) over the 15 subsets, ET / TC / WT, and the full-modality WT, mean ± std over the 3 seeds "
                  "(the README's main command trains seed 0 alone):")
@@ -101,13 +113,13 @@ def classification(budget: str | None) -> list[str]:
     lines = []
     for protocol, methods in (("audio_rate", "shaspec,smil,zero_fill"), ("missing_slots", "ul4m4,smil,shaspec,cmml,hemis,uhved")):
         sweep = OUT / protocol
-        cmd, wall = sweep_command(["--protocol", protocol, "--methods", methods, "--threads", "1"], sweep, budget)
+        cmd = sweep_command(["--protocol", protocol, "--methods", methods, "--threads", "1"], sweep, budget)
         rows = load_rows(sweep)
         correct = rows[rows.metric == "correct"]
         acc = correct.groupby(["variant", "missing_rate"]).value.mean().unstack("missing_rate") * 100
         rate = "r (share of training samples with audio)" if protocol == "audio_rate" else "p (slot-missing probability)"
         n_test = correct.groupby(["run_id", "condition"]).size().max()
-        lines.append(f"- `{cmd}`: {wall / 60:.1f} min; test accuracy (%) at {rate} = "
+        lines.append(f"- `{cmd}`: {compute_minutes(sweep)}; test accuracy (%) at {rate} = "
                      + " / ".join(f"{r:g}" for r in acc.columns) + f", {n_test} test samples per condition "
                      f"(one sample is {100 / n_test:.2f} points):")
         lines += [f"  {m} " + " / ".join(f"{v:.1f}" for v in acc.loc[m]) + f" (mean {acc.loc[m].mean():.1f})" for m in acc.index]
