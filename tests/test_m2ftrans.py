@@ -17,6 +17,7 @@ import torch
 
 from conftest import CHECKOUT, MODS, assert_shared_encoding_matches, tiny_batch
 from missbench.core.availability import zero_inputs
+from missbench.engine import contract
 from missbench.core.method import build_on_meta, count_parameters
 from missbench.core.subsets import all_subsets
 from missbench.experiment.registry import method_class
@@ -97,15 +98,9 @@ def test_loss_falls_on_a_toy_problem(task):
     model = make(task, dropout=0.0).train()
     x, y = tiny_batch(size=16)
     x[:, 0] += 3 * (y > 0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     available = torch.ones(2, 4, dtype=torch.bool)
-    losses = []
-    for _ in range(20):
-        loss = sum(model(x, available, y).losses.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    # the engine's training step, as `bench.py check` runs it (missbench.engine.contract.toy_training)
+    losses = [h["total"] for h in contract.toy_training(model, x, y, lambda step: available, 20, stages=False, lr=1e-2)]
     assert losses[-1] < 0.8 * losses[0]
 
 
