@@ -24,6 +24,22 @@ from missbench.testing import (  # noqa: E402, F401 - the helpers a method's tes
     classification_task, classification_toy_losses, tiny_batch, tiny_classification_batch, toy_losses)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (opt-in: .ci/run runs them as a step of their own)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked slow are skipped, with the reason, unless ``--slow`` asks for them: the README's test
+    command stays a few minutes of CPU while CI still runs every check."""
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="marked slow (opt-in): python -m pytest --slow runs it, as .ci/run does")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(1)
@@ -42,6 +58,26 @@ def default_flags():
 @pytest.fixture
 def task():
     return get_task("segmentation")
+
+
+def bench_here(*args: str):
+    """``bench.py ARGS`` run by this process's main, as a subprocess.CompletedProcess (exit status, stdout, stderr):
+    a command without the second or so a fresh process spends importing torch. The root is chosen afresh as in a
+    new process (``--root``, $MISSBENCH_ROOT, the working folder); main does not keep it. A plugin file is imported
+    once per process, so a command that must see an edited plugin runs in a fresh process instead."""
+    import contextlib
+    import io
+    import subprocess
+
+    from missbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code
+    return subprocess.CompletedProcess(["bench.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def make_root(folder: Path, methods: dict[str, str]) -> Path:

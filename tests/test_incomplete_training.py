@@ -177,24 +177,45 @@ def test_a_method_trains_on_exactly_the_modalities_of_each_case(tmp_path, monkey
 
 # --- the shipped protocols, end to end --------------------------------------------------------------
 
+#: Two methods run the shipped protocols whole (their grid points, mask sharing and records); every segmentation
+#: method trains on PASSION's mr1379 masks (per-modality masks leave cases with any one to four modalities, which
+#: mnar's T1c-only masks never do), through a protocol that inherits passion_rates with that one vector.
+WHOLE = ["zero_fill", "shaspec"]
+
+
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
-    """Both new protocols at the smoke budget, every segmentation method at its small width, one CPU thread."""
+    """The shipped protocols at the smoke budget for `WHOLE`, and every segmentation method on mr1379
+    ("every_method"), each at its small width and on one CPU thread."""
     out = tmp_path_factory.mktemp("incomplete")
-    small = [f"--param={m}.{k}={v}" for m in SEGMENTATION for k, v in SMALL.get(m, {}).items()]
-    for protocol in ("passion_rates", "mnar"):
-        assert main(["--protocol", protocol, "--budget", "smoke", "--methods", ",".join(SEGMENTATION), *small,
-                     "--threads", "1", "--no-progress", "--out", str(out / protocol)]) == 0
+    every = out / "mr1379.yaml"
+    every.write_text("inherit: passion_rates\ndescription: mr1379 only\nmissing: {scheme: per_modality, rates: [%s]}\n"
+                     % VECTOR)
+    for protocol, methods, folder in (("passion_rates", WHOLE, "passion_rates"), ("mnar", WHOLE, "mnar"),
+                                      (str(every), SEGMENTATION, "every_method")):
+        small = [f"--param={m}.{k}={v}" for m in methods for k, v in SMALL.get(m, {}).items()]
+        assert main(["--protocol", protocol, "--budget", "smoke", "--methods", ",".join(methods), *small,
+                     "--threads", "1", "--no-progress", "--out", str(out / folder)]) == 0
     return out
 
 
-@pytest.mark.parametrize("protocol, points", [("passion_rates", 2), ("mnar", 1)])
-def test_new_protocols_run_every_segmentation_method_on_the_same_masks(sweeps, protocol, points):
+def test_every_segmentation_method_trains_on_per_modality_masks(sweeps):
     assert {"shaspec", "rfnet", "mmformer", "m2ftrans", "zero_fill"} <= set(SEGMENTATION)
+    rows = load_rows(sweeps / "every_method")
+    dice = rows[rows.metric == "dice"]
+    assert dice.groupby("method").eval_subset.nunique().to_dict() == dict.fromkeys(SEGMENTATION, 15)
+    assert dice.value.between(0, 1).all()
+    assert rows.mask_hash.nunique() == 1  # one mask set for every method
+    lost = next(iter(sweep_models(sweeps / "every_method"))).meta()["missing_by_modality"]["train"]
+    assert sum(rate > 0 for rate in lost.values()) >= 2  # the cases lack different modalities, not one alone
+
+
+@pytest.mark.parametrize("protocol, points", [("passion_rates", 2), ("mnar", 1)])
+def test_new_protocols_run_on_the_same_masks_for_every_method(sweeps, protocol, points):
     rows = load_rows(sweeps / protocol)
     dice = rows[rows.metric == "dice"]
     assert dice.groupby("model_id").eval_subset.nunique().eq(15).all()
-    assert dice.groupby("method").model_id.nunique().to_dict() == dict.fromkeys(SEGMENTATION, points)
+    assert dice.groupby("method").model_id.nunique().to_dict() == dict.fromkeys(WHOLE, points)
     assert dice.value.between(0, 1).all()
     hashes: dict[str, set[str]] = {}
     for folder in sweep_models(sweeps / protocol):

@@ -22,8 +22,9 @@ from missbench.report.render import LAYOUTS, TEX_PACKAGES, tex  # noqa: E402
 from report_store import fake_classification_run, fake_run, fake_timing_run  # noqa: E402
 
 PDFLATEX = shutil.which("pdflatex")
-pytestmark = pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: apt-get install "
-                                "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: apt-get install "
+                                 "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")]
 #: Overfull boxes up to this width (pt) are tolerated; anything wider sticks out of the column.
 TOLERANCE_PT = 2.0
 #: The smallest scale a table may be printed at, and the most lines a caption may take.

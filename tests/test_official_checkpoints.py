@@ -355,6 +355,7 @@ def code_shaspec_fusion(state: dict[str, torch.Tensor], features: list, mode: li
     return torch.cat(logits)
 
 
+@pytest.mark.slow
 def test_shaspec_official_checkpoint_computes_the_code_function(task):
     """At the official backbone's size (it has no width parameter; 187.7M parameters), float32, on the smallest
     patch its decoder divides exactly with two voxels at layer4 (16 x 32 x 64)."""

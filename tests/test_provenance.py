@@ -69,3 +69,22 @@ def test_a_plugin_is_hashed_as_it_was_imported(tmp_path, monkeypatch):
     classes = (registry.method_class("zero_fill"), registry.dataset_class("brats_synthetic"))  # imported, as a run does
     (root / "methods" / "zero_fill.py").write_text(source + "\n# edited while the run runs\n")
     assert plugin_files(spec.protocol, classes)["methods/zero_fill.py"] == hashlib.sha256(source.encode()).hexdigest()
+
+
+def test_versions_are_read_once_and_each_run_gets_its_own_copy(monkeypatch):
+    """The installed distributions are scanned once per process (about 0.1 s a scan, two per run); a meta.json
+    that edits its versions must not change the next run's."""
+    from importlib import metadata
+
+    from missbench.store import provenance
+
+    first = provenance.versions()
+    assert first["torch"] and "distributions, sha256 " in first["installed"]
+    first["torch"] = "edited"
+
+    def scanned_again():
+        raise AssertionError("the distributions were scanned again")
+
+    monkeypatch.setattr(metadata, "distributions", scanned_again)
+    again = provenance.versions()
+    assert again["torch"] != "edited" and again["installed"] == provenance.versions()["installed"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHECKOUT, make_root
+from conftest import CHECKOUT, bench_here, make_root
 from missbench.executors.environment import importable
 from missbench.experiment import root as benchmark_root
 from missbench.experiment.root import RootError, root, use_root
@@ -27,10 +27,16 @@ def my_root(folder: Path) -> Path:
     return make_root(folder, {"my_fill.py": text})
 
 
-def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """This checkout's bench.py in a fresh process started in ``cwd``, with no root in the environment."""
-    env = {k: v for k, v in os.environ.items() if k != benchmark_root.ENV}
-    return subprocess.run([sys.executable, str(CHECKOUT / "bench.py"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+@pytest.fixture
+def bench(monkeypatch):
+    """``bench(*args, cwd=folder)``: bench.py as started in ``folder`` with no root in the environment (run by this
+    process's main, which chooses the root afresh for each command, as a new process would)."""
+    def started_in(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(cwd)
+        monkeypatch.delenv(benchmark_root.ENV, raising=False)
+        return bench_here(*args)
+
+    return started_in
 
 
 def test_pytest_in_another_checkout_imports_and_uses_that_checkout(tmp_path):
@@ -78,7 +84,7 @@ def test_the_root_is_chosen_by_flag_then_environment_then_folder_then_checkout(t
         root()
 
 
-def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path):
+def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path, bench):
     mine = my_root(tmp_path / "mine")
     listing = bench("list", "--methods", cwd=mine)
     assert listing.returncode == 0, listing.stderr
@@ -94,7 +100,7 @@ def test_bench_uses_the_plugins_and_results_of_the_folder_it_stands_in(tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not a benchmark root" in bad.stderr
 
 
-def test_a_root_holding_one_new_method_runs_it_beside_a_shipped_one_with_the_shipped_protocol(tmp_path):
+def test_a_root_holding_one_new_method_runs_it_beside_a_shipped_one_with_the_shipped_protocol(tmp_path, bench):
     """The root has only methods/my_fill.py: the shipped methods, data sets and protocols stay visible."""
     mine = tmp_path / "mine"
     (mine / "methods").mkdir(parents=True)
@@ -110,7 +116,7 @@ def test_a_root_holding_one_new_method_runs_it_beside_a_shipped_one_with_the_shi
     assert meta["git_sha"] is None and str(CHECKOUT / "methods" / "shaspec.py") in meta["plugin_files"]
 
 
-def test_a_root_hides_shipped_plugins_on_purpose(tmp_path):
+def test_a_root_hides_shipped_plugins_on_purpose(tmp_path, bench):
     mine = tmp_path / "mine"
     (mine / "methods").mkdir(parents=True)
     (mine / "methods" / "my_fill.py").write_text((CHECKOUT / "methods" / "zero_fill.py").read_text().replace(
@@ -141,7 +147,7 @@ def test_jobs_inherit_the_root_and_this_checkouts_package(tmp_path, monkeypatch)
     assert os.environ[benchmark_root.ENV] == str(CHECKOUT) and os.environ["PYTHONPATH"] == "/elsewhere"
 
 
-def test_a_local_job_finds_a_method_that_only_the_root_has(tmp_path):
+def test_a_local_job_finds_a_method_that_only_the_root_has(tmp_path, bench):
     """The job runs in a subprocess: it reads the method from the submitting process's root."""
     mine = my_root(tmp_path / "mine")
     run = bench(*SMOKE, "--methods", "my_fill", "--executor", "local", cwd=mine)

@@ -41,7 +41,6 @@ if NO_CLUSTER and os.environ.get("MISSBENCH_REQUIRE_SLURM"):  # CI's SLURM step:
     raise RuntimeError(f"MISSBENCH_REQUIRE_SLURM is set but {NO_CLUSTER}")
 pytestmark = [
     pytest.mark.skipif(bool(NO_CLUSTER), reason=NO_CLUSTER),
-    pytest.mark.slow,
     pytest.mark.slurm,
 ]
 #: One CPU per task and one torch thread on both paths, so the float sums (and rows) match.

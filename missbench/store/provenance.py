@@ -10,6 +10,7 @@ import resource
 import socket
 import subprocess
 import sys
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,14 @@ def file_hashes(paths: list[Path], root: Path, taken: dict[Path, str] | None = N
 
 def versions() -> dict[str, str | None]:
     """Python's and the main packages' versions, and a SHA-256 of every installed distribution's name and
-    version (``installed``): two runs whose environments differ in any package differ there."""
+    version (``installed``): two runs whose environments differ in any package differ there. Read once per
+    process (scanning every distribution costs about 0.1 s a call): what a process has imported does not change
+    when a package is installed beside it, so the first reading is the environment its runs use."""
+    return dict(_versions())
+
+
+@cache
+def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
