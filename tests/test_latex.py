@@ -22,9 +22,8 @@ from missbench.report.render import LAYOUTS, TEX_PACKAGES, tex  # noqa: E402
 from report_store import fake_classification_run, fake_run, fake_timing_run  # noqa: E402
 
 PDFLATEX = shutil.which("pdflatex")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: apt-get install "
-                                 "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")]
+pytestmark = pytest.mark.skipif(PDFLATEX is None, reason="pdflatex is not installed (Debian: apt-get install "
+                                "texlive-latex-base texlive-latex-recommended texlive-fonts-recommended)")
 #: Overfull boxes up to this width (pt) are tolerated; anything wider sticks out of the column.
 TOLERANCE_PT = 2.0
 #: The smallest scale a table may be printed at, and the most lines a caption may take.
@@ -102,6 +101,7 @@ def measured(log: str) -> tuple[list[tuple[str, float]], list[tuple[str, int]]]:
     return scales, captions
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_table_compiles_and_fits_a_two_column_page(store, tmp_path, layout):
     out = tmp_path / layout
