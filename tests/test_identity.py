@@ -73,8 +73,8 @@ def bench(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(CHECKOUT / "bench.py"), *args, "--root", str(root)], capture_output=True, text=True)
 
 
-def before_edits(root: Path, *args: str) -> subprocess.CompletedProcess:
-    """bench.py in this process, for the commands before a plugin is edited (see `bench`)."""
+def in_process(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """bench.py in this process: what a command after a plugin edit cannot use (see `bench`)."""
     return bench_here(*args, "--root", str(root))
 
 
@@ -84,7 +84,7 @@ def test_an_edited_method_is_another_model_and_never_pools_with_the_old_code(tmp
     source = (CHECKOUT / "methods" / "zero_fill.py").read_text()
     root = make_root(tmp_path / "root", {"zero_fill.py": source})
     sweep = root / "results" / "s"
-    first = before_edits(root, "--methods", "zero_fill", *SMOKE, "--seeds", "0,1", "--out", str(sweep))
+    first = in_process(root, "--methods", "zero_fill", *SMOKE, "--seeds", "0,1", "--out", str(sweep))
     assert first.returncode == 0, first.stderr
     edited = source.replace('defaults = {"width": 8,', 'defaults = {"width": 4,')
     assert edited != source
@@ -103,7 +103,7 @@ def test_an_edited_method_is_another_model_and_never_pools_with_the_old_code(tmp
 def test_a_changed_method_file_is_refused_before_scoring_its_old_models(tmp_path):
     source = (CHECKOUT / "methods" / "zero_fill.py").read_text()
     root = make_root(tmp_path / "root", {"zero_fill.py": source})
-    assert before_edits(root, "--methods", "zero_fill", *SMOKE, "--out", str(root / "results" / "s")).returncode == 0
+    assert in_process(root, "--methods", "zero_fill", *SMOKE, "--out", str(root / "results" / "s")).returncode == 0
     (root / "methods" / "zero_fill.py").write_text(source + "\n# edited\n")
     refused = bench(root, "evaluate", str(root / "results" / "s"), "--metric", "empty=nan")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
@@ -191,14 +191,14 @@ def test_scoring_on_another_data_set_refuses_the_training_cases(tmp_path, capsys
     root = make_root(tmp_path / "root", {"zero_fill.py": (CHECKOUT / "methods" / "zero_fill.py").read_text()})
     (root / "datasets" / "copycat.py").write_text(COPYCAT)
     sweep = root / "results" / "s"
-    assert before_edits(root, "--methods", "zero_fill", *SMOKE, "--out", str(sweep)).returncode == 0
+    assert in_process(root, "--methods", "zero_fill", *SMOKE, "--out", str(sweep)).returncode == 0
     before = sorted(p for p in sweep.rglob("*") if p.is_file())
-    by_id = before_edits(root, "evaluate", str(sweep), "--dataset", "brats_synthetic", "--dataset-param", "n_train=1")
+    by_id = in_process(root, "evaluate", str(sweep), "--dataset", "brats_synthetic", "--dataset-param", "n_train=1")
     assert by_id.returncode == 2 and by_id.stderr.count("\n") == 1 and "are training cases of model" in by_id.stderr
-    by_content = before_edits(root, "evaluate", str(sweep), "--dataset", "copycat")  # cc0, cc1: syn0000, syn0001 renamed
+    by_content = in_process(root, "evaluate", str(sweep), "--dataset", "copycat")  # cc0, cc1: syn0000, syn0001 renamed
     assert by_content.returncode == 2 and "cc0 (= syn0000)" in by_content.stderr
     assert sorted(p for p in sweep.rglob("*") if p.is_file()) == before  # refused before anything is written
-    unseen = before_edits(root, "evaluate", str(sweep), "--dataset", "copycat", "--dataset-param", "offset=4", "--no-progress")
+    unseen = in_process(root, "evaluate", str(sweep), "--dataset", "copycat", "--dataset-param", "offset=4", "--no-progress")
     assert unseen.returncode == 0, unseen.stderr
     (model,) = sweep_models(sweep)
     assert {s.spec().dataset for s in model.scores()} == {"brats_synthetic", "copycat"}
