@@ -149,8 +149,16 @@ def test_a_preempted_run_checkpoints_requeues_and_ends_with_the_uninterrupted_nu
     subprocess.run(["scancel", "--signal=USR2", run.job_id], check=True)  # what a preemption sends first
     wait_until(lambda: ended(sweeps / "slurm"), 300, "the requeued run did not finish")
     text = log.read_text()
-    step = int(re.search(r"saved the state at iteration (\d+) on request", text).group(1))
-    assert 10 <= step < iterations and f"at iteration {step}" in text.split("resumed from")[1].splitlines()[0]
+    # The handler saves the state of the last iteration boundary; a signal that lands while the optimiser
+    # updates (one CI run in many) finds none and leaves the last periodic checkpoint, here none, so the
+    # requeued run starts again. Both give the uninterrupted numbers; test_executors holds the save itself.
+    assert text.count("preempted: ") == 1
+    saved = re.search(r"saved the state at iteration (\d+) on request", text)
+    if saved:
+        step = int(saved.group(1))
+        assert 10 <= step < iterations and f"at iteration {step}" in text.split("resumed from")[1].splitlines()[0]
+    else:
+        assert "preempted: resuming from the last periodic checkpoint" in text and "resumed from" not in text
     meta = json.loads((sweeps / "slurm" / run.model_id / "meta.json").read_text())
     assert meta["slurm"]["slurm_restart_count"] == "1"
     pd.testing.assert_frame_equal(load_rows(sweeps / "inline"), load_rows(sweeps / "slurm"))
