@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import bench_here
 from missbench.experiment import registry
 from missbench.experiment.protocol import ProtocolError, load_protocol
 from missbench.store.run_folder import load_rows
@@ -29,18 +30,12 @@ def tiny_timing_protocol(tmp_path: Path, **counts: int) -> Path:
 @pytest.fixture(scope="module")
 def timing_sweep(tmp_path_factory) -> tuple[Path, str, str]:
     """A timing sweep through bench.py's main, as `bench.py --protocol timing ... --device cpu`: its store, stdout and stderr."""
-    import contextlib
-    import io
-
-    from missbench.cli import main
-
     tmp = tmp_path_factory.mktemp("timing")
-    out, console, errors = tmp / "store", io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(errors):
-        status = main(["--protocol", str(tiny_timing_protocol(tmp)), "--budget", "smoke", "--methods", "zero_fill,mean_fill",
-                       "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(out)])
-    assert status == 0, errors.getvalue()
-    return out, console.getvalue(), errors.getvalue()
+    out = tmp / "store"
+    done = bench_here("--protocol", str(tiny_timing_protocol(tmp)), "--budget", "smoke", "--methods", "zero_fill,mean_fill",
+                      "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout, done.stderr
 
 
 @pytest.fixture(scope="module")

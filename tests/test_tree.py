@@ -3,16 +3,14 @@ docs, captions and protocol files mention exists, and run states are spelled onc
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
+from conftest import bench_here
 from missbench.store.state import State
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,12 +76,9 @@ def test_every_path_and_module_the_tree_names_exists():
 
 def options_of(argv: list[str]) -> set[str]:
     """The long options ``bench.py <argv> --help`` lists."""
-    from missbench.cli import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        main([*argv, "--help"])
-    return set(re.findall(r"--[\w-]+", out.getvalue()))
+    shown = bench_here(*argv, "--help")
+    assert shown.returncode == 0, shown.stderr
+    return set(re.findall(r"--[\w-]+", shown.stdout))
 
 
 def test_every_bench_py_command_the_docs_show_exists():
