@@ -68,28 +68,28 @@ def seg_summary(rows: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]
     return out
 
 
+def model_timings(sweep: Path) -> list[tuple[str, dict[str, float], list[dict[str, float]]]]:
+    """(method, the model's timings, each finished score's timings) of every finished model of ``sweep``, from their
+    meta.json."""
+    return [(folder.spec().method, folder.meta()["timings"], [s.meta()["timings"] for s in folder.scores() if s.is_done()])
+            for folder in sweep_models(sweep) if folder.is_done()]
+
+
 def run_seconds(sweep: Path) -> dict[str, dict[str, float]]:
     """Per method: training and evaluation seconds and seconds per iteration, the mean over its models (the model's and
-    its score's meta.json)."""
+    its first score's meta.json)."""
     per: dict[str, list[dict[str, float]]] = {}
-    for folder in sweep_models(sweep):
-        if folder.is_done():
-            scores = [s for s in folder.scores() if s.is_done()]
-            per.setdefault(folder.spec().method, []).append(
-                {**folder.meta()["timings"], **(scores[0].meta()["timings"] if scores else {})})
+    for method, model, scores in model_timings(sweep):
+        per.setdefault(method, []).append({**model, **(scores[0] if scores else {})})
     return {m: pd.DataFrame(t).mean().to_dict() for m, t in per.items()}
 
 
 def compute_minutes(sweep: Path) -> str:
     """The models of ``sweep`` and their training plus evaluation time in all, from their meta.json: what its commands
     cost, the same whether this script trained them now or an earlier, interrupted call did (models are never redone)."""
-    spent, n = 0.0, 0
-    for folder in sweep_models(sweep):
-        if folder.is_done():
-            n += 1
-            spent += folder.meta()["timings"].get("train_seconds", 0.0)
-            spent += sum(s.meta()["timings"].get("eval_seconds", 0.0) for s in folder.scores() if s.is_done())
-    return f"{n} models, {spent / 60:.1f} min of training and evaluation in all (their meta.json)"
+    timings = model_timings(sweep)
+    spent = sum(model.get("train_seconds", 0.0) + sum(s.get("eval_seconds", 0.0) for s in scores) for _, model, scores in timings)
+    return f"{len(timings)} models, {spent / 60:.1f} min of training and evaluation in all (their meta.json)"
 
 
 def main_job(budget: str | None) -> list[str]:
